@@ -1,0 +1,1 @@
+"""Environment classes, installed as ``ospo_gym.envs``."""

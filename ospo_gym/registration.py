@@ -1,0 +1,39 @@
+"""The one place where every ``ospo/...`` environment id is registered."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+# id -> (entry point, vector entry point, default kwargs)
+_ENVS: dict[str, tuple[str, str, dict]] = {
+    "ospo/AdditiveKeywords-v0": (
+        "ospo_gym.envs.additive:AdditiveKeywordsEnv",
+        "ospo_gym.envs.additive:AdditiveKeywordsVectorEnv",
+        {},
+    ),
+    "ospo/SyntheticRetrieval-v0": (
+        "ospo_gym.envs.retrieval:SyntheticRetrievalEnv",
+        "ospo_gym.envs.retrieval:SyntheticRetrievalVectorEnv",
+        {},
+    ),
+    "ospo/Interaction-v0": (
+        "ospo_gym.envs.interaction:InteractionEnv",
+        "ospo_gym.envs.interaction:InteractionVectorEnv",
+        {},
+    ),
+}
+
+ENV_IDS: tuple[str, ...] = tuple(_ENVS)
+
+
+def register_envs() -> None:
+    """Register every id; safe to call more than once."""
+    for env_id, (entry_point, vector_entry_point, kwargs) in _ENVS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=entry_point,
+            vector_entry_point=vector_entry_point,
+            kwargs=dict(kwargs),
+        )
