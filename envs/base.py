@@ -1,0 +1,249 @@
+"""Machinery shared by every generative-search environment: the one-step episode, the oracle, the vector env.
+
+An env subclass provides its prompts and :meth:`GenerativeSearchEnv.score_texts`; everything else — spaces,
+seeding, the action-to-retrieval-text rule, truncation, the oracle, batching — lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from functools import cached_property
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from ospo_gym.credit.shapley import MAX_EXACT_PLAYERS, shapley_exact
+from ospo_gym.oracle import CoalitionOracle
+from ospo_gym.segment import retrieval_text
+from ospo_gym.spaces import UnicodeText
+
+RESET_OPTIONS = ("prompt_id",)
+VECTOR_RESET_OPTIONS = ("prompt_ids",)
+
+
+def truncate_action(action: Any, max_chars: int) -> str:
+    """Check the action's type and cut it to ``max_chars`` characters (the documented rule for long actions)."""
+    if not isinstance(action, str):
+        raise TypeError(f"the action must be a str (the generated text), got {type(action).__name__}")
+    return action[:max_chars]
+
+
+def object_array(items: Sequence[Any]) -> np.ndarray:
+    """A 1-D object array holding ``items`` as they are (numpy would turn equal-length lists into a 2-D array)."""
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
+
+
+class GenerativeSearchEnv(gym.Env[str, str]):
+    """Base class: a prompt is shown, the agent answers with text once, the env scores it.
+
+    Subclasses set ``self._prompts`` (an ordered ``{prompt_id: prompt text}``) and implement
+    :meth:`score_texts`. Actions longer than ``max_action_chars`` are truncated to their first
+    ``max_action_chars`` characters before anything else (retrieval text, segments, reward).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    default_segmentation: ClassVar[str] = "phrase"
+
+    def __init__(
+        self,
+        *,
+        segmentation: str | None = None,
+        segmentation_backend: str = "rules",
+        max_action_chars: int = 100_000,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}")
+        if max_action_chars < 1:
+            raise ValueError(f"max_action_chars must be >= 1, got {max_action_chars}")
+        self.render_mode = render_mode
+        self.segmentation = segmentation or self.default_segmentation
+        self.segmentation_backend = segmentation_backend
+        self.max_action_chars = max_action_chars
+        self.observation_space = UnicodeText()
+        self.action_space = UnicodeText()
+        self._prompts: dict[Hashable, str] = {}
+        self._prompt_id: Hashable | None = None
+        self._last: dict[str, Any] | None = None
+        self.oracle  # noqa: B018 — validates the segmentation arguments at construction
+
+    # -- what a subclass provides -------------------------------------------------------------------------
+    def score_texts(self, prompt_ids: Sequence[Hashable], texts: Sequence[str]) -> np.ndarray:
+        """Rewards of retrieval texts for their prompts, shape (N,), finite and in [0, 1]."""
+        raise NotImplementedError
+
+    # -- public API ---------------------------------------------------------------------------------------
+    @property
+    def prompt_ids(self) -> list[Hashable]:
+        """Every prompt id, in a fixed order."""
+        return list(self._prompts)
+
+    def prompt(self, prompt_id: Hashable) -> str:
+        """The prompt text (the observation) of ``prompt_id``."""
+        self._check_prompt_id(prompt_id)
+        return self._prompts[prompt_id]
+
+    @cached_property
+    def oracle(self) -> CoalitionOracle:
+        """The coalition-value oracle of this env (see :class:`ospo_gym.oracle.CoalitionOracle`)."""
+        return CoalitionOracle(
+            self.score_texts, segmentation=self.segmentation, segmentation_backend=self.segmentation_backend
+        )
+
+    def rewards(self, prompt_ids: Sequence[Hashable], actions: Sequence[str]) -> np.ndarray:
+        """Rewards of whole actions (completions) in one batch, shape (N,)."""
+        for prompt_id in prompt_ids:
+            self._check_prompt_id(prompt_id)
+        texts = [retrieval_text(truncate_action(a, self.max_action_chars)) for a in actions]
+        return np.asarray(self.score_texts(list(prompt_ids), texts), dtype=np.float64)
+
+    def ground_truth_credit(self, prompt_id: Hashable, text: str) -> np.ndarray:
+        """Exact Shapley value of each segment of ``text`` (its :meth:`oracle` segments), shape (n,).
+
+        Computed by enumerating all ``2**n`` coalitions through the oracle; ``n`` must be at most
+        ``MAX_EXACT_PLAYERS``. Envs with a closed form override this.
+        """
+        self._check_prompt_id(prompt_id)
+        text = truncate_action(text, self.max_action_chars)
+        spans = self.oracle.segment(text)
+        if len(spans) > MAX_EXACT_PLAYERS:
+            raise ValueError(
+                f"the text has {len(spans)} segments; exact Shapley values enumerate 2**n coalitions and allow at "
+                f"most {MAX_EXACT_PLAYERS}. Shorten the text or use ospo_gym.credit.owen_estimate."
+            )
+        return shapley_exact(lambda cs: self.oracle.values(prompt_id, text, spans, cs), len(spans))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - set(RESET_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(RESET_OPTIONS)}")
+        if "prompt_id" in options:
+            self._check_prompt_id(options["prompt_id"])
+            self._prompt_id = options["prompt_id"]
+        else:
+            ids = self.prompt_ids
+            self._prompt_id = ids[int(self.np_random.integers(len(ids)))]
+        self._last = None
+        return self._prompts[self._prompt_id], {"prompt_id": self._prompt_id}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._prompt_id is None:
+            raise gym.error.ResetNeeded("call reset() before step(): each episode is one prompt and one answer")
+        action = truncate_action(action, self.max_action_chars)
+        reward = float(self.rewards([self._prompt_id], [action])[0])
+        info = {
+            "prompt_id": self._prompt_id,
+            "segments": self.oracle.segment(action),
+            "retrieval_text": retrieval_text(action),
+        }
+        obs = self._prompts[self._prompt_id]
+        self._last = {"prompt": obs, "action": action, "reward": reward}
+        self._prompt_id = None  # one-step episodes: the next step needs a reset
+        return obs, reward, True, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._last is None:
+            return "(no step taken yet)"
+        return f"prompt: {self._last['prompt']}\naction: {self._last['action']}\nreward: {self._last['reward']:.4f}"
+
+    def _check_prompt_id(self, prompt_id: Hashable) -> None:
+        if prompt_id not in self._prompts:
+            sample = self.prompt_ids[:5]
+            raise ValueError(
+                f"unknown prompt_id {prompt_id!r}; this env has {len(self._prompts)} prompts, e.g. {sample} "
+                "(see env.unwrapped.prompt_ids)"
+            )
+
+
+class GenerativeSearchVectorEnv(VectorEnv):
+    """``num_envs`` copies of one env that score all actions in one batched call.
+
+    Built by ``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point", **kwargs)``. Episodes are one
+    step, so every step ends all sub-episodes and (``SAME_STEP`` autoreset) the returned observations are the
+    next prompts; the finished episodes' info is in ``info["final_info"]``. ``reset(options={"prompt_ids": [...]})``
+    pins one prompt per sub-env — G copies of one prompt make a GRPO group. Seeding sub-env ``i`` with
+    ``seed + i`` draws the same prompts as the single env reset with that seed.
+    """
+
+    env_class: ClassVar[type[GenerativeSearchEnv]] = GenerativeSearchEnv
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.env = self.env_class(**env_kwargs)
+        self.num_envs = num_envs
+        self.single_observation_space = self.env.observation_space
+        self.single_action_space = self.env.action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.render_mode = None
+        self._generators = [seeding.np_random()[0] for _ in range(num_envs)]
+        self._prompt_ids: list[Hashable] | None = None
+
+    @property
+    def oracle(self) -> CoalitionOracle:
+        return self.env.oracle
+
+    def _draw(self, count: int) -> list[Hashable]:
+        ids = self.env.prompt_ids
+        return [ids[int(self._generators[i].integers(len(ids)))] for i in range(count)]
+
+    def _observe(self) -> tuple[str, ...]:
+        return tuple(self.env.prompt(p) for p in self._prompt_ids)
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
+            self._generators = [seeding.np_random(s)[0] for s in seeds]
+        options = dict(options or {})
+        unknown = set(options) - set(VECTOR_RESET_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(VECTOR_RESET_OPTIONS)}")
+        if "prompt_ids" in options:
+            pinned = list(options["prompt_ids"])
+            if len(pinned) != self.num_envs:
+                raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({self.num_envs})")
+            for prompt_id in pinned:
+                self.env._check_prompt_id(prompt_id)
+            self._prompt_ids = pinned
+        else:
+            self._prompt_ids = self._draw(self.num_envs)
+        return self._observe(), self._info(self._prompt_ids)
+
+    def step(self, actions: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._prompt_ids is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        if isinstance(actions, str) or len(actions) != self.num_envs:
+            raise ValueError(f"expected a sequence of {self.num_envs} strings, one action per sub-env")
+        actions = [truncate_action(a, self.env.max_action_chars) for a in actions]
+        finished = self._prompt_ids
+        rewards = self.env.rewards(finished, actions)
+        final_info = self._info(finished)
+        final_info["segments"] = object_array([self.env.oracle.segment(a) for a in actions])
+        final_info["retrieval_text"] = object_array([retrieval_text(a) for a in actions])
+        final_info["_segments"] = final_info["_retrieval_text"] = np.ones(self.num_envs, dtype=bool)
+        self._prompt_ids = self._draw(self.num_envs)
+        info = self._info(self._prompt_ids)
+        info["final_info"] = final_info
+        info["_final_info"] = np.ones(self.num_envs, dtype=bool)
+        terminated = np.ones(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return self._observe(), rewards, terminated, truncated, info
+
+    def _info(self, prompt_ids: Sequence[Hashable]) -> dict[str, Any]:
+        return {"prompt_id": object_array(prompt_ids), "_prompt_id": np.ones(len(prompt_ids), dtype=bool)}

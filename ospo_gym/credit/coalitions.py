@@ -1,0 +1,132 @@
+"""Which coalitions of segments the oracle is asked about.
+
+A coalition is a sorted tuple of segment indices. OSPO evaluates the empty set, every *contiguous* window of
+at most ``w_max`` segments and the full set; a text of ``n`` segments has at most ``n * w_max`` windows, so the
+budget ``max_coalitions`` (the paper's ``M``) only bites for long texts.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from math import comb
+
+import numpy as np
+
+Coalition = tuple[int, ...]
+
+
+def _check_sizes(n: int, w_max: int, max_coalitions: int | None = None) -> None:
+    if n < 0:
+        raise ValueError(f"number of segments must be >= 0, got {n}")
+    if w_max < 1:
+        raise ValueError(f"w_max must be >= 1 (the widest coalition window), got {w_max}")
+    if max_coalitions is not None and max_coalitions < 2:
+        raise ValueError(
+            f"max_coalitions must be >= 2 (the empty and the full coalition are always kept), got {max_coalitions}"
+        )
+
+
+def contiguous_coalitions(n: int, w_max: int, *, include_empty: bool = True, include_full: bool = True) -> list[Coalition]:
+    """All contiguous windows of width 1..w_max, plus ∅ and the full set; ordered by width, then start.
+
+    >>> contiguous_coalitions(3, 2)
+    [(), (0,), (1,), (2,), (0, 1), (1, 2), (0, 1, 2)]
+    """
+    _check_sizes(n, w_max)
+    out: list[Coalition] = [()] if include_empty else []
+    for width in range(1, min(w_max, n) + 1):
+        out.extend(tuple(range(start, start + width)) for start in range(n - width + 1))
+    if include_full and n > 0 and w_max < n:
+        out.append(tuple(range(n)))
+    return out
+
+
+def _subsets_up_to(n: int, w_max: int) -> int:
+    return sum(comb(n, s) for s in range(1, min(w_max, n) + 1))
+
+
+def noncontiguous_coalitions(
+    n: int, w_max: int, count: int, rng: np.random.Generator, *, include_empty: bool = True, include_full: bool = True
+) -> list[Coalition]:
+    """The ablation's pool: ``count`` distinct arbitrary subsets of size 1..w_max, uniformly over subsets.
+
+    ``count`` is capped at the number of such subsets. Singletons are not forced in, so as in the paper's
+    ablation the coalitions carry no contiguity structure at all.
+    """
+    _check_sizes(n, w_max)
+    total = _subsets_up_to(n, w_max)
+    count = min(count, total)
+    chosen: list[Coalition] = []
+    if total <= 4096:  # enumerate and sample exactly
+        pool = [c for size in range(1, min(w_max, n) + 1) for c in combinations(range(n), size)]
+        chosen = [pool[i] for i in sorted(rng.choice(len(pool), size=count, replace=False))]
+    else:  # rejection sampling; sizes drawn in proportion to how many subsets have that size
+        sizes = np.arange(1, min(w_max, n) + 1)
+        probs = np.array([comb(n, int(s)) for s in sizes], dtype=float)
+        probs /= probs.sum()
+        seen: set[Coalition] = set()
+        while len(chosen) < count:
+            size = int(rng.choice(sizes, p=probs))
+            c = tuple(sorted(int(i) for i in rng.choice(n, size=size, replace=False)))
+            if c not in seen:
+                seen.add(c)
+                chosen.append(c)
+        chosen.sort(key=lambda c: (len(c), c))
+    out: list[Coalition] = [()] if include_empty else []
+    out.extend(chosen)
+    full = tuple(range(n))
+    if include_full and n > 0 and full not in chosen:
+        out.append(full)
+    return out
+
+
+def sample_coalitions(
+    n: int,
+    w_max: int = 8,
+    max_coalitions: int | None = 96,
+    *,
+    rng: np.random.Generator | int | None = None,
+    contiguous: bool = True,
+    cover_singletons: bool = True,
+) -> list[Coalition]:
+    """The coalitions to evaluate for a text of ``n`` segments (deduplicated, ∅ first, full set last).
+
+    Args:
+        n: number of segments (players).
+        w_max: widest window.
+        max_coalitions: the budget ``M``; ``None`` keeps every window. When the pool is larger than ``M``,
+            ∅ and the full set are kept and the rest is sampled without replacement.
+        rng: seed or generator for the sampling.
+        contiguous: ``False`` gives the paper's non-contiguous ablation (random subsets of size <= w_max,
+            as many as the contiguous pool would have had, then the same budget).
+        cover_singletons: when sampling, keep the singletons first (as many as fit) and sample the rest.
+            The released OSPO code samples uniformly (``False``), which can leave a segment with no sampled
+            pair ``(S, S ∪ {i})`` and hence with credit 0 whatever its value; covering avoids that.
+
+    Returns:
+        A list of sorted index tuples, no duplicates.
+    """
+    _check_sizes(n, w_max, max_coalitions)
+    rng = np.random.default_rng(rng)
+    if contiguous:
+        pool = contiguous_coalitions(n, w_max)
+    else:
+        budget = len(contiguous_coalitions(n, w_max, include_empty=False, include_full=False))
+        pool = noncontiguous_coalitions(n, w_max, budget, rng)
+    if max_coalitions is None or len(pool) <= max_coalitions or n == 0:
+        return pool
+    full = tuple(range(n))
+    middle = [c for c in pool if c and c != full]
+    room = max_coalitions - 2
+    if cover_singletons:
+        singles = [c for c in middle if len(c) == 1]
+        others = [c for c in middle if len(c) > 1]
+        if len(singles) >= room:
+            picked = [singles[i] for i in rng.choice(len(singles), size=room, replace=False)]
+        else:
+            extra = rng.choice(len(others), size=min(room - len(singles), len(others)), replace=False)
+            picked = singles + [others[i] for i in extra]
+    else:
+        picked = [middle[i] for i in rng.choice(len(middle), size=min(room, len(middle)), replace=False)]
+    picked.sort(key=lambda c: (len(c), c))
+    return [(), *picked, full]

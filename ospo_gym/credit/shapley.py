@@ -1,0 +1,127 @@
+"""Segment credit: exact Shapley values and the Owen–Shapley estimate from sampled coalitions.
+
+Notation: ``n`` players (segments), ``v(S)`` the coalition value, Shapley weight
+``w(s) = s! (n - s - 1)! / n!`` for a coalition of size ``s`` not containing the player.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import numpy as np
+from scipy.special import gammaln
+
+from ospo_gym.credit.coalitions import Coalition
+
+ValueFn = Callable[[Sequence[Coalition]], np.ndarray]
+"""Maps a batch of coalitions to their values, shape (K,)."""
+
+ESTIMATORS = ("owen", "released")
+MAX_EXACT_PLAYERS = 20
+
+
+def shapley_weight(size: np.ndarray | int, n: int) -> np.ndarray:
+    """``|S|! (n-|S|-1)! / n!`` computed in log space (finite for any n), shape of ``size``; 0 for |S| >= n."""
+    size = np.asarray(size, dtype=np.float64)
+    inside = (size >= 0) & (size < n)  # a coalition that already holds every player has no marginal
+    safe = np.where(inside, size, 0.0)
+    return np.where(inside, np.exp(gammaln(safe + 1.0) + gammaln(n - safe) - gammaln(n + 1.0)), 0.0)
+
+
+def shapley_exact(value_fn: ValueFn, n: int) -> np.ndarray:
+    """Exact Shapley values by enumerating all ``2**n`` coalitions (the reference for tests).
+
+    Args:
+        value_fn: called once with all ``2**n`` coalitions (sorted tuples), returns their values (2**n,).
+        n: number of players, at most ``MAX_EXACT_PLAYERS``.
+
+    Returns:
+        phi: (n,) with ``phi.sum() == v(N) - v(∅)`` (efficiency).
+    """
+    if not 0 <= n <= MAX_EXACT_PLAYERS:
+        raise ValueError(
+            f"shapley_exact enumerates 2**n coalitions; n must be in [0, {MAX_EXACT_PLAYERS}], got {n}. "
+            "Use owen_estimate for longer texts."
+        )
+    if n == 0:
+        return np.zeros(0)
+    masks = np.arange(1 << n, dtype=np.int64)
+    bits = ((masks[:, None] >> np.arange(n)) & 1).astype(bool)  # (2**n, n)
+    coalitions = [tuple(np.flatnonzero(row).tolist()) for row in bits]
+    values = np.asarray(value_fn(coalitions), dtype=np.float64)
+    if values.shape != (1 << n,):
+        raise ValueError(f"value_fn returned shape {values.shape}, expected ({1 << n},)")
+    weights = shapley_weight(bits.sum(axis=1), n)  # weight of S for a player outside S
+    phi = np.empty(n)
+    for i in range(n):  # n <= 20 players; each step is vectorised over all 2**n coalitions
+        without = masks[~bits[:, i]]
+        phi[i] = np.sum(weights[without] * (values[without | (1 << i)] - values[without]))
+    return phi
+
+
+def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All sampled pairs ``(S, S ∪ {i})`` with both coalitions present.
+
+    Returns:
+        without_idx (P,), with_idx (P,): indices into ``coalitions``; player (P,): the added player ``i``.
+    """
+    k = len(coalitions)
+    if k == 0 or n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    members = np.zeros((k, n), dtype=np.float32)
+    rows = np.repeat(np.arange(k), [len(c) for c in coalitions])
+    cols = np.fromiter((i for c in coalitions for i in c), dtype=np.int64, count=len(rows))
+    members[rows, cols] = 1.0
+    sizes = members.sum(axis=1)
+    overlap = members @ members.T  # (K, K): |S_a ∩ S_b|
+    is_pair = (sizes[None, :] == sizes[:, None] + 1) & (overlap == sizes[:, None])
+    without_idx, with_idx = np.nonzero(is_pair)
+    player = np.argmax(members[with_idx] - members[without_idx], axis=1)
+    return without_idx, with_idx, player
+
+
+def owen_estimate(
+    coalitions: Sequence[Coalition], values: np.ndarray, n: int, *, estimator: str = "owen"
+) -> np.ndarray:
+    """Segment credit from the values of sampled coalitions.
+
+    ``estimator="released"`` is the released OSPO code: ``phi_i = Σ w(|S|) (v(S∪{i}) − v(S))`` over the sampled
+    pairs, not renormalised. Its scale depends on how many pairs a player happens to have (edge segments have
+    fewer windows), so on an additive game it does not return the weights.
+
+    ``estimator="owen"`` (default) is the Shapley-weighted *mean* of the sampled marginals,
+    ``phi_i = Σ w Δ / Σ w``: consistent (exact on additive games whenever player ``i`` has a sampled pair, which
+    :func:`sample_coalitions` guarantees when ``M >= n + 2``), and equal to exact Shapley when all coalitions are
+    sampled. A player with no sampled pair gets an equal share of what the others leave of ``v(N) − v(∅)``
+    (0 if either is missing), so the estimate stays efficient.
+
+    Args:
+        coalitions: K sorted tuples; values: (K,) their values; n: number of players.
+
+    Returns:
+        phi: (n,) float64.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (len(coalitions),):
+        raise ValueError(f"values has shape {values.shape}, expected ({len(coalitions)},) — one per coalition")
+    if n == 0:
+        return np.zeros(0)
+    without_idx, with_idx, player = marginal_pairs(coalitions, n)
+    sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))
+    weight = shapley_weight(sizes[without_idx], n) if len(player) else np.zeros(0)
+    weighted = np.bincount(player, weights=weight * (values[with_idx] - values[without_idx]), minlength=n)
+    if estimator == "released":
+        return weighted
+    weight_sum = np.bincount(player, weights=weight, minlength=n)
+    covered = weight_sum > 0
+    phi = np.zeros(n)
+    phi[covered] = weighted[covered] / weight_sum[covered]
+    if not covered.all():
+        index = {c: j for j, c in enumerate(coalitions)}
+        full, empty = index.get(tuple(range(n))), index.get(())
+        if full is not None and empty is not None:
+            residual = values[full] - values[empty] - phi[covered].sum()
+            phi[~covered] = residual / (~covered).sum()
+    return phi

@@ -1,0 +1,228 @@
+"""From segment credit to per-token advantages (OSPO-PROP and OSPO-RANK).
+
+Shapes: ``B`` sequences in a batch, ``T`` token positions (right-padded), ``P`` segments of one sequence.
+Both redistributions keep the token mean of every sequence equal to its sequence advantage ``Â``:
+``Σ_t mask_t A_t = T_valid · Â``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Span = tuple[int, int]
+REDISTRIBUTIONS = ("prop", "rank")
+RANK_ORDERS = ("ascending", "released")
+
+
+def token_weights(spans: Sequence[Span], offsets: np.ndarray) -> np.ndarray:
+    """Share of each token that falls in each segment, by character overlap.
+
+    Args:
+        spans: P segment spans ``(start, end)`` in the completion's characters.
+        offsets: (T, 2) the tokenizer's character offsets of each token (``return_offsets_mapping``).
+
+    Returns:
+        W: (P, T); each token's column sums to 1 if it overlaps any segment, else 0.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    if len(spans) == 0 or len(offsets) == 0:
+        return np.zeros((len(spans), len(offsets)))
+    span_arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    lo = np.maximum(span_arr[:, None, 0], offsets[None, :, 0])
+    hi = np.minimum(span_arr[:, None, 1], offsets[None, :, 1])
+    length = np.maximum(offsets[:, 1] - offsets[:, 0], 0)
+    overlap = np.clip(hi - lo, 0, None) / np.maximum(length, 1)[None, :]
+    overlap[:, length == 0] = 0.0
+    total = overlap.sum(axis=0, keepdims=True)
+    return np.divide(overlap, total, out=np.zeros_like(overlap), where=total > 0)
+
+
+def segment_to_tokens(spans: Sequence[Span], credit: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Token credit ``W.T @ credit``, shape (T,); tokens in no segment get 0."""
+    credit = np.asarray(credit, dtype=np.float64)
+    if credit.shape != (len(spans),):
+        raise ValueError(f"credit has shape {credit.shape}, expected ({len(spans)},) — one value per span")
+    return token_weights(spans, offsets).T @ credit
+
+
+def minmax_normalise(token_credit: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-sequence min–max scaling of valid tokens into [0, 1]; a constant sequence becomes 0.5 (as released).
+
+    Args: token_credit (B, T); mask (B, T) bool. Returns (B, T), 0 where masked.
+    """
+    credit = np.asarray(token_credit, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if credit.shape[-1] == 0:
+        return credit.copy()
+    low = np.where(mask, credit, np.inf).min(axis=1, keepdims=True)
+    high = np.where(mask, credit, -np.inf).max(axis=1, keepdims=True)
+    span = high - low
+    varies = np.isfinite(span) & (span > 0)
+    scaled = np.where(varies, (credit - np.where(varies, low, 0.0)) / np.where(varies, span, 1.0), 0.5)
+    return np.where(mask, scaled, 0.0)
+
+
+def _valid_counts(mask: np.ndarray) -> np.ndarray:
+    return mask.sum(axis=1).astype(np.float64)
+
+
+def redistribute_prop(
+    credit: np.ndarray,
+    mask: np.ndarray,
+    advantages: np.ndarray,
+    *,
+    rewards: np.ndarray | None = None,
+    released: bool = False,
+) -> np.ndarray:
+    """OSPO-PROP: ``A_t = T · Â · φ̃_t / Σ_t φ̃_t``.
+
+    Args:
+        credit: (B, T) non-negative token credit φ̃ (e.g. from :func:`minmax_normalise`).
+        mask: (B, T) valid completion tokens.
+        advantages: (B,) sequence advantages Â.
+        rewards: (B,) sequence rewards; only used with ``released=True``.
+        released: reproduce the released code, which first rescales credit to sum to the *reward*
+            (``φ · r / Σφ``, clamped at 1e-4) and then to proportions: a completion with reward 0 then gets
+            token advantage 0 although its Â is negative. The default skips that step.
+
+    Returns:
+        (B, T) token advantages, 0 where masked; if a sequence's credit sums to 0 it gets Â on every token.
+    """
+    credit = np.where(mask, np.asarray(credit, dtype=np.float64), 0.0)
+    mask = np.asarray(mask, dtype=bool)
+    advantages = np.asarray(advantages, dtype=np.float64)
+    count = _valid_counts(mask)[:, None]
+    if released:
+        if rewards is None:
+            raise ValueError("released=True reproduces reward-scaled credit and needs rewards (B,)")
+        eps = 1e-4
+        scaled = credit * (np.asarray(rewards, dtype=np.float64)[:, None] / np.maximum(credit.sum(1, keepdims=True), eps))
+        props = scaled / np.maximum(scaled.sum(1, keepdims=True), eps)
+        return np.where(mask, advantages[:, None] * props * count, 0.0)
+    total = credit.sum(axis=1, keepdims=True)
+    uniform = np.where(mask, 1.0, 0.0) / np.maximum(count, 1.0)
+    props = np.where(total > 0, credit / np.where(total > 0, total, 1.0), uniform)
+    return np.where(mask, advantages[:, None] * props * count, 0.0)
+
+
+def average_ranks(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """1-based ranks of each row's valid entries, ascending (smallest value → 1), ties get their mean rank.
+
+    Args: values (B, T); mask (B, T). Returns (B, T) float, 0 where masked.
+    """
+    values = np.where(mask, np.asarray(values, dtype=np.float64), np.inf)  # masked sort last, rank nothing
+    ordered = np.sort(values, axis=1)
+    ranks = np.empty_like(values)
+    for row in range(values.shape[0]):  # a batch of rows; each row is one vectorised searchsorted
+        below = np.searchsorted(ordered[row], values[row], side="left")
+        upto = np.searchsorted(ordered[row], values[row], side="right")
+        ranks[row] = (below + upto + 1) / 2.0
+    return np.where(mask, ranks, 0.0)
+
+
+def redistribute_rank(
+    credit: np.ndarray, mask: np.ndarray, advantages: np.ndarray, *, order: str = "ascending"
+) -> np.ndarray:
+    """OSPO-RANK: ``A_t = T · Â · rank_t / Σ_t rank_t``, the highest-credit token getting the largest share.
+
+    Args:
+        credit: (B, T) token credit; mask: (B, T); advantages: (B,).
+        order: ``"ascending"`` (default) ranks 1..T from lowest to highest credit, ties averaged.
+            ``"released"`` reproduces the released code, whose ``argsort(argsort(x, descending))`` gives
+            rank 0 to the *highest*-credit token (so it gets no advantage) and ranks padding too.
+
+    Returns:
+        (B, T) token advantages, 0 where masked; the token mean of each sequence is Â.
+    """
+    if order not in RANK_ORDERS:
+        raise ValueError(f"unknown rank order {order!r}; expected one of {RANK_ORDERS}")
+    mask = np.asarray(mask, dtype=bool)
+    advantages = np.asarray(advantages, dtype=np.float64)
+    count = _valid_counts(mask)[:, None]
+    if order == "released":
+        padded = np.where(mask, np.asarray(credit, dtype=np.float64), 0.0)
+        ranks = np.argsort(np.argsort(-padded, axis=1, kind="stable"), axis=1).astype(np.float64) * mask
+        props = ranks / np.maximum(ranks.sum(axis=1, keepdims=True), 1e-4)
+        return np.where(mask, advantages[:, None] * props * count, 0.0)
+    ranks = average_ranks(credit, mask)
+    props = ranks / np.maximum(ranks.sum(axis=1, keepdims=True), 1.0)
+    return np.where(mask, advantages[:, None] * props * count, 0.0)
+
+
+def clip_token_advantages(token_advantages: np.ndarray, advantages: np.ndarray, multiple: float = 2.0) -> np.ndarray:
+    """Clip token advantages to ``± multiple · std(Â)`` over the batch (released option; breaks mean-preservation).
+
+    The std is the unbiased one of the sequence advantages (B,); with fewer than two sequences or a zero std
+    nothing is clipped (the released code would clip everything to 0 there).
+    """
+    advantages = np.asarray(advantages, dtype=np.float64)
+    if advantages.size < 2:
+        return token_advantages
+    bound = multiple * advantages.std(ddof=1)
+    if not np.isfinite(bound) or bound <= 0:
+        return token_advantages
+    return np.clip(token_advantages, -bound, bound)
+
+
+def pad_rows(rows: Sequence[np.ndarray], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad 1-D arrays into (B, T) values and a (B, T) bool mask."""
+    width = max((len(r) for r in rows), default=0) if width is None else width
+    values = np.zeros((len(rows), width))
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for i, row in enumerate(rows):
+        values[i, : len(row)] = row[:width]
+        mask[i, : min(len(row), width)] = True
+    return values, mask
+
+
+def _informative(credit: np.ndarray) -> bool:
+    """Does segment credit say anything beyond GRPO's uniform advantage? Needs two segments that differ."""
+    credit = np.asarray(credit, dtype=np.float64)
+    return credit.size >= 2 and bool(np.all(np.isfinite(credit))) and float(np.ptp(credit)) > 1e-12
+
+
+def ospo_token_advantages(
+    spans: Sequence[Sequence[Span]],
+    segment_credit: Sequence[np.ndarray],
+    offsets: Sequence[np.ndarray],
+    advantages: np.ndarray,
+    *,
+    redistribution: str = "prop",
+    mask: np.ndarray | None = None,
+    rank_order: str = "ascending",
+    rewards: np.ndarray | None = None,
+    released: bool = False,
+) -> np.ndarray:
+    """The whole credit-to-token step for a batch of completions.
+
+    Args:
+        spans: per sequence, its P_b segment spans (characters of the completion).
+        segment_credit: per sequence, (P_b,) segment credit.
+        offsets: per sequence, (T_b, 2) token character offsets of the completion.
+        advantages: (B,) sequence advantages Â.
+        redistribution: ``"prop"`` (OSPO-PROP) or ``"rank"`` (OSPO-RANK).
+        mask: (B, T) valid tokens; default: the first T_b tokens of each row.
+        rank_order, rewards, released: see :func:`redistribute_rank` and :func:`redistribute_prop`.
+
+    Returns:
+        (B, T) token advantages with T = max T_b (or mask's width). A sequence with fewer than two segments,
+        or whose segments all have the same credit, gets Â on every token (GRPO's uniform advantage). (The
+        released code instead gives the tokens outside the segments nothing when all segments tie.)
+    """
+    if redistribution not in REDISTRIBUTIONS:
+        raise ValueError(f"unknown redistribution {redistribution!r}; expected one of {REDISTRIBUTIONS}")
+    if not len(spans) == len(segment_credit) == len(offsets) == len(advantages):
+        raise ValueError("spans, segment_credit, offsets and advantages need one entry per sequence")
+    raw = [
+        segment_to_tokens(s, c, o) if _informative(c) else np.zeros(len(np.asarray(o).reshape(-1, 2)))
+        for s, c, o in zip(spans, segment_credit, offsets, strict=True)
+    ]
+    width = mask.shape[1] if mask is not None else None
+    credit, default_mask = pad_rows(raw, width)
+    mask = default_mask if mask is None else np.asarray(mask, dtype=bool)
+    normalised = minmax_normalise(credit, mask)
+    if redistribution == "prop":
+        return redistribute_prop(normalised, mask, advantages, rewards=rewards, released=released)
+    return redistribute_rank(normalised, mask, advantages, order=rank_order)

@@ -1,0 +1,108 @@
+"""The coalition-value oracle: what reward would a subset of a completion's segments have earned?
+
+``v(S)`` is the env's reward for the text made of the segments in ``S`` joined by single spaces, in their
+original order; ``v(∅)`` is the reward of the empty text. One call scores every coalition of a whole batch of
+completions with a single batched reward call, evaluating each distinct (prompt, text) pair once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+
+import numpy as np
+
+from ospo_gym.credit.coalitions import Coalition
+from ospo_gym.segment import SEGMENTATION_MODES, Span, segment_action
+
+ScoreTexts = Callable[[Sequence[Hashable], Sequence[str]], np.ndarray]
+"""Rewards of retrieval texts for their prompts: (prompt_ids, texts) -> (N,) floats in [0, 1]."""
+
+
+def check_spans(text: str, spans: Sequence[Span]) -> None:
+    """Raise ``ValueError`` unless ``spans`` are ordered, disjoint, non-empty and inside ``text``."""
+    previous_end = 0
+    for position, span in enumerate(spans):
+        if len(span) != 2:
+            raise ValueError(f"span {position} is {span!r}; expected a (start, end) pair")
+        start, end = int(span[0]), int(span[1])
+        if not previous_end <= start < end <= len(text):
+            raise ValueError(
+                f"span {position} = {span!r} is not inside the text (length {len(text)}), non-empty and after "
+                f"the previous span (which ended at {previous_end}); use oracle.segment(text) to get valid spans"
+            )
+        previous_end = end
+
+
+def coalition_text(text: str, spans: Sequence[Span], coalition: Coalition) -> str:
+    """The text of the segments in ``coalition``, in their original order, joined by single spaces."""
+    return " ".join(text[spans[i][0] : spans[i][1]] for i in sorted(coalition))
+
+
+class CoalitionOracle:
+    """Coalition values for one environment.
+
+    Args:
+        score_texts: the env's batched reward of retrieval texts.
+        segmentation: ``"phrase"``, ``"sentence"`` or ``"word"`` — how :meth:`segment` cuts a completion.
+        segmentation_backend: ``"rules"`` (no model needed) or ``"spacy"`` for phrase mode.
+
+    Counters ``num_calls``, ``num_values`` (coalition values returned) and ``num_scored`` (distinct texts sent to
+    the reward) let agents log oracle cost.
+    """
+
+    def __init__(
+        self, score_texts: ScoreTexts, *, segmentation: str = "phrase", segmentation_backend: str = "rules"
+    ) -> None:
+        if segmentation not in SEGMENTATION_MODES:
+            raise ValueError(f"unknown segmentation {segmentation!r}; expected one of {SEGMENTATION_MODES}")
+        self.score_texts = score_texts
+        self.segmentation = segmentation
+        self.segmentation_backend = segmentation_backend
+        self.num_calls = 0
+        self.num_values = 0
+        self.num_scored = 0
+
+    def segment(self, text: str) -> list[Span]:
+        """Segment spans of a completion, in its own character coordinates (only its retrieval text is cut)."""
+        return segment_action(text, self.segmentation, backend=self.segmentation_backend)
+
+    def values(self, prompt_id: Hashable, text: str, spans: Sequence[Span], coalitions: Sequence[Coalition]) -> np.ndarray:
+        """``v(S)`` for each coalition, shape (K,)."""
+        return self.values_batch([prompt_id], [text], [spans], [coalitions])[0]
+
+    def values_batch(
+        self,
+        prompt_ids: Sequence[Hashable],
+        texts: Sequence[str],
+        spans: Sequence[Sequence[Span]],
+        coalitions: Sequence[Sequence[Coalition]],
+    ) -> list[np.ndarray]:
+        """Coalition values for a batch of completions with one call to the reward.
+
+        Args:
+            prompt_ids, texts, spans, coalitions: one entry per completion (B).
+
+        Returns:
+            B arrays; entry b has shape (K_b,) with K_b = len(coalitions[b]).
+        """
+        if not len(prompt_ids) == len(texts) == len(spans) == len(coalitions):
+            raise ValueError("prompt_ids, texts, spans and coalitions need one entry per completion")
+        keys: dict[tuple[Hashable, str], int] = {}
+        lookup: list[np.ndarray] = []
+        for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
+            check_spans(text, text_spans)
+            index = np.empty(len(text_coalitions), dtype=np.int64)
+            for j, coalition in enumerate(text_coalitions):
+                if any(not 0 <= i < len(text_spans) for i in coalition):
+                    raise ValueError(
+                        f"coalition {coalition!r} names a segment outside 0..{len(text_spans) - 1}"
+                    )
+                key = (prompt_id, coalition_text(text, text_spans, coalition))
+                index[j] = keys.setdefault(key, len(keys))
+            lookup.append(index)
+        unique = list(keys)
+        scores = np.asarray(self.score_texts([k[0] for k in unique], [k[1] for k in unique]), dtype=np.float64)
+        self.num_calls += 1
+        self.num_scored += len(unique)
+        self.num_values += sum(len(i) for i in lookup)
+        return [scores[i] for i in lookup]
