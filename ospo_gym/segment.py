@@ -1,0 +1,493 @@
+"""Split a text into *players* (character spans) for Owen–Shapley credit assignment.
+
+A player is a span ``(start, end)`` with ``text[start:end]`` its text. Every function here returns spans
+that are ordered by start, pairwise disjoint, non-empty, inside the text, free of surrounding whitespace,
+and never split a word: a span never starts or ends between two word characters (``\\w``, i.e.
+``str.isalnum()`` or ``"_"``).
+
+Modes:
+
+* ``"word"``: maximal runs of non-whitespace (``\\S+``); they cover all non-space text.
+* ``"sentence"``: sentences end at a run of ``. ! ? 。 ！ ？`` (plus closing quotes/brackets) that is
+  followed by whitespace or the end of the text, and at every line break. The full-width terminators
+  ``。！？`` also end a sentence when no space follows, since CJK text puts none there. Sentences cover
+  all non-space text.
+* ``"phrase"`` (default): the players of the reference OSPO implementation, which used spaCy: noun
+  groups of 2–5 words, adjective–noun spans, and preference spans that start at a preference verb
+  ("looking", "need", "prefer", ...) and hold 3–6 words. Overlapping candidates are resolved in favour of
+  the longer one; text in no phrase is no player, and a single word is never a phrase.
+
+Phrase backends:
+
+* ``"rules"`` (default, needs no model): words are ``\\w+(?:['’-]\\w+)*``; a word is a *function word*
+  (a built-in English + Spanish list), a *preference verb*, or a *content word*. Noun groups are runs of
+  content words with no function word, preference verb, punctuation/symbol or line break between them;
+  since adjectives are content words, adjective–noun spans are already inside those runs. A run of
+  CJK characters (no spaces) is matched as one word, so unsegmented CJK text yields phrases only where
+  spaces separate its words (e.g. ``"ワイヤレス イヤホン"``). Combining marks are not ``\\w`` in Python's
+  ``re``, so decomposed accents end a word: NFC-normalise text first if that matters.
+* ``"spacy"`` or ``"spacy:<model_name>"`` (optional extra): spaCy's noun chunks, ADJ→NOUN spans and
+  preference-lemma windows, snapped outwards to whole words.
+
+Everything is linear in the length of the text (regex scans, numpy on token arrays, one greedy pass).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+Span = tuple[int, int]
+SEGMENTATION_MODES = ("phrase", "sentence", "word")
+BACKENDS = ("rules", "spacy", "spacy:<model_name>")
+DEFAULT_SPACY_MODEL = "en_core_web_sm"
+
+MIN_GROUP_WORDS, MAX_GROUP_WORDS = 2, 5
+MIN_PREFERENCE_WORDS, MAX_PREFERENCE_WORDS = 3, 6
+
+PREFERENCE_LEMMAS = frozenset({"look", "need", "want", "prefer", "replace", "update", "wear", "pair"})
+# The rules backend has no lemmatiser, so it matches these surface forms instead.
+PREFERENCE_VERBS = frozenset(
+    {
+        "look", "looks", "looked", "looking",
+        "need", "needs", "needed", "needing",
+        "want", "wants", "wanted", "wanting",
+        "prefer", "prefers", "preferred", "preferring",
+        "replace", "replaces", "replaced", "replacing",
+        "update", "updates", "updated", "updating",
+        "wear", "wears", "wore", "worn", "wearing",
+        "pair", "pairs", "paired", "pairing",
+    }
+)  # fmt: skip
+
+_ENGLISH_FUNCTION_WORDS = """
+a an the this that these those my your his her its our their some any no every each all both either
+neither another such what which whose whatever whichever much many few several more most less least
+about above across after against along amid among around as at before behind below beneath beside
+besides between beyond by despite down during except for from in inside into like near of off on onto
+out outside over past per since than through throughout till to toward towards under underneath unlike
+until up upon via vs with within without
+and or nor but so yet because although though while whereas if unless whether then also either
+i me myself we us ourselves you yourself yourselves he him himself she herself it itself they them
+themselves someone something anything everything nothing anyone everyone who whom mine yours hers ours
+theirs
+am is are was were be been being do does did doing done have has had having will would shall should
+can could may might must ought
+not very just too only really please here there how when where why
+i'm i've i'd i'll you're you've you'd you'll he's she's it's we're we've we'd they're they've they'd
+that's there's what's let's don't doesn't didn't can't cannot won't wouldn't shouldn't couldn't isn't
+aren't wasn't weren't haven't hasn't hadn't
+"""
+# Spanish list kept short and free of words that are common English nouns ("son", "sin" stay content).
+_SPANISH_FUNCTION_WORDS = """
+el la los las lo un una unos unas de del al y e o u ni para con en por que se su sus mi mis tu tus es
+muy más mas como pero entre sobre desde hasta hacia según segun este esta estos estas ese esa esos esas
+me le les nos yo
+"""
+FUNCTION_WORDS = frozenset((_ENGLISH_FUNCTION_WORDS + _SPANISH_FUNCTION_WORDS).split())
+
+_WORD = re.compile(r"\w+(?:['’\-]\w+)*")
+_NON_SPACE = re.compile(r"\S+")
+# Everything str.splitlines() breaks on; all of it is whitespace (str.isspace), so cutting there is safe.
+_LINE_BREAK_CLASS = r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]"
+_LINE_BREAK = re.compile(_LINE_BREAK_CLASS)
+# A chunk boundary between two words: any symbol/punctuation, or a line break.
+_BREAK_RUN = re.compile(rf"(?:[^\w\s]|{_LINE_BREAK_CLASS})+")
+_FULL_WIDTH_TERMINATORS = frozenset("。！？")
+# The whole run of terminators and closers in one greedy match with nothing after it: no backtracking, so
+# a 100k run of "." costs one pass; whether it ends a sentence is decided afterwards.
+_SENTENCE_END = re.compile(r"[.!?。！？]+[\"'”’»)\]}」』）》〉›]*")
+_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+
+_SPACY_HINT = (
+    "backend={backend!r} needs spaCy and its model {model!r}: "
+    "pip install 'ospo-gym[spacy]' && python -m spacy download {model}. "
+    "backend='rules' (the default) needs nothing."
+)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _check_text(text: object, name: str = "text") -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be str, got {type(text).__name__}")
+    return text
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in SEGMENTATION_MODES:
+        raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(SEGMENTATION_MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def _parse_backend(backend: object) -> str | None:
+    """None for the rules backend, else the spaCy model name to load."""
+    if backend == "rules":
+        return None
+    if backend == "spacy":
+        return DEFAULT_SPACY_MODEL
+    if isinstance(backend, str) and backend.startswith("spacy:") and backend[len("spacy:") :].strip():
+        return backend[len("spacy:") :].strip()
+    raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _strip(text: str, start: int, end: int) -> Span | None:
+    """``(start, end)`` shrunk past whitespace at both ends; None if nothing but whitespace is left."""
+    piece = text[start:end]
+    stripped = piece.lstrip()
+    if not stripped:
+        return None
+    return start + len(piece) - len(stripped), start + len(piece.rstrip())
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _snap_to_words(text: str, start: int, end: int) -> Span | None:
+    """Widen a span to whole words and strip it; for tokenisers (spaCy) that split "can't" into "ca|n't"."""
+    while 0 < start < len(text) and _is_word_char(text[start - 1]) and _is_word_char(text[start]):
+        start -= 1
+    while 0 < end < len(text) and _is_word_char(text[end - 1]) and _is_word_char(text[end]):
+        end += 1
+    return _strip(text, start, end)
+
+
+def _dedupe(text: str, spans: Iterable[Span]) -> list[Span]:
+    """Drop every span whose lowercased, stripped text equals that of an earlier kept span."""
+    seen: set[str] = set()
+    kept = []
+    for start, end in spans:
+        key = text[start:end].strip().lower()
+        if key not in seen:
+            seen.add(key)
+            kept.append((start, end))
+    return kept
+
+
+def _resolve_overlaps(length: int, starts: np.ndarray, ends: np.ndarray) -> list[Span]:
+    """Greedy overlap resolution: longest candidate first (ties: earlier start), skip any that overlaps.
+
+    Args: length of the text; starts, ends (C,) candidate character spans.
+    Returns: the kept spans, sorted by start.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    order = np.lexsort((starts, -(ends - starts)))
+    # One byte per character marks what is taken; find() is a C scan over at most one span, so the whole
+    # pass is linear in the total candidate length (each character lies in a bounded number of them).
+    taken = bytearray(length)
+    kept = []
+    for start, end in zip(starts[order].tolist(), ends[order].tolist(), strict=True):
+        if taken.find(1, start, end) == -1:
+            taken[start:end] = b"\x01" * (end - start)
+            kept.append((start, end))
+    kept.sort()
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------- words
+
+
+def word_spans(text: str) -> list[Span]:
+    """Maximal runs of non-whitespace: one span per whitespace-separated word, covering all non-space text."""
+    _check_text(text)
+    return [m.span() for m in _NON_SPACE.finditer(text)]
+
+
+# ---------------------------------------------------------------------------------------------- sentences
+
+
+def _sentence_cuts(text: str) -> list[int]:
+    """Character offsets after which a sentence ends, in increasing order (without 0 and len(text))."""
+    cuts = []
+    for m in _SENTENCE_END.finditer(text):
+        end = m.end()
+        # The cut sits after a terminator or closer (never a word character) and before whitespace, the
+        # end, or (full-width terminators) anything: so it can never split a word.
+        if end == len(text) or text[end].isspace() or not _FULL_WIDTH_TERMINATORS.isdisjoint(m.group()):
+            cuts.append(end)
+    lines = [m.start() for m in _LINE_BREAK.finditer(text)]
+    return sorted(set(cuts).union(lines))
+
+
+def sentence_spans(text: str) -> list[Span]:
+    """Sentences, stripped of surrounding whitespace; together they cover all non-space text."""
+    _check_text(text)
+    bounds = [0, *_sentence_cuts(text), len(text)]
+    spans = (_strip(text, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    return [span for span in spans if span is not None]
+
+
+# ---------------------------------------------------------------------------------------------- phrases: rules
+
+
+def _tokenise(text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Words of the text. Returns starts (N,), ends (N,) character offsets and the N lowercased words.
+
+    Each word starts and ends next to a non-word character (or the text's edge), so any span from a word's
+    start to a later word's end never splits a word and has no surrounding whitespace.
+    """
+    matches = list(_WORD.finditer(text))
+    starts = np.fromiter((m.start() for m in matches), dtype=np.int64, count=len(matches))
+    ends = np.fromiter((m.end() for m in matches), dtype=np.int64, count=len(matches))
+    words = [m.group().lower().replace("’", "'") for m in matches]
+    return starts, ends, words
+
+
+def _breaks_before(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """(N,) bool: True at word i if punctuation, a symbol or a line break lies between word i-1 and i.
+
+    Word 0 is always True (nothing joins it to a previous word). Break runs never contain word characters,
+    so each lies inside one gap between words; counting run starts in a gap answers for the whole gap.
+    """
+    run_starts = np.fromiter((m.start() for m in _BREAK_RUN.finditer(text)), dtype=np.int64)
+    gap_lo = np.concatenate(([0], ends[:-1]))
+    breaks = np.searchsorted(run_starts, starts) > np.searchsorted(run_starts, gap_lo)
+    breaks[:1] = True
+    return breaks
+
+
+def _split_evenly(run_len: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut runs into the fewest pieces of at most MAX_GROUP_WORDS words, as even as possible, longer first.
+
+    Args: run_len (R,) words per run.
+    Returns: run (P,) which run each piece is from, offset (P,) its first word within the run, size (P,).
+    E.g. 7 -> 4+3, 11 -> 4+4+3; every piece of a run longer than MAX_GROUP_WORDS has at least 3 words.
+    """
+    n_pieces = -(-run_len // MAX_GROUP_WORDS)
+    run = np.repeat(np.arange(len(run_len)), n_pieces)
+    j = np.arange(int(n_pieces.sum())) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    base = (run_len // n_pieces)[run]
+    extra = (run_len % n_pieces)[run]
+    offset = j * base + np.minimum(j, extra)
+    size = base + (j < extra)
+    return run, offset, size
+
+
+def _noun_groups(content: np.ndarray, breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Noun-group candidates as word ranges ``[first, stop)``: runs of adjacent content words, split by
+    :func:`_split_evenly`, keeping pieces of 2–5 words. Args: content, breaks (N,) bool."""
+    idx = np.flatnonzero(content)
+    if idx.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    new_run = np.ones(idx.size, dtype=bool)
+    new_run[1:] = (np.diff(idx) != 1) | breaks[idx[1:]]
+    run_first = np.flatnonzero(new_run)
+    run_len = np.diff(np.append(run_first, idx.size))
+    run, offset, size = _split_evenly(run_len)
+    first = idx[run_first][run] + offset
+    keep = size >= MIN_GROUP_WORDS
+    return first[keep], (first + size)[keep]
+
+
+def _preference_windows(is_pref: np.ndarray, breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Preference candidates as word ranges ``[verb, stop)``: the verb plus up to MAX_PREFERENCE_WORDS - 1
+    following words, ending before the next break; kept if they hold at least MIN_PREFERENCE_WORDS words."""
+    n = len(is_pref)
+    verbs = np.flatnonzero(is_pref)
+    break_at = np.append(np.flatnonzero(breaks[1:]) + 1, n)  # sentinel: the end of the text
+    next_break = break_at[np.searchsorted(break_at, verbs, side="right")]
+    stop = np.minimum(verbs + MAX_PREFERENCE_WORDS, next_break)
+    keep = stop - verbs >= MIN_PREFERENCE_WORDS
+    return verbs[keep], stop[keep]
+
+
+def _rules_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate phrases of the rules backend as character spans: starts (C,), ends (C,)."""
+    starts, ends, words = _tokenise(text)
+    if not words:
+        return starts, ends
+    is_pref = np.fromiter((w in PREFERENCE_VERBS for w in words), dtype=bool, count=len(words))
+    is_func = np.fromiter((w in FUNCTION_WORDS for w in words), dtype=bool, count=len(words))
+    breaks = _breaks_before(text, starts, ends)
+    group_first, group_stop = _noun_groups(~(is_pref | is_func), breaks)
+    pref_first, pref_stop = _preference_windows(is_pref, breaks)
+    first = np.concatenate((group_first, pref_first))
+    stop = np.concatenate((group_stop, pref_stop))
+    return starts[first], ends[stop - 1]
+
+
+# ---------------------------------------------------------------------------------------------- phrases: spaCy
+
+
+@lru_cache(maxsize=4)
+def _load_spacy(model: str) -> Any:
+    """The loaded spaCy pipeline (cached per model name); ImportError with an install hint if missing."""
+    backend = "spacy" if model == DEFAULT_SPACY_MODEL else f"spacy:{model}"
+    hint = _SPACY_HINT.format(backend=backend, model=model)
+    try:
+        import spacy  # heavy and optional: only when the spaCy backend is asked for
+    except ImportError as err:
+        raise ImportError(hint) from err
+    try:
+        return spacy.load(model)
+    except OSError as err:  # spaCy raises OSError (E050) for a model that is not installed
+        raise ImportError(hint) from err
+
+
+def _n_words(tokens: Iterable[Any]) -> int:
+    return sum(1 for tok in tokens if not (tok.is_punct or tok.is_space))
+
+
+def _spacy_candidates(doc: Any) -> list[Span]:
+    """Candidate phrases from a parsed spaCy ``Doc``, as character spans in ``doc.text`` (unsnapped).
+
+    Noun chunks of 2–5 words; an ADJ to its NOUN head on its right (2–5 words); a token whose lemma is a
+    preference verb plus up to 5 following tokens, stopping at punctuation, whitespace tokens or a sentence
+    start (3–6 words).
+    """
+    candidates = []
+    for chunk in doc.noun_chunks:
+        if MIN_GROUP_WORDS <= _n_words(chunk) <= MAX_GROUP_WORDS:
+            candidates.append((chunk.start_char, chunk.end_char))
+    for tok in doc:
+        head = tok.head
+        if tok.pos_ == "ADJ" and head.pos_ == "NOUN" and head.i > tok.i:
+            if MIN_GROUP_WORDS <= _n_words(doc[tok.i : head.i + 1]) <= MAX_GROUP_WORDS:
+                candidates.append((tok.idx, head.idx + len(head.text)))
+        if tok.lemma_.lower() in PREFERENCE_LEMMAS:
+            stop = tok.i + 1
+            limit = min(len(doc), tok.i + MAX_PREFERENCE_WORDS)
+            while stop < limit and not (doc[stop].is_punct or doc[stop].is_space or doc[stop].is_sent_start):
+                stop += 1
+            if stop - tok.i >= MIN_PREFERENCE_WORDS:
+                last = doc[stop - 1]
+                candidates.append((tok.idx, last.idx + len(last.text)))
+    return candidates
+
+
+def _spacy_phrase_candidates(text: str, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Snapped candidate character spans from spaCy: starts (C,), ends (C,)."""
+    doc = _load_spacy(model)(text)
+    snapped = [_snap_to_words(text, start, end) for start, end in _spacy_candidates(doc)]
+    spans = np.array([span for span in snapped if span is not None], dtype=np.int64).reshape(-1, 2)
+    return spans[:, 0], spans[:, 1]
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+
+def phrase_spans(text: str, *, backend: str = "rules", dedupe: bool = False) -> list[Span]:
+    """Phrase players of ``text`` (see the module docstring); a list of ``(start, end)`` sorted by start.
+
+    ``dedupe=True`` drops a phrase whose lowercased, stripped text equals an earlier kept phrase (as the
+    reference did); by default repeated phrases are separate players.
+    """
+    _check_text(text)
+    model = _parse_backend(backend)
+    if not text or text.isspace():
+        return []
+    if model is None:
+        starts, ends = _rules_candidates(text)
+    else:
+        starts, ends = _spacy_phrase_candidates(text, model)
+    spans = _resolve_overlaps(len(text), starts, ends)
+    return _dedupe(text, spans) if dedupe else spans
+
+
+def segment(text: str, mode: str = "phrase", *, backend: str = "rules", dedupe: bool = False) -> list[Span]:
+    """Players of ``text`` in the given mode: a list of ``(start, end)`` character spans sorted by start.
+
+    ``backend`` and ``dedupe`` only affect ``"phrase"`` mode but are validated in every mode.
+    Raises TypeError for a non-str text and ValueError for an unknown mode or backend.
+    """
+    _check_text(text)
+    _check_mode(mode)
+    _parse_backend(backend)
+    if mode == "word":
+        return word_spans(text)
+    if mode == "sentence":
+        return sentence_spans(text)
+    return phrase_spans(text, backend=backend, dedupe=dedupe)
+
+
+def _answer_content(action: str) -> Span | None:
+    """Unstripped bounds of the content of the first ``<answer>...</answer>``; None if there is none."""
+    opening = _ANSWER_OPEN.search(action)
+    if opening is None:
+        return None
+    # The first closing tag after the first opening one is exactly the first non-greedy regex match, but a
+    # text with many unclosed "<answer>" tags stays linear instead of rescanning to the end from each.
+    closing = _ANSWER_CLOSE.search(action, opening.end())
+    return None if closing is None else (opening.end(), closing.start())
+
+
+def _outside_think(action: str) -> list[Span]:
+    """The unstripped pieces of ``action`` outside every ``<think>...</think>`` block (unclosed: to the end)."""
+    pieces = []
+    pos = 0
+    while (opening := _THINK_OPEN.search(action, pos)) is not None:
+        pieces.append((pos, opening.start()))
+        closing = _THINK_CLOSE.search(action, opening.end())
+        pos = len(action) if closing is None else closing.end()
+    pieces.append((pos, len(action)))
+    return pieces
+
+
+def retrieval_regions(action: str) -> list[Span]:
+    """The parts of an LLM completion that a retriever sees, as stripped, non-empty spans of ``action``.
+
+    If the action contains ``<answer>...</answer>`` (case-insensitive, first one), that answer's stripped
+    content is the only region. Otherwise the regions are what is left once every ``<think>...</think>``
+    block is removed (an unclosed ``<think>`` removes everything after it). Tags never fall inside a
+    region, and each region is bounded by a tag's ``<``/``>``, whitespace or the text's edge.
+    """
+    _check_text(action, "action")
+    answer = _answer_content(action)
+    pieces = [answer] if answer is not None else _outside_think(action)
+    spans = (_strip(action, a, b) for a, b in pieces)
+    return [span for span in spans if span is not None]
+
+
+def retrieval_text(action: str) -> str:
+    """The text a retriever sees: the texts of :func:`retrieval_regions` joined by single spaces
+    (so words on either side of a removed ``<think>`` block stay apart)."""
+    return " ".join(action[a:b] for a, b in retrieval_regions(action))
+
+
+def segment_action(
+    action: str, mode: str = "phrase", *, backend: str = "rules", dedupe: bool = False
+) -> list[Span]:
+    """Players of the retrieval regions of ``action``, as spans in the action's own coordinates.
+
+    Each region is segmented on its own (so no player crosses a ``<think>`` block or leaves the answer);
+    the spans are ordered and disjoint. With ``dedupe`` a phrase repeated in a later region is dropped too.
+    """
+    _check_text(action, "action")
+    _check_mode(mode)
+    _parse_backend(backend)
+    spans: list[Span] = []
+    for region_start, region_end in retrieval_regions(action):
+        region = action[region_start:region_end]
+        local = segment(region, mode, backend=backend)
+        spans.extend((region_start + a, region_start + b) for a, b in local)
+    return _dedupe(action, spans) if dedupe and mode == "phrase" else spans
+
+
+__all__ = [
+    "BACKENDS",
+    "FUNCTION_WORDS",
+    "PREFERENCE_LEMMAS",
+    "PREFERENCE_VERBS",
+    "SEGMENTATION_MODES",
+    "Span",
+    "phrase_spans",
+    "retrieval_regions",
+    "retrieval_text",
+    "segment",
+    "segment_action",
+    "sentence_spans",
+    "word_spans",
+]
