@@ -1,0 +1,197 @@
+"""Retrieval environments: the agent's text ranks a product catalog, NDCG over the judged pool is the reward."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv
+from ospo_gym.metrics import BINARY_GAINS, ESCI_GAINS, ndcg_at_k
+from ospo_gym.retrievers import BM25Retriever, Retriever, pooled_ndcg
+from ospo_gym.synthetic_catalog import CatalogConfig, catalog_texts, generate_catalog
+
+RELEVANCE = {"graded": ESCI_GAINS, "binary": BINARY_GAINS}
+SPLITS = ("train", "test", "all")
+
+
+@dataclass(frozen=True)
+class JudgedQueries:
+    """Queries with their judged candidate pools, as indices into a catalog.
+
+    Attributes:
+        queries: ``{query_id: raw query text}`` in a fixed order.
+        pools: ``{query_id: (P,) int64 document indices}``, the judged products of the query.
+        gains: ``{query_id: (P,) float64 gains}`` aligned with ``pools``.
+    """
+
+    queries: dict[Hashable, str]
+    pools: dict[Hashable, np.ndarray]
+    gains: dict[Hashable, np.ndarray]
+
+
+def judged_queries_from_esci(
+    products: pd.DataFrame, examples: pd.DataFrame, *, relevance: str = "graded", split: str = "train"
+) -> JudgedQueries:
+    """Turn ESCI frames (the published schema) into :class:`JudgedQueries` over ``products``' row order.
+
+    Examples whose product is not in ``products`` are dropped; queries with no judged product are dropped.
+    """
+    if relevance not in RELEVANCE:
+        raise ValueError(f"unknown relevance {relevance!r}; expected one of {sorted(RELEVANCE)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split != "all":
+        examples = examples[examples["split"] == split]
+    doc_index = pd.Index(products["product_id"]).get_indexer(examples["product_id"])
+    gains = examples["esci_label"].map(RELEVANCE[relevance]).to_numpy(dtype=np.float64)
+    known = doc_index >= 0
+    frame = pd.DataFrame(
+        {"query_id": examples["query_id"].to_numpy()[known], "doc": doc_index[known], "gain": gains[known]}
+    )
+    queries_text = dict(zip(examples["query_id"], examples["query"], strict=True))
+    pools: dict[Hashable, np.ndarray] = {}
+    pool_gains: dict[Hashable, np.ndarray] = {}
+    for query_id, rows in frame.groupby("query_id", sort=True).indices.items():
+        pools[query_id] = frame["doc"].to_numpy()[rows].astype(np.int64)
+        pool_gains[query_id] = frame["gain"].to_numpy()[rows]
+    return JudgedQueries({q: queries_text[q] for q in pools}, pools, pool_gains)
+
+
+class RetrievalEnv(GenerativeSearchEnv):
+    """Shared machinery of the retrieval envs (synthetic, ESCI, H&M): prompts, pools, retriever and reward.
+
+    ``pool="judged"`` is the paper's pooled protocol: the retrieval text ranks the whole catalog (top
+    ``cutoff``), the ranking is filtered to the query's judged pool and NDCG@k is computed over what remains,
+    the ideal being the pool's own gains. ``pool=None`` is plain NDCG@k over the whole catalog (unjudged = 0).
+    """
+
+    POOLS = ("judged", None)
+
+    def __init__(
+        self,
+        judged: JudgedQueries,
+        retriever: Retriever,
+        *,
+        prompt_template: str = "query: {query}",
+        k: int = 10,
+        cutoff: int | None = 1000,
+        pool: str | None = "judged",
+        **base_kwargs: Any,
+    ) -> None:
+        if pool not in self.POOLS:
+            raise ValueError(f"unknown pool {pool!r}; expected one of {self.POOLS}")
+        if k < 1 or (cutoff is not None and cutoff < 1):
+            raise ValueError(f"k and cutoff must be >= 1 (cutoff may be None), got k={k}, cutoff={cutoff}")
+        if "{query}" not in prompt_template:
+            raise ValueError("prompt_template must contain '{query}' where the shopper's query goes")
+        if not judged.queries:
+            raise ValueError("no judged queries: check the split and the data (every query needs a judged product)")
+        super().__init__(**base_kwargs)
+        self.judged = judged
+        self.retriever = retriever
+        self.k, self.cutoff, self.pool = k, cutoff, pool
+        for query_id, query in judged.queries.items():
+            self._prompts[query_id] = prompt_template.format(query=query)
+
+    def score_texts(self, prompt_ids: Sequence[Hashable], texts: Sequence[str]) -> np.ndarray:
+        pools = [self.judged.pools[p] for p in prompt_ids]
+        gains = [self.judged.gains[p] for p in prompt_ids]
+        if self.pool == "judged":
+            return pooled_ndcg(self.retriever, list(texts), pools, gains, k=self.k, cutoff=self.cutoff)
+        ids, _ = self.retriever.rank(list(texts), self.k)
+        ranked = np.zeros(ids.shape)
+        ideal = np.zeros((len(texts), max((len(g) for g in gains), default=0)))
+        for row, (pool_ids, pool_gains) in enumerate(zip(pools, gains, strict=True)):
+            lookup = dict(zip(pool_ids.tolist(), pool_gains.tolist(), strict=True))
+            ranked[row] = [lookup.get(int(d), 0.0) for d in ids[row]]
+            ideal[row, : len(pool_gains)] = np.sort(pool_gains)[::-1]
+        return ndcg_at_k(ranked, ideal, self.k)
+
+
+class SyntheticRetrievalEnv(RetrievalEnv):
+    """Query rewriting over a generated product catalog in the Amazon ESCI schema, with BM25 retrieval.
+
+    ## Description
+    A catalog of ``num_products`` products (type, brand, colour, material; titles with noise) and
+    ``num_queries`` shopper queries with E/S/C/I judgements derived from the attributes is generated from
+    ``seed`` (:mod:`ospo_gym.synthetic_catalog`, the real ESCI columns). The agent rewrites the shopper's
+    query; BM25 (``bm25s``) over title + description ranks the catalog with it.
+
+    ## Action Space
+    ``UnicodeText``. The retrieval text is ``<answer>…</answer>`` if present, else the text without
+    ``<think>…</think>``.
+
+    ## Observation Space
+    ``UnicodeText``: ``prompt_template`` filled with the query, by default ``"query: <shopper's query>"``.
+
+    ## Rewards
+    NDCG@``k`` of the pooled protocol (see :class:`RetrievalEnv`) with ESCI's graded gains E=1, S=0.1, C=0.01,
+    I=0 (``relevance="graded"``) or Exact only (``"binary"``); in [0, 1]; the empty text retrieves nothing and
+    scores 0. Words are the default players (queries are short), so exact Shapley values by enumeration
+    (:meth:`ground_truth_credit`) are cheap.
+
+    ## Starting State
+    A query of ``split`` drawn uniformly, or ``reset(options={"prompt_id": query_id})``.
+
+    ## Episode End
+    After one step (terminated).
+
+    ## Arguments
+    * ``num_products=2000``, ``num_queries=200``, ``attributes_per_query=2`` (relevant attributes per query),
+      ``title_noise=0.1``, ``pool_size=40``, ``seed=0``: the generated catalog (:class:`CatalogConfig`).
+    * ``split="train"`` (or ``"test"``, ``"all"``), ``relevance="graded"``, ``k=10``, ``cutoff=1000``,
+      ``pool="judged"`` (or ``None``), ``prompt_template``.
+    * ``segmentation="word"`` and the base-class arguments.
+
+    ## Version History
+    * v0: initial version.
+
+    >>> import gymnasium as gym, ospo_gym
+    >>> env = gym.make("ospo/SyntheticRetrieval-v0", num_products=300, num_queries=10)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.startswith("query: ")
+    True
+    >>> query = obs.removeprefix("query: ")
+    >>> bool(env.step(query)[1] > env.unwrapped.rewards([info["prompt_id"]], ["zzz"])[0])
+    True
+    """
+
+    default_segmentation = "word"
+
+    def __init__(
+        self,
+        num_products: int = 2000,
+        num_queries: int = 200,
+        attributes_per_query: int = 2,
+        title_noise: float = 0.1,
+        pool_size: int = 40,
+        seed: int = 0,
+        split: str = "train",
+        relevance: str = "graded",
+        **kwargs: Any,
+    ) -> None:
+        self.catalog_config = CatalogConfig(
+            num_products=num_products,
+            num_queries=num_queries,
+            attributes_per_query=attributes_per_query,
+            title_noise=title_noise,
+            pool_size=pool_size,
+            seed=seed,
+            test_fraction=0.2 if num_queries >= 5 else 0.0,
+        )
+        products, examples = generate_catalog(self.catalog_config)
+        judged = judged_queries_from_esci(products, examples, relevance=relevance, split=split)
+        retriever = BM25Retriever(catalog_texts(products))
+        super().__init__(judged, retriever, **kwargs)
+        words = " ".join([*judged.queries.values(), *products["product_title"].astype(str)]).lower().split()
+        self.vocabulary: tuple[str, ...] = tuple(sorted(set(words)))
+
+
+class SyntheticRetrievalVectorEnv(GenerativeSearchVectorEnv):
+    """Native vector version of :class:`SyntheticRetrievalEnv` (one batched BM25 call per step)."""
+
+    env_class = SyntheticRetrievalEnv
