@@ -4,7 +4,9 @@ For the retrieval task (BM25 + pooled NDCG over a generated ESCI-schema catalog,
 interaction task (phrase synergy and distractors, phrases as players), it draws completions, computes exact
 Shapley values by enumerating all 2**n coalitions through the env's oracle, and compares the estimate from
 sampled coalitions for every M, w_max, contiguous / non-contiguous and estimator: Spearman rank correlation and
-normalised L1 (``Σ|φ̂ − φ| / Σ|φ|``; scale-free estimators are rescaled to exact efficiency first).
+normalised L1 (``Σ|φ̂ − φ| / Σ|φ|``; the released estimator, defined only up to scale, is rescaled to exact
+efficiency first). Coalitions: contiguous windows (the paper), random subsets (the paper's non-contiguous
+ablation), and contiguous windows plus their complements (``sample_coalitions(..., complements=True)``).
 
     python benchmarks/estimator_accuracy.py            # writes benchmarks/results/estimator_accuracy.{json,md}
 """
@@ -25,6 +27,8 @@ import ospo_gym  # noqa: F401  (registers the env ids)
 from ospo_gym.credit import owen_estimate, sample_coalitions, shapley_exact
 
 M_VALUES = (8, 16, 32, 64, 96)
+KINDS = ("contiguous", "non-contiguous", "contiguous+complements")
+ESTIMATORS = ("owen", "weighted", "released")
 W_VALUES = (1, 2, 4, 8)
 RESULTS = Path(__file__).parent / "results"
 
@@ -79,24 +83,26 @@ def evaluate(env, completions, *, seeds: int) -> list[dict]:
             continue
         exact = shapley_exact(lambda cs, p=prompt_id, t=text, s=spans: oracle.values(p, t, s, cs), n)
         table = {}
-        for m, w, contiguous, seed in product(M_VALUES, W_VALUES, (True, False), range(seeds)):
-            coalitions = sample_coalitions(n, w, m, rng=seed, contiguous=contiguous)
+        for m, w, kind, seed in product(M_VALUES, W_VALUES, KINDS, range(seeds)):
+            coalitions = sample_coalitions(
+                n, w, m, rng=seed, contiguous=kind != "non-contiguous", complements=kind == "contiguous+complements"
+            )
             key = tuple(coalitions)
             if key not in table:
                 table[key] = oracle.values(prompt_id, text, spans, coalitions)
-            for estimator in ("owen", "released"):
+            for estimator in ESTIMATORS:
                 estimate = owen_estimate(coalitions, table[key], n, estimator=estimator)
                 if estimator == "released" and abs(estimate.sum()) > 1e-12:  # released is only defined up to scale
                     estimate = estimate * exact.sum() / estimate.sum()
-                rows.setdefault((m, w, contiguous, estimator), []).append(score(estimate, exact))
+                rows.setdefault((m, w, kind, estimator), []).append(score(estimate, exact))
     out = []
-    for (m, w, contiguous, estimator), scores in sorted(rows.items()):
+    for (m, w, kind, estimator), scores in sorted(rows.items()):
         arr = np.array(scores)
         out.append(
             {
                 "M": m,
                 "w_max": w,
-                "coalitions": "contiguous" if contiguous else "non-contiguous",
+                "coalitions": kind,
                 "estimator": estimator,
                 "spearman": float(arr[:, 0].mean()),
                 "spearman_std": float(arr[:, 0].std()),
@@ -108,17 +114,25 @@ def evaluate(env, completions, *, seeds: int) -> list[dict]:
 
 
 def markdown(task: str, rows: list[dict], estimator: str = "owen") -> str:
-    lines = [f"### {task} (estimator `{estimator}`): Spearman / normalised L1 vs exact Shapley", ""]
-    header = "| M | " + " | ".join(f"w={w} contig. | w={w} non-contig." for w in W_VALUES) + " |"
-    lines += [header, "|" + "---|" * (1 + 2 * len(W_VALUES))]
+    lines = [f"### {task}, estimator `{estimator}`: Spearman / normalised L1 against exact Shapley", ""]
+    lines += ["| coalitions | M | " + " | ".join(f"w_max={w}" for w in W_VALUES) + " |"]
+    lines += ["|---|---|" + "---|" * len(W_VALUES)]
     index = {(r["M"], r["w_max"], r["coalitions"]): r for r in rows if r["estimator"] == estimator}
-    for m in M_VALUES:
-        cells = []
-        for w in W_VALUES:
-            for kind in ("contiguous", "non-contiguous"):
-                r = index[(m, w, kind)]
-                cells.append(f"{r['spearman']:.2f} / {r['l1']:.2f}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for kind in KINDS:
+        for m in M_VALUES:
+            cells = [f"{index[(m, w, kind)]['spearman']:.2f} / {index[(m, w, kind)]['l1']:.2f}" for w in W_VALUES]
+            lines.append(f"| {kind} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def estimator_summary(tasks: dict[str, list[dict]]) -> str:
+    lines = ["### All estimators at M=96, w_max=8: Spearman / normalised L1", ""]
+    lines += ["| task | coalitions | " + " | ".join(ESTIMATORS) + " |", "|---|---|" + "---|" * len(ESTIMATORS)]
+    for task, rows in tasks.items():
+        index = {(r["coalitions"], r["estimator"]): r for r in rows if (r["M"], r["w_max"]) == (96, 8)}
+        for kind in KINDS:
+            cells = [f"{index[(kind, e)]['spearman']:.2f} / {index[(kind, e)]['l1']:.2f}" for e in ESTIMATORS]
+            lines.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,23 +154,27 @@ def main() -> None:
         ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    target = next(
-        r for r in tasks["retrieval"]
-        if (r["M"], r["w_max"], r["coalitions"], r["estimator"]) == (96, 8, "contiguous", "owen")
-    )
+    at_target = {
+        r["coalitions"]: r["spearman"]
+        for r in tasks["retrieval"]
+        if (r["M"], r["w_max"], r["estimator"]) == (96, 8, "owen")
+    }
     summary = {
         "command": "python benchmarks/estimator_accuracy.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
         ),
         "seconds": round(time.perf_counter() - started, 1),
-        "target": {"spearman_at_M96_w8_retrieval": target["spearman"], "goal": 0.9, "met": target["spearman"] >= 0.9},
+        "target": {
+            "spearman_at_M96_w8_retrieval_owen": at_target,
+            "goal": 0.9,
+            "met_by": [kind for kind, rho in at_target.items() if rho >= 0.9],
+        },
         "tasks": tasks,
     }
     (args.out / "estimator_accuracy.json").write_text(json.dumps(summary, indent=1))
-    md = [f"Command: `{summary['command']}` ({summary['seconds']} s)\n"]
+    md = [f"Command: `{summary['command']}` ({summary['seconds']} s)\n", estimator_summary(tasks)]
     for task, rows in tasks.items():
-        for estimator in ("owen", "released"):
-            md.append(markdown(task, rows, estimator))
+        md.append(markdown(task, rows, "owen"))
     (args.out / "estimator_accuracy.md").write_text("\n".join(md))
     print(json.dumps(summary["target"]))
 

@@ -165,15 +165,16 @@ def test_shapley_exact_rejects_large_n():
     contiguous=st.booleans(),
 )
 @settings(max_examples=150, deadline=None)
-def test_owen_estimate_is_exact_on_additive_games(weights, w_max, extra, offset, seed, contiguous):
+@pytest.mark.parametrize("estimator", ["owen", "weighted"])
+def test_owen_estimate_is_exact_on_additive_games(estimator, weights, w_max, extra, offset, seed, contiguous):
     n = len(weights)
     budget = n + 2 + extra  # enough room for ∅, the full set and every singleton
-    coalitions = sample_coalitions(n, w_max, budget, rng=seed, contiguous=contiguous)
+    coalitions = sample_coalitions(n, w_max, budget, rng=seed, contiguous=contiguous, complements=extra % 2 == 1)
     values = additive(weights, offset)(coalitions)
     if contiguous:
-        np.testing.assert_allclose(owen_estimate(coalitions, values, n), weights, atol=1e-9)
+        np.testing.assert_allclose(owen_estimate(coalitions, values, n, estimator=estimator), weights, atol=1e-9)
     else:  # random subsets may leave a player without a pair: covered players are exact, efficiency holds
-        phi = owen_estimate(coalitions, values, n)
+        phi = owen_estimate(coalitions, values, n, estimator=estimator)
         _, _, player = marginal_pairs(coalitions, n)
         covered = np.isin(np.arange(n), player)
         np.testing.assert_allclose(phi[covered], np.asarray(weights)[covered], atol=1e-9)
@@ -197,16 +198,25 @@ def test_owen_estimate_below_coverage_budget_stays_efficient_and_exact_where_cov
     assert np.isfinite(phi).all()
 
 
-def test_owen_equals_exact_shapley_when_every_coalition_is_sampled():
+@pytest.mark.parametrize("estimator", ["owen", "weighted", "released"])
+def test_every_estimator_equals_exact_shapley_when_every_coalition_is_sampled(estimator):
     rng = np.random.default_rng(7)
     n = 6
     table = {c: rng.normal() for size in range(n + 1) for c in combinations(range(n), size)}
     value = lambda cs: np.array([table[tuple(c)] for c in cs])  # noqa: E731
     everything = list(table)
-    np.testing.assert_allclose(owen_estimate(everything, value(everything), n), shapley_exact(value, n), atol=1e-12)
-    np.testing.assert_allclose(
-        owen_estimate(everything, value(everything), n, estimator="released"), shapley_exact(value, n), atol=1e-12
-    )
+    estimate = owen_estimate(everything, value(everything), n, estimator=estimator)
+    np.testing.assert_allclose(estimate, shapley_exact(value, n), atol=1e-12)
+
+
+def test_complements_pool_windows_and_their_complements():
+    plain = sample_coalitions(6, 2, None)
+    both = sample_coalitions(6, 2, None, complements=True)
+    assert set(plain) < set(both)
+    assert (0, 1, 2, 3, 4) in both and (2, 3, 4, 5) in both  # complements of {5} and {0, 1}
+    assert both[0] == () and both[-1] == tuple(range(6)) and len(set(both)) == len(both)
+    sampled = sample_coalitions(12, 8, 40, rng=0, complements=True)
+    assert len(sampled) == 40 and sum(len(c) == 1 for c in sampled) == 12
 
 
 def test_released_estimator_hand_case():
@@ -215,8 +225,10 @@ def test_released_estimator_hand_case():
     values = np.array([0.0, 1.0, 2.0, 4.0])
     phi = owen_estimate(coalitions, values, 3, estimator="released")
     np.testing.assert_allclose(phi, [1 / 3 * 1 + 1 / 6 * 2, 1 / 3 * 2 + 1 / 6 * 3, 0.0])
-    renormalised = owen_estimate(coalitions, values, 3)
-    np.testing.assert_allclose(renormalised[:2], [(1 / 3 + 2 / 6) / 0.5, (2 / 3 + 3 / 6) / 0.5])
+    weighted = owen_estimate(coalitions, values, 3, estimator="weighted")
+    np.testing.assert_allclose(weighted, [(1 / 3 + 2 / 6) / 0.5, (2 / 3 + 3 / 6) / 0.5, 0.0])
+    stratified = owen_estimate(coalitions, values, 3)  # mean per size, then mean over sizes
+    np.testing.assert_allclose(stratified, [(1 + 2) / 2, (2 + 3) / 2, 0.0])
 
 
 def test_owen_estimate_rejects_bad_input():

@@ -88,6 +88,7 @@ def sample_coalitions(
     rng: np.random.Generator | int | None = None,
     contiguous: bool = True,
     cover_singletons: bool = True,
+    complements: bool = False,
 ) -> list[Coalition]:
     """The coalitions to evaluate for a text of ``n`` segments (deduplicated, ∅ first, full set last).
 
@@ -102,6 +103,9 @@ def sample_coalitions(
         cover_singletons: when sampling, keep the singletons first (as many as fit) and sample the rest.
             The released OSPO code samples uniformly (``False``), which can leave a segment with no sampled
             pair ``(S, S ∪ {i})`` and hence with credit 0 whatever its value; covering avoids that.
+        complements: also pool the complement ``N \\ W`` of every window, so that marginals are observed in large
+            coalitions too (``N \\ {i} → N``), not only in small ones. Not in the paper; it lifts the estimate's
+            agreement with exact Shapley where segments interact (``benchmarks/estimator_accuracy.py``).
 
     Returns:
         A list of sorted index tuples, no duplicates.
@@ -113,6 +117,10 @@ def sample_coalitions(
     else:
         budget = len(contiguous_coalitions(n, w_max, include_empty=False, include_full=False))
         pool = noncontiguous_coalitions(n, w_max, budget, rng)
+    if complements:
+        everyone = frozenset(range(n))
+        pool = list(dict.fromkeys([*pool, *(tuple(sorted(everyone - set(c))) for c in pool)]))
+        pool.sort(key=lambda c: (len(c), c))
     if max_coalitions is None or len(pool) <= max_coalitions or n == 0:
         return pool
     full = tuple(range(n))

@@ -15,7 +15,7 @@ from ospo_gym.credit.coalitions import Coalition
 ValueFn = Callable[[Sequence[Coalition]], np.ndarray]
 """Maps a batch of coalitions to their values, shape (K,)."""
 
-ESTIMATORS = ("owen", "released")
+ESTIMATORS = ("owen", "weighted", "released")
 MAX_EXACT_PLAYERS = 20
 
 
@@ -85,15 +85,23 @@ def owen_estimate(
 ) -> np.ndarray:
     """Segment credit from the values of sampled coalitions.
 
-    ``estimator="released"`` is the released OSPO code: ``phi_i = Σ w(|S|) (v(S∪{i}) − v(S))`` over the sampled
-    pairs, not renormalised. Its scale depends on how many pairs a player happens to have (edge segments have
-    fewer windows), so on an additive game it does not return the weights.
+    Every estimator works from the sampled pairs ``(S, S ∪ {i})`` (both coalitions evaluated), with marginal
+    ``Δ = v(S ∪ {i}) − v(S)``:
 
-    ``estimator="owen"`` (default) is the Shapley-weighted *mean* of the sampled marginals,
-    ``phi_i = Σ w Δ / Σ w``: consistent (exact on additive games whenever player ``i`` has a sampled pair, which
-    :func:`sample_coalitions` guarantees when ``M >= n + 2``), and equal to exact Shapley when all coalitions are
-    sampled. A player with no sampled pair gets an equal share of what the others leave of ``v(N) − v(∅)``
-    (0 if either is missing), so the estimate stays efficient.
+    * ``"owen"`` (default), stratified: average the marginals of player ``i`` within each coalition size, then
+      average over the sizes observed. Exact Shapley gives every size the same total weight ``1/n``, so this
+      equals exact Shapley when all coalitions are sampled, is exact on additive games whenever ``i`` has a
+      pair, and — unlike a Shapley-weighted mean — does not let the ``∅ → {i}`` pair dominate (weight
+      ``1/n`` against ``1/(n(n−1))`` for each size-1 pair), which matters when segments interact.
+    * ``"weighted"``: the Shapley-weighted mean ``Σ w(|S|) Δ / Σ w(|S|)``; same guarantees, but in practice
+      close to the singleton marginals ``v({i}) − v(∅)``.
+    * ``"released"``: the released OSPO code, ``Σ w(|S|) Δ`` without renormalising. Its scale depends on how
+      many pairs a player happens to have (edge segments have fewer windows), so it does not return the
+      weights of an additive game; it equals exact Shapley only when every coalition is sampled.
+
+    A player with no sampled pair gets (``owen``/``weighted``) an equal share of what the others leave of
+    ``v(N) − v(∅)`` (0 if either is missing), so the estimate stays efficient; :func:`sample_coalitions`
+    covers every player when ``M >= n + 2``.
 
     Args:
         coalitions: K sorted tuples; values: (K,) their values; n: number of players.
@@ -109,12 +117,22 @@ def owen_estimate(
     if n == 0:
         return np.zeros(0)
     without_idx, with_idx, player = marginal_pairs(coalitions, n)
-    sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))
-    weight = shapley_weight(sizes[without_idx], n) if len(player) else np.zeros(0)
-    weighted = np.bincount(player, weights=weight * (values[with_idx] - values[without_idx]), minlength=n)
-    if estimator == "released":
-        return weighted
-    weight_sum = np.bincount(player, weights=weight, minlength=n)
+    sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))[without_idx]
+    marginal = values[with_idx] - values[without_idx]
+    if estimator == "owen":
+        stratum = player * n + sizes  # (player, size) cells; sizes < n
+        cell_sum = np.bincount(stratum, weights=marginal, minlength=n * n)
+        cell_count = np.bincount(stratum, minlength=n * n)
+        seen = cell_count > 0
+        cell_mean = np.divide(cell_sum, cell_count, out=np.zeros(n * n), where=seen)
+        weighted = cell_mean.reshape(n, n).sum(axis=1)
+        weight_sum = seen.reshape(n, n).sum(axis=1).astype(np.float64)
+    else:
+        weight = shapley_weight(sizes, n)
+        weighted = np.bincount(player, weights=weight * marginal, minlength=n)
+        if estimator == "released":
+            return weighted
+        weight_sum = np.bincount(player, weights=weight, minlength=n)
     covered = weight_sum > 0
     phi = np.zeros(n)
     phi[covered] = weighted[covered] / weight_sum[covered]
