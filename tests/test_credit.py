@@ -132,7 +132,7 @@ def test_shapley_efficiency_symmetry_dummy(game):
     # make player n-1 a dummy (v(S ∪ {d}) = v(S)) and players 0, 1 symmetric when n >= 3
     dummy = n - 1
     table = {}
-    for c, m in masks.items():
+    for c, _m in masks.items():
         base = tuple(i for i in c if i != dummy)
         if n >= 3:
             swapped = tuple(sorted({0: 1, 1: 0}.get(i, i) for i in base))

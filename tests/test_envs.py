@@ -88,7 +88,7 @@ def test_vector_env_matches_single_env(env_id):
     assert list(info["prompt_id"]) == [i["prompt_id"] for _, i in singles]
     actions = [o[: 40 + 10 * i] for i, o in enumerate(obs)]
     _, rewards, terminated, truncated, info = venv.step(actions)
-    for i, (o, single_info) in enumerate(singles):
+    for i, (_o, single_info) in enumerate(singles):
         env = make(env_id)
         env.reset(options={"prompt_id": single_info["prompt_id"]})
         _, reward, *_, step_info = env.step(actions[i])

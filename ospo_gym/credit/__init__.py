@@ -55,4 +55,5 @@ __all__ = [
     "segment_to_tokens",
     "shapley_exact",
     "shapley_weight",
+    "token_weights",
 ]

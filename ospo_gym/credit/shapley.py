@@ -7,6 +7,7 @@ Notation: ``n`` players (segments), ``v(S)`` the coalition value, Shapley weight
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 import numpy as np
 from scipy.special import gammaln
 

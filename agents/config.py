@@ -1,0 +1,182 @@
+"""One dataclass holds every knob of an agent: the advantage estimator, the sampler, the loss and the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ospo_gym.credit.shapley import ESTIMATORS
+
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
+REWARD_SCALINGS = ("group", "batch", "none")
+
+
+@dataclass
+class AgentConfig:
+    """Configuration of :class:`ospo_gym.agents.Agent`; every field is documented here once.
+
+    A batch is ``prompts_per_step`` prompts × ``group_size`` completions (``B = prompts_per_step * group_size``).
+    The sequence advantage is GRPO's ``Â = (r − mean_group) / (std_group + 1e-4)`` (see ``scale_rewards``).
+    """
+
+    # -- algorithm -------------------------------------------------------------------------------------------
+    algo: str = "grpo"
+    """Name of the advantage estimator in the registry: ``grpo``, ``ospo_prop``, ``ospo_rank`` or a user one."""
+    group_size: int = 8
+    """G: completions sampled per prompt; the group is the baseline of GRPO's advantage."""
+    prompts_per_step: int = 1
+    """Distinct prompts per training step."""
+    scale_rewards: str = "group"
+    """``"group"``: divide ``r − mean_group`` by the group's std; ``"batch"``: by the whole batch's std;
+    ``"none"``: do not divide (Dr. GRPO). The std is the population one (ddof=0), plus 1e-4."""
+    skip_zero_variance_groups: bool = False
+    """Drop groups whose rewards are all equal from the loss (their Â is 0; DAPO's dynamic-sampling filter)."""
+
+    # -- OSPO credit -----------------------------------------------------------------------------------------
+    w_max: int = 8
+    """Widest coalition window, in segments."""
+    max_coalitions: int = 96
+    """M: coalitions evaluated per completion (∅ and the full set included)."""
+    contiguous: bool = True
+    """Contiguous coalitions (OSPO); ``False`` gives the paper's non-contiguous ablation."""
+    estimator: str = "owen"
+    """Segment-credit estimator of :func:`ospo_gym.credit.owen_estimate`: ``owen``, ``weighted``, ``released``."""
+    clip_token_advantages: float | None = None
+    """Clip token advantages at ``± value · std(Â)`` (released option, e.g. 2.0); ``None`` does not clip."""
+
+    # -- sampler ---------------------------------------------------------------------------------------------
+    max_new_tokens: int = 64
+    """Longest completion, in tokens (the EOS token included)."""
+    temperature: float = 1.0
+    """Sampling temperature; the loss divides the logits by the same value, so ratios are under the sampler."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0: off). No other logits processor is applied (no top-k, no penalties)."""
+
+    # -- loss and optimiser ----------------------------------------------------------------------------------
+    learning_rate: float = 1e-6
+    """AdamW learning rate (constant)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    epsilon: float = 0.2
+    """Lower clip range of the ratio: ``ratio >= 1 − epsilon``."""
+    epsilon_high: float | None = None
+    """Upper clip range ``ratio <= 1 + epsilon_high``; ``None`` means ``epsilon`` (DAPO's clip-higher uses more)."""
+    beta: float = 0.0
+    """KL coefficient to a frozen copy of the initial policy (k3 estimator); a reference model exists only if > 0."""
+    loss_aggregation: str = "token_mean"
+    """``"token_mean"``: sum over all tokens / number of tokens (DAPO, the released code's ``dapo``);
+    ``"sequence_mean"``: mean over each sequence's tokens, then over sequences (GRPO);
+    ``"constant"``: sum / (B · max_new_tokens) (Dr. GRPO)."""
+    num_iterations: int = 1
+    """Optimiser updates per batch (μ); the ratio is 1 on the first update."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient's global norm; ``None`` does not clip."""
+
+    # -- policy ----------------------------------------------------------------------------------------------
+    lora_rank: int | None = None
+    """Train LoRA adapters of this rank instead of every weight (needs ``peft``); ``None``: full fine-tuning."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (``alpha / rank``)."""
+    device: str | None = None
+    """Torch device; ``None``: ``cuda`` when available, else ``cpu``."""
+
+    # -- loop, logging, reproducibility ----------------------------------------------------------------------
+    seed: int = 0
+    """Seeds prompt choice, sampling and coalitions; each step derives its own streams from (seed, step)."""
+    torch_threads: int | None = None
+    """``torch.set_num_threads`` for CPU work; ``None`` leaves torch's default."""
+    run_dir: str = "runs"
+    """Parent folder of the run folders ``{env}__{algo}__{seed}__{time}`` (metrics.jsonl, TensorBoard, checkpoints)."""
+    save_every: int = 0
+    """Write a checkpoint to ``<run folder>/checkpoint`` every this many steps; 0: never."""
+    tensorboard: bool = True
+    """Also log to TensorBoard when ``torch.utils.tensorboard`` can be imported."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar during :meth:`Agent.learn`."""
+
+    def __post_init__(self) -> None:
+        if self.epsilon_high is None:
+            self.epsilon_high = self.epsilon
+        _check(isinstance(self.algo, str) and self.algo != "", f"algo must be an estimator name, got {self.algo!r}")
+        _check(
+            self.group_size >= 2,
+            f"group_size must be >= 2: a group of one is its own baseline and has zero advantage (got {self.group_size})",
+        )
+        _check(self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        _check_choice("scale_rewards", self.scale_rewards, REWARD_SCALINGS)
+        _check_choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
+        _check_choice("estimator", self.estimator, ESTIMATORS)
+        _check(self.w_max >= 1, f"w_max must be >= 1 (the widest coalition window), got {self.w_max}")
+        _check(
+            self.max_coalitions >= 2,
+            f"max_coalitions must be >= 2 (the empty and the full coalition are always kept), got {self.max_coalitions}",
+        )
+        _check(
+            self.clip_token_advantages is None or self.clip_token_advantages > 0,
+            f"clip_token_advantages must be > 0 (a multiple of std(Â), e.g. 2.0) or None, got {self.clip_token_advantages}",
+        )
+        _check(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        _check(self.temperature > 0, f"temperature must be > 0 (use Agent.predict(deterministic=True) for greedy), got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1] (1.0 turns nucleus sampling off), got {self.top_p}")
+        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}")
+        _check(self.epsilon_high > 0, f"epsilon_high must be > 0 or None (= epsilon), got {self.epsilon_high}")
+        _check(self.beta >= 0, f"beta must be >= 0 (0 turns the KL term and the reference model off), got {self.beta}")
+        _check(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
+        _check(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            f"max_grad_norm must be > 0, or None to turn clipping off, got {self.max_grad_norm}",
+        )
+        _check(self.lora_rank is None or self.lora_rank >= 1, f"lora_rank must be >= 1 or None, got {self.lora_rank}")
+        _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        _check(
+            self.torch_threads is None or self.torch_threads >= 1,
+            f"torch_threads must be >= 1 or None, got {self.torch_threads}",
+        )
+        _check(self.save_every >= 0, f"save_every must be >= 0 (0: no periodic checkpoints), got {self.save_every}")
+
+    @property
+    def batch_size(self) -> int:
+        """B: completions per step."""
+        return self.prompts_per_step * self.group_size
+
+    @classmethod
+    def tiny_cpu(cls, **overrides: Any) -> AgentConfig:
+        """Settings for the tiny random Qwen2 of :func:`build_tiny_qwen2` on a laptop CPU.
+
+        A random 100k-parameter policy needs a large learning rate and short generations; overrides win.
+        """
+        settings: dict[str, Any] = dict(
+            group_size=8,
+            prompts_per_step=2,
+            learning_rate=2e-3,
+            max_new_tokens=8,
+            max_grad_norm=1.0,
+            torch_threads=2,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AgentConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown AgentConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, f"{name} must be one of {allowed}, got {value!r}")

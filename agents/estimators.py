@@ -1,0 +1,210 @@
+"""Advantage estimators: a registry of functions from a rollout batch to per-token advantages.
+
+Every estimator has the one signature :data:`AdvantageEstimator`; adding an algorithm is registering a function::
+
+    @register_estimator("my_algo")
+    def my_algo(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:
+        ...  # (B, T) token advantages, 0 where batch.completion_mask is False
+
+Shapes: ``B`` completions (``prompts_per_step`` groups of ``group_size``), ``T`` completion token positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ospo_gym.agents.config import AgentConfig
+from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, owen_estimate, sample_coalitions
+from ospo_gym.oracle import CoalitionOracle
+
+STD_EPS = 1e-4
+
+
+@dataclass
+class RolloutBatch:
+    """What an estimator sees of one training step (numpy and Python only; no torch).
+
+    Attributes:
+        prompt_ids: (B,) env prompt ids, the oracle's first argument.
+        group_index: (B,) int, the group (0..num_groups-1) of each completion; groups share a prompt.
+        rewards: (B,) float, the env's reward of each completion.
+        texts: (B,) completion texts (decoded without special tokens).
+        token_offsets: B arrays (T_b, 2): character span of each valid token in its text; T_b = mask row sum.
+        completion_mask: (B, T) bool, True for the generated tokens up to and including EOS.
+        step: the training step, which seeds anything random an estimator does.
+    """
+
+    prompt_ids: Sequence[Hashable]
+    group_index: np.ndarray
+    rewards: np.ndarray
+    texts: Sequence[str]
+    token_offsets: Sequence[np.ndarray]
+    completion_mask: np.ndarray
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        self.group_index = np.asarray(self.group_index, dtype=np.int64)
+        self.rewards = np.asarray(self.rewards, dtype=np.float64)
+        self.completion_mask = np.asarray(self.completion_mask, dtype=bool)
+        size = len(self.rewards)
+        if not len(self.prompt_ids) == len(self.group_index) == len(self.texts) == len(self.token_offsets) == size:
+            raise ValueError("prompt_ids, group_index, rewards, texts and token_offsets need one entry per completion")
+        if self.completion_mask.ndim != 2 or self.completion_mask.shape[0] != size:
+            raise ValueError(f"completion_mask must have shape (B={size}, T), got {self.completion_mask.shape}")
+        counts = self.completion_mask.sum(axis=1)
+        for b, offsets in enumerate(self.token_offsets):
+            if len(offsets) != counts[b]:
+                raise ValueError(f"completion {b} has {counts[b]} valid tokens but {len(offsets)} token offsets")
+
+
+class AdvantageEstimator(Protocol):
+    """``(batch, oracle, config) -> (B, T)`` token advantages, 0 where ``batch.completion_mask`` is False."""
+
+    def __call__(self, batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray: ...
+
+
+_REGISTRY: dict[str, AdvantageEstimator] = {}
+
+
+def register_estimator(
+    name: str, fn: AdvantageEstimator | None = None
+) -> AdvantageEstimator | Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Register ``fn`` under ``name``; use as ``register_estimator(name, fn)`` or as a decorator.
+
+    Registering the same function again is a no-op; a different function under a taken name raises ValueError.
+    """
+
+    def add(function: AdvantageEstimator) -> AdvantageEstimator:
+        if not callable(function):
+            raise ValueError(f"an estimator must be callable, got {type(function).__name__}")
+        known = _REGISTRY.get(name)
+        if known is not None and known is not function:
+            raise ValueError(
+                f"an estimator named {name!r} is already registered ({getattr(known, '__qualname__', known)}); "
+                "pick another name"
+            )
+        _REGISTRY[name] = function
+        return function
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an estimator name must be a non-empty string, got {name!r}")
+    return add if fn is None else add(fn)
+
+
+def get_estimator(name: str) -> AdvantageEstimator:
+    """The estimator registered under ``name``; an unknown name raises ValueError listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(_REGISTRY)}") from None
+
+
+def list_estimators() -> list[str]:
+    """Registered names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def group_advantages(rewards: np.ndarray, group_index: np.ndarray, scale: str = "group") -> np.ndarray:
+    """GRPO's sequence advantage ``Â = (r − mean_group) / (std + 1e-4)``, shape (B,).
+
+    Args:
+        rewards: (B,) float; group_index: (B,) int group ids in ``0..num_groups-1``.
+        scale: ``"group"`` (std of the group), ``"batch"`` (std of all B rewards) or ``"none"`` (no division).
+            Stds are population stds (ddof=0). A group of equal rewards (a group of one too) gets exactly Â = 0.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    group_index = np.asarray(group_index, dtype=np.int64)
+    count = np.bincount(group_index)
+    safe = np.maximum(count, 1)
+    mean = np.bincount(group_index, weights=rewards) / safe
+    centred = np.where(zero_variance_groups(rewards, group_index), 0.0, rewards - mean[group_index])
+    if scale == "none":
+        return centred
+    if scale == "batch":
+        return centred / (rewards.std() + STD_EPS)
+    if scale == "group":
+        std = np.sqrt(np.bincount(group_index, weights=centred**2) / safe)
+        return centred / (std[group_index] + STD_EPS)
+    raise ValueError(f"unknown reward scaling {scale!r}; expected 'group', 'batch' or 'none'")
+
+
+def zero_variance_groups(rewards: np.ndarray, group_index: np.ndarray) -> np.ndarray:
+    """(B,) bool: the completion's group has all-equal rewards (its Â is 0 whatever the scaling)."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    group_index = np.asarray(group_index, dtype=np.int64)
+    high = np.full(group_index.max(initial=-1) + 1, -np.inf)
+    low = np.full_like(high, np.inf)
+    np.maximum.at(high, group_index, rewards)
+    np.minimum.at(low, group_index, rewards)
+    return (high - low)[group_index] <= 0
+
+
+def grpo(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:
+    """GRPO (Shao et al. 2024, arXiv 2402.03300): ``A_t = Â`` on every valid token. The oracle is not used."""
+    advantages = group_advantages(batch.rewards, batch.group_index, config.scale_rewards)
+    return np.where(batch.completion_mask, advantages[:, None], 0.0)
+
+
+def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig, redistribution: str) -> np.ndarray:
+    """OSPO (arXiv 2601.08403): redistribute Â over tokens by Owen–Shapley credit of the completion's segments.
+
+    Per completion: segments ``oracle.segment(text)``, coalitions ``sample_coalitions`` (seeded by
+    ``(config.seed, batch.step, b)``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
+    ``owen_estimate``, then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean
+    stays Â. Completions with Â = 0 or fewer than two segments are not sent to the oracle (their credit cannot
+    change their advantages).
+    """
+    advantages = group_advantages(batch.rewards, batch.group_index, config.scale_rewards)
+    spans = [oracle.segment(text) for text in batch.texts]
+    streams = np.random.SeedSequence([config.seed, batch.step]).spawn(len(batch.texts))
+    asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
+    coalitions = {
+        b: sample_coalitions(
+            len(spans[b]),
+            config.w_max,
+            config.max_coalitions,
+            rng=np.random.default_rng(streams[b]),
+            contiguous=config.contiguous,
+        )
+        for b in asked
+    }
+    credit = [np.zeros(len(s)) for s in spans]
+    if asked:
+        values = oracle.values_batch(
+            [batch.prompt_ids[b] for b in asked],
+            [batch.texts[b] for b in asked],
+            [spans[b] for b in asked],
+            [coalitions[b] for b in asked],
+        )
+        for b, value in zip(asked, values, strict=True):
+            credit[b] = owen_estimate(coalitions[b], value, len(spans[b]), estimator=config.estimator)
+    token_advantages = ospo_token_advantages(
+        spans,
+        credit,
+        batch.token_offsets,
+        advantages,
+        redistribution=redistribution,
+        mask=batch.completion_mask,
+    )
+    if config.clip_token_advantages is not None:
+        token_advantages = clip_token_advantages(token_advantages, advantages, config.clip_token_advantages)
+    return token_advantages
+
+
+def ospo_prop(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:
+    """OSPO-PROP: token shares proportional to min–max normalised segment credit (see :func:`ospo_credit`)."""
+    return ospo_credit(batch, oracle, config, "prop")
+
+
+def ospo_rank(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:
+    """OSPO-RANK: token shares proportional to the rank of their credit (see :func:`ospo_credit`)."""
+    return ospo_credit(batch, oracle, config, "rank")
+
+
+register_estimator("grpo", grpo)
+register_estimator("ospo_prop", ospo_prop)
+register_estimator("ospo_rank", ospo_rank)

@@ -1,0 +1,96 @@
+"""Metric names (defined once, with fixed prefixes) and the run logger: JSONL always, TensorBoard when available."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+STEP = "step"
+
+REWARD_MEAN = "reward/mean"
+REWARD_STD = "reward/std"
+REWARD_MAX = "reward/max"
+REWARD_ZERO_VARIANCE_GROUPS = "reward/zero_variance_group_fraction"
+
+LOSS_POLICY = "loss/policy"
+LOSS_KL = "loss/kl"
+LOSS_CLIP_FRACTION = "loss/clip_fraction"
+LOSS_CLIP_LOW_FRACTION = "loss/clip_low_fraction"
+LOSS_CLIP_HIGH_FRACTION = "loss/clip_high_fraction"
+LOSS_RATIO_MEAN = "loss/ratio_mean"
+LOSS_GRAD_NORM = "loss/grad_norm"
+
+CREDIT_SEQUENCE_ADVANTAGE_ABS = "credit/sequence_advantage_abs_mean"
+CREDIT_TOKEN_ADVANTAGE_MEAN = "credit/token_advantage_mean"
+CREDIT_TOKEN_ADVANTAGE_STD = "credit/token_advantage_std"
+CREDIT_TOKEN_ADVANTAGE_MIN = "credit/token_advantage_min"
+CREDIT_TOKEN_ADVANTAGE_MAX = "credit/token_advantage_max"
+CREDIT_WITHIN_SEQUENCE_STD = "credit/within_sequence_std"
+CREDIT_ORACLE_CALLS = "credit/oracle_calls"
+CREDIT_ORACLE_VALUES = "credit/oracle_values"
+
+PERF_STEP_SECONDS = "perf/step_seconds"
+PERF_GENERATE_SECONDS = "perf/generate_seconds"
+PERF_CREDIT_SECONDS = "perf/credit_seconds"
+PERF_UPDATE_SECONDS = "perf/update_seconds"
+PERF_COMPLETION_TOKENS = "perf/completion_tokens_mean"
+
+METRIC_PREFIXES = ("reward/", "loss/", "credit/", "perf/")
+
+
+def run_name(env_id: str, algo: str, seed: int, when: float | None = None) -> str:
+    """``{env}__{algo}__{seed}__{time}`` with path-unsafe characters of the env id replaced by ``_``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if when is None else when))
+    safe_env = re.sub(r"[^A-Za-z0-9._-]+", "_", env_id)
+    return f"{safe_env}__{algo}__{seed}__{stamp}"
+
+
+class RunLogger:
+    """Appends one JSON object per step to ``<run_dir>/metrics.jsonl``; mirrors scalars to TensorBoard if asked
+    and ``torch.utils.tensorboard`` imports (it needs the ``tensorboard`` package)."""
+
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / "metrics.jsonl"
+        self._writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None  # noqa: N806
+            if SummaryWriter is not None:
+                self._writer = SummaryWriter(log_dir=str(self.run_dir))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {STEP: step, **{k: _plain(v) for k, v in metrics.items()}}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for key, value in record.items():
+                if key != STEP and isinstance(value, int | float) and math.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _plain(value: Any) -> Any:
+    """numpy / torch scalars to Python numbers, non-finite floats to None (JSON has no NaN)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file, in order."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,154 @@
+"""Policies: load a Hugging Face causal LM (optionally with LoRA), or build a tiny random Qwen2 for CPU work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Qwen2's pre-tokenisation: contractions, letter runs with one leading non-letter, single digits, punctuation
+# runs, newlines, spaces. Using it (and NFC, byte-level BPE) makes our tokenizer load back as Qwen2Tokenizer
+# unchanged, which is what AutoTokenizer picks for a qwen2 config.
+QWEN2_PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+
+def default_device() -> torch.device:
+    """``cuda`` when available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_policy(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    lora_rank: int | None = None,
+    lora_alpha: float = 16.0,
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` with ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a local path or hub name.
+
+    The tokenizer pads on the left (for batched generation) and gets ``pad = eos`` if it has no pad token.
+    With ``lora_rank`` the model is wrapped in LoRA adapters on every linear layer (needs ``peft``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device) if device is not None else default_device()
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype or default_dtype(device))
+    prepare_tokenizer(tokenizer)
+    model.to(device)
+    if lora_rank is not None:
+        model = add_lora(model, lora_rank, lora_alpha)
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding, and a pad token (the EOS token if there is none). Returns the tokenizer."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.eos_token first")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def add_lora(model: Any, rank: int, alpha: float) -> Any:
+    """Wrap ``model`` with LoRA adapters (rank ``rank``) on all linear layers; only the adapters train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError("LoRA needs the peft package: pip install peft (or set lora_rank=None)") from error
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def build_tiny_qwen2(
+    texts: Iterable[str],
+    directory: str | Path,
+    *,
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Train a byte-level BPE tokenizer on ``texts``, build a random Qwen2 around it, save both to ``directory``.
+
+    The result loads back with ``AutoTokenizer.from_pretrained`` / ``AutoModelForCausalLM.from_pretrained``. The
+    tokenizer has every byte in its alphabet (any string encodes), ``<|endoftext|>`` as EOS, ``<|pad|>`` as pad, and
+    gives character offsets with ``return_offsets_mapping``. The model ties its input and output embeddings.
+
+    Args:
+        texts: the task's texts (prompts, the words the policy should write); BPE merges are learnt from them.
+        directory: where to save (created).
+        vocab_size: BPE target size (at most; a small corpus may give fewer tokens). Must exceed the 256 bytes.
+        hidden_size, layers, heads: model width, depth, attention heads (``hidden_size / heads`` >= 16, even).
+        seed: seeds the weights.
+
+    Returns:
+        ``directory`` as a Path.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    if heads < 1 or hidden_size % heads or hidden_size // heads < 16 or (hidden_size // heads) % 2:
+        raise ValueError(
+            f"hidden_size ({hidden_size}) must be a multiple of heads ({heads}) with an even head_dim >= 16; "
+            "e.g. hidden_size=64, heads=4"
+        )
+    if layers < 1:
+        raise ValueError(f"layers must be >= 1, got {layers}")
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size <= len(alphabet) + 2:
+        raise ValueError(f"vocab_size must exceed {len(alphabet) + 2} (the byte alphabet and two special tokens)")
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError("build_tiny_qwen2 needs at least one non-empty text to learn BPE merges from")
+
+    backend = Tokenizer(models.BPE())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS_TOKEN, PAD_TOKEN], initial_alphabet=alphabet, show_progress=False
+    )
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -1,0 +1,718 @@
+"""A generated product catalog and judged queries in the Amazon ESCI (Shopping Queries) schema.
+
+Every product has a type (e.g. "running shoes"), a brand, a colour and a material. A query names a type
+and ``attributes_per_query`` of those attributes; its judged pool is labelled from the attributes:
+
+* ``E`` (Exact): same type and every named attribute matches;
+* ``S`` (Substitute): same type, at least one named attribute differs;
+* ``C`` (Complement): a complementary type (e.g. "athletic socks" for "running shoes");
+* ``I`` (Irrelevant): any other type.
+
+Labels follow the product's true attributes, not its title: ``title_noise`` drops or adds attribute words
+in titles, so a lexical retriever can be misled the way it is by real listings.
+
+The two frames match the files ``shopping_queries_dataset_products.parquet`` and
+``shopping_queries_dataset_examples.parquet`` column for column, so the real-data loaders can be tested on
+them (:func:`write_esci_parquet`).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ATTRIBUTES",
+    "EXAMPLE_COLUMNS",
+    "EXAMPLES_FILE",
+    "LOCALES",
+    "PRODUCT_COLUMNS",
+    "PRODUCTS_FILE",
+    "CatalogConfig",
+    "CatalogVocabulary",
+    "build_vocabulary",
+    "catalog_texts",
+    "complement_map",
+    "generate_catalog",
+    "product_attributes",
+    "query_attributes",
+    "strip_html",
+    "write_esci_parquet",
+]
+
+PRODUCTS_FILE = "shopping_queries_dataset_products.parquet"
+EXAMPLES_FILE = "shopping_queries_dataset_examples.parquet"
+PRODUCT_COLUMNS: tuple[str, ...] = (
+    "product_id",
+    "product_title",
+    "product_description",
+    "product_bullet_point",
+    "product_brand",
+    "product_color",
+    "product_locale",
+)
+EXAMPLE_COLUMNS: tuple[str, ...] = (
+    "example_id",
+    "query",
+    "query_id",
+    "product_id",
+    "product_locale",
+    "esci_label",
+    "small_version",
+    "large_version",
+    "split",
+)
+_INT_EXAMPLE_COLUMNS = ("example_id", "query_id", "small_version", "large_version")
+LOCALES: tuple[str, ...] = ("us", "es", "jp")
+# The attributes a query may name besides the product type, in the order a query states them.
+ATTRIBUTES: tuple[str, ...] = ("brand", "color", "material")
+
+# Probabilities that a product's optional text fields are null, as in the real catalog.
+_NULL_DESCRIPTION = 0.15
+_NULL_BULLETS = 0.1
+_NULL_BRAND = 0.05
+_NULL_COLOR = 0.1
+# Target share of each label in a judged pool; whatever a label lacks is filled with Irrelevant.
+_POOL_SHARE = {"E": 0.25, "S": 0.3, "C": 0.15}
+
+# Product types come in complementary pairs (index 2i <-> 2i + 1); per locale, the same order.
+_TYPE_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "us": (
+        ("running shoes", "athletic socks"),
+        ("wireless earbuds", "charging case"),
+        ("yoga mat", "yoga block"),
+        ("phone case", "screen protector"),
+        ("laptop backpack", "laptop stand"),
+        ("coffee mug", "coffee grinder"),
+        ("desk lamp", "led bulb"),
+        ("gaming mouse", "mouse pad"),
+        ("mechanical keyboard", "wrist rest"),
+        ("water bottle", "bottle brush"),
+        ("winter jacket", "knit beanie"),
+        ("rain boots", "boot liners"),
+        ("camping tent", "sleeping bag"),
+        ("frying pan", "spatula set"),
+        ("chef knife", "cutting board"),
+        ("dog leash", "dog collar"),
+        ("bath towel", "towel rack"),
+        ("travel pillow", "eye mask"),
+        ("bluetooth speaker", "audio cable"),
+        ("office chair", "seat cushion"),
+    ),
+    "es": (
+        ("zapatillas de correr", "calcetines deportivos"),
+        ("auriculares inalámbricos", "estuche de carga"),
+        ("esterilla de yoga", "bloque de yoga"),
+        ("funda de móvil", "protector de pantalla"),
+        ("mochila para portátil", "soporte para portátil"),
+        ("taza de café", "molinillo de café"),
+        ("lámpara de escritorio", "bombilla led"),
+        ("ratón gaming", "alfombrilla de ratón"),
+        ("teclado mecánico", "reposamuñecas ergonómico"),
+        ("botella de agua", "cepillo para botellas"),
+        ("chaqueta de invierno", "gorro de punto"),
+        ("botas de lluvia", "plantillas para botas"),
+        ("tienda de campaña", "saco de dormir"),
+        ("sartén antiadherente", "juego de espátulas"),
+        ("cuchillo de chef", "tabla de cortar"),
+        ("correa para perro", "collar para perro"),
+        ("toalla de baño", "toallero de pared"),
+        ("almohada de viaje", "antifaz para dormir"),
+        ("altavoz bluetooth", "cable de audio"),
+        ("silla de oficina", "cojín de asiento"),
+    ),
+    "jp": (
+        ("ランニング シューズ", "スポーツ ソックス"),
+        ("ワイヤレス イヤホン", "充電 ケース"),
+        ("ヨガ マット", "ヨガ ブロック"),
+        ("スマホ ケース", "画面 保護フィルム"),
+        ("ノートパソコン リュック", "ノートパソコン スタンド"),
+        ("コーヒー マグカップ", "コーヒー ミル"),
+        ("デスク ライト", "led 電球"),
+        ("ゲーミング マウス", "マウス パッド"),
+        ("メカニカル キーボード", "リスト レスト"),
+        ("水筒 ボトル", "ボトル ブラシ"),
+        ("冬用 ジャケット", "ニット 帽"),
+        ("レイン ブーツ", "ブーツ インソール"),
+        ("キャンプ テント", "寝袋 シュラフ"),
+        ("フライパン 深型", "フライ 返し"),
+        ("包丁 三徳", "まな板 抗菌"),
+        ("犬用 リード", "犬用 首輪"),
+        ("バス タオル", "タオル ハンガー"),
+        ("トラベル ピロー", "アイ マスク"),
+        ("bluetooth スピーカー", "オーディオ ケーブル"),
+        ("オフィス チェア", "シート クッション"),
+    ),
+}
+_COLORS: dict[str, tuple[str, ...]] = {
+    "us": (
+        "red", "blue", "black", "white", "green", "pink", "grey", "yellow",
+        "orange", "purple", "brown", "beige", "silver", "gold", "teal", "maroon",
+    ),
+    "es": (
+        "rojo", "azul", "negro", "blanco", "verde", "rosa", "gris", "amarillo",
+        "naranja", "morado", "marrón", "beige", "plateado", "dorado", "turquesa", "granate",
+    ),
+    "jp": (
+        "赤", "青", "黒", "白", "緑", "ピンク", "グレー", "黄色",
+        "オレンジ", "紫", "茶色", "ベージュ", "シルバー", "ゴールド", "ターコイズ", "ワインレッド",
+    ),
+}
+_MATERIALS: dict[str, tuple[str, ...]] = {
+    "us": (
+        "leather", "cotton", "wool", "bamboo", "steel", "silicone", "nylon", "canvas",
+        "plastic", "glass", "wood", "ceramic", "polyester", "aluminum", "rubber", "linen",
+    ),
+    "es": (
+        "cuero", "algodón", "lana", "bambú", "acero", "silicona", "nailon", "lona",
+        "plástico", "vidrio", "madera", "cerámica", "poliéster", "aluminio", "caucho", "lino",
+    ),
+    "jp": (
+        "革", "綿", "ウール", "竹", "ステンレス", "シリコン", "ナイロン", "キャンバス",
+        "プラスチック", "ガラス", "木製", "セラミック", "ポリエステル", "アルミ", "ゴム", "リネン",
+    ),
+}
+_DESCRIPTORS: dict[str, tuple[str, ...]] = {
+    "us": ("pro", "plus", "lite", "max", "classic", "premium", "compact", "deluxe", "sport", "ultra", "mini", "original"),
+    "es": ("pro", "plus", "lite", "max", "clásico", "premium", "compacto", "deluxe", "sport", "ultra", "mini", "original"),
+    "jp": ("プロ", "プラス", "ライト", "マックス", "クラシック", "プレミアム", "コンパクト", "デラックス", "スポーツ", "ウルトラ", "ミニ", "オリジナル"),
+}
+# Filler sentences give descriptions and bullets a realistic spread of common and rare words.
+_FILLERS: dict[str, tuple[str, ...]] = {
+    "us": (
+        "perfect for everyday use at home or on the go",
+        "easy to clean and built to last",
+        "lightweight design that travels well",
+        "backed by a one year manufacturer warranty",
+        "makes a thoughtful gift for friends and family",
+        "ergonomic shape for all day comfort",
+        "tested for durability under demanding conditions",
+        "ships in recyclable packaging",
+        "sleek modern look that matches any style",
+        "water resistant finish protects against spills",
+        "reinforced stitching and sturdy construction",
+        "fits most standard sizes",
+        "trusted by thousands of happy customers",
+        "great value for the price",
+        "designed by our team in california",
+        "hand wash recommended to keep it looking new",
+        "includes a quick start guide",
+        "non slip base keeps it steady",
+        "breathable and comfortable in warm weather",
+        "compatible with most popular accessories",
+    ),
+    "es": (
+        "perfecto para el uso diario en casa o de viaje",
+        "fácil de limpiar y hecho para durar",
+        "diseño ligero ideal para viajar",
+        "garantía del fabricante de un año",
+        "un regalo ideal para amigos y familia",
+        "forma ergonómica para mayor comodidad",
+        "envío en embalaje reciclable",
+        "acabado resistente al agua",
+    ),
+    "jp": (
+        "毎日の使用に最適です",
+        "お手入れが簡単で長持ちします",
+        "軽量で持ち運びに便利",
+        "メーカー保証一年付き",
+        "プレゼントにも最適",
+        "人間工学に基づいたデザイン",
+        "リサイクル可能な梱包で発送",
+        "防水加工で汚れに強い",
+    ),
+}
+# Field names used in the bullet points ("Material: leather").
+_LABELS: dict[str, dict[str, str]] = {
+    "us": {"brand": "Brand", "color": "Colour", "material": "Material", "made": "made of", "by": "by"},
+    "es": {"brand": "Marca", "color": "Color", "material": "Material", "made": "hecho de", "by": "de"},
+    "jp": {"brand": "ブランド", "color": "カラー", "material": "素材", "made": "素材", "by": "ブランド"},
+}
+_BRAND_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "cr", "gl", "tr", "qu", "x")
+_BRAND_VOWELS = ("a", "e", "i", "o", "u", "ia", "eo")
+_BRAND_CODAS = ("", "", "", "n", "r", "x", "s", "k")
+_ASIN_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+_HTML_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Size, difficulty and noise of a generated catalog.
+
+    Attributes:
+        num_products: products in the catalog.
+        num_queries: judged queries (texts are kept distinct while the attribute space allows it).
+        num_types: product types used, at most 40; they are drawn as complementary pairs.
+        num_brands: pseudo-brands, generated from syllables.
+        num_colors: colours used, at most 16.
+        num_materials: materials used, at most 16.
+        attributes_per_query: how many of brand/colour/material a query names besides the type (0-3): the
+            difficulty knob "number of relevant attributes".
+        pool_size: judged products per query (capped at ``num_products``).
+        title_noise: probability that a title drops one of its attribute words, and (independently) that it
+            gains a wrong one: the noise knob.
+        locale: "us", "es" or "jp" (the vocabulary's language and ``product_locale``).
+        seed: seed of everything random.
+        test_fraction: share of queries whose examples get ``split="test"``.
+    """
+
+    num_products: int = 2000
+    num_queries: int = 200
+    num_types: int = 24
+    num_brands: int = 30
+    num_colors: int = 12
+    num_materials: int = 10
+    attributes_per_query: int = 2
+    pool_size: int = 40
+    title_noise: float = 0.1
+    locale: str = "us"
+    seed: int = 0
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.locale not in LOCALES:
+            raise ValueError(f"locale must be one of {LOCALES}, got {self.locale!r}")
+        max_types = 2 * len(_TYPE_PAIRS[self.locale])
+        limits = {
+            "num_types": (2, max_types),
+            "num_colors": (1, len(_COLORS[self.locale])),
+            "num_materials": (1, len(_MATERIALS[self.locale])),
+            "num_brands": (1, 5000),
+            "num_products": (1, 10**8),
+            "num_queries": (1, 10**7),
+            "pool_size": (1, 10**6),
+            "attributes_per_query": (0, len(ATTRIBUTES)),
+        }
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}], got {value}; pick a value in that range")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if not 0.0 <= self.title_noise <= 1.0:
+            raise ValueError(f"title_noise is a probability; set it in [0, 1], got {self.title_noise}")
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(f"test_fraction is a share of queries; set it in [0, 1], got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class CatalogVocabulary:
+    """The words a catalog is made of; attribute values are indices into these tuples.
+
+    Attributes:
+        types: product types; ``complements[i]`` lists the indices of the types complementary to ``types[i]``.
+        complements: per type, a tuple of complementary type indices (empty when its partner is unused).
+        brands, colors, materials, descriptors: attribute words.
+    """
+
+    types: tuple[str, ...]
+    complements: tuple[tuple[int, ...], ...]
+    brands: tuple[str, ...]
+    colors: tuple[str, ...]
+    materials: tuple[str, ...]
+    descriptors: tuple[str, ...]
+
+    def attribute_words(self, attribute: str) -> tuple[str, ...]:
+        """The value words of ``attribute`` ("brand", "color" or "material")."""
+        return {"brand": self.brands, "color": self.colors, "material": self.materials}[attribute]
+
+
+def complement_map(locale: str = "us") -> dict[str, tuple[str, ...]]:
+    """Every product type of ``locale`` mapped to its complementary types (both directions)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for a, b in _TYPE_PAIRS[locale]:
+        out[a] = (b,)
+        out[b] = (a,)
+    return out
+
+
+def _brand_names(count: int, rng: np.random.Generator, forbidden: set[str]) -> tuple[str, ...]:
+    """``count`` distinct pronounceable pseudo-brands (2-3 syllables, ASCII), none in ``forbidden``."""
+    names: list[str] = []
+    seen = set(forbidden)
+    # Rejection keeps names distinct; the syllable space (~10^6 names) makes collisions rare.
+    while len(names) < count:
+        batch = count - len(names)
+        n_syll = rng.integers(2, 4, size=batch)
+        onsets = rng.integers(len(_BRAND_ONSETS), size=(batch, 3))
+        vowels = rng.integers(len(_BRAND_VOWELS), size=(batch, 3))
+        codas = rng.integers(len(_BRAND_CODAS), size=batch)
+        for i in range(batch):
+            word = "".join(_BRAND_ONSETS[onsets[i, j]] + _BRAND_VOWELS[vowels[i, j]] for j in range(n_syll[i]))
+            word += _BRAND_CODAS[codas[i]]
+            if word not in seen:
+                seen.add(word)
+                names.append(word)
+    return tuple(names)
+
+
+def build_vocabulary(config: CatalogConfig, rng: np.random.Generator) -> CatalogVocabulary:
+    """Draw the types (as complementary pairs), brands, colours and materials of a catalog."""
+    pairs = _TYPE_PAIRS[config.locale]
+    chosen_pairs = rng.permutation(len(pairs))[: (config.num_types + 1) // 2]
+    types = [t for p in chosen_pairs for t in pairs[p]][: config.num_types]
+    index = {t: i for i, t in enumerate(types)}
+    comp = complement_map(config.locale)
+    complements = tuple(tuple(index[c] for c in comp[t] if c in index) for t in types)
+    colors = tuple(_COLORS[config.locale][i] for i in np.sort(rng.permutation(len(_COLORS[config.locale]))[: config.num_colors]))
+    materials = tuple(
+        _MATERIALS[config.locale][i] for i in np.sort(rng.permutation(len(_MATERIALS[config.locale]))[: config.num_materials])
+    )
+    forbidden = {w for phrase in types for w in phrase.split()} | set(colors) | set(materials)
+    # Brands must not collide with any other word of the catalog, or a brand query would match filler text.
+    forbidden |= set(_DESCRIPTORS[config.locale])
+    forbidden |= {w for sentence in _FILLERS[config.locale] for w in sentence.split()}
+    forbidden |= {w.lower() for label in _LABELS[config.locale].values() for w in label.split()}
+    brands = _brand_names(config.num_brands, rng, forbidden)
+    return CatalogVocabulary(
+        types=tuple(types),
+        complements=complements,
+        brands=brands,
+        colors=colors,
+        materials=materials,
+        descriptors=_DESCRIPTORS[config.locale],
+    )
+
+
+def _asin_ids(count: int, rng: np.random.Generator) -> list[str]:
+    """``count`` distinct ASIN-like ids: "B0" + 8 upper-case alphanumerics."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    while len(ids) < count:
+        chars = _ASIN_ALPHABET[rng.integers(len(_ASIN_ALPHABET), size=(count - len(ids), 8))]
+        for row in chars:
+            pid = "B0" + "".join(row)
+            if pid not in seen:
+                seen.add(pid)
+                ids.append(pid)
+    return ids
+
+
+def _titles(
+    vocab: CatalogVocabulary, attrs: dict[str, np.ndarray], descriptor: np.ndarray, noise: float, rng: np.random.Generator
+) -> list[str]:
+    """Titles "{brand} {colour} {material} {type} {descriptor}", with attribute words dropped/added by noise."""
+    n = len(descriptor)
+    brand_w = np.array(vocab.brands, dtype=object)[attrs["brand"]]
+    color_w = np.array(vocab.colors, dtype=object)[attrs["color"]]
+    material_w = np.array(vocab.materials, dtype=object)[attrs["material"]]
+    drop = rng.random(n) < noise
+    drop_which = rng.integers(3, size=n)
+    add = rng.random(n) < noise
+    # The added word is a colour or material the product does not have (a misleading listing).
+    add_is_color = rng.random(n) < 0.5
+    add_color = (attrs["color"] + rng.integers(1, max(len(vocab.colors), 2), size=n)) % len(vocab.colors)
+    add_material = (attrs["material"] + rng.integers(1, max(len(vocab.materials), 2), size=n)) % len(vocab.materials)
+    extra = np.where(
+        add_is_color,
+        np.array(vocab.colors, dtype=object)[add_color],
+        np.array(vocab.materials, dtype=object)[add_material],
+    )
+    words = np.stack([brand_w, color_w, material_w], axis=1)
+    words[drop, drop_which[drop]] = ""
+    type_w = np.array(vocab.types, dtype=object)[attrs["type"]]
+    desc_w = np.array(vocab.descriptors, dtype=object)[descriptor]
+    extra = np.where(add, extra, "")
+    # Join per product; the few string concatenations are the unavoidable per-row step.
+    raw = words[:, 0] + " " + words[:, 1] + " " + words[:, 2] + " " + type_w + " " + desc_w + " " + extra
+    return [_SPACES.sub(" ", t).strip() for t in raw]
+
+
+def _descriptions(
+    vocab: CatalogVocabulary, attrs: dict[str, np.ndarray], locale: str, rng: np.random.Generator
+) -> tuple[list[str | None], list[str | None]]:
+    """HTML descriptions and newline-separated bullet points that state the true attributes."""
+    n = len(attrs["type"])
+    labels = _LABELS[locale]
+    fillers = _FILLERS[locale]
+    filler_idx = rng.integers(len(fillers), size=(n, 4))
+    style = rng.integers(3, size=n)
+    null_desc = rng.random(n) < _NULL_DESCRIPTION
+    null_bullets = rng.random(n) < _NULL_BULLETS
+    descriptions: list[str | None] = []
+    bullets: list[str | None] = []
+    for i in range(n):
+        brand = vocab.brands[attrs["brand"][i]]
+        color = vocab.colors[attrs["color"][i]]
+        material = vocab.materials[attrs["material"][i]]
+        ptype = vocab.types[attrs["type"][i]]
+        f = [fillers[j] for j in filler_idx[i]]
+        if null_desc[i]:
+            descriptions.append(None)
+        elif style[i] == 0:
+            descriptions.append(f"<p>{ptype} {labels['by']} {brand}, {labels['made']} {material}.</p><p>{f[0]}. {f[1]}.</p>")
+        elif style[i] == 1:
+            descriptions.append(f"<b>{brand}</b> {color} {ptype}<br>{f[0]} &amp; {f[2]}.<br/>{labels['made']} {material}.")
+        else:
+            descriptions.append(f"{f[1]}. <ul><li>{color} {material}</li><li>{f[3]}</li></ul>")
+        if null_bullets[i]:
+            bullets.append(None)
+        else:
+            bullets.append(
+                f"{labels['material']}: {material}\n{labels['color']}: {color}\n{labels['brand']}: {brand}\n{f[2]}\n{f[3]}"
+            )
+    return descriptions, bullets
+
+
+def _query_text(vocab: CatalogVocabulary, ptype: int, named: dict[str, int], locale: str) -> str:
+    """Query words in a natural order: "{brand} {colour} {material} {type}" (Spanish: type first)."""
+    words = [vocab.attribute_words(a)[named[a]] for a in ATTRIBUTES if a in named]
+    if locale == "es":
+        return " ".join([vocab.types[ptype], *words])
+    return " ".join([*words, vocab.types[ptype]])
+
+
+def _sample_pool(
+    labels: dict[str, np.ndarray], pool_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick a judged pool from candidate product ids per label; returns (product indices, label chars).
+
+    Takes up to the target share of E, S and C (at least one Exact when there is one) and fills the rest
+    with Irrelevant, then with whatever label still has products left.
+    """
+    take: dict[str, np.ndarray] = {}
+    remaining = pool_size
+    for label in ("E", "S", "C"):
+        cand = labels[label]
+        want = int(round(_POOL_SHARE[label] * pool_size))
+        if label == "E":
+            want = max(want, 1)
+        n = min(len(cand), want, remaining)
+        take[label] = rng.choice(cand, size=n, replace=False) if n else cand[:0]
+        remaining -= n
+    cand_i = labels["I"]
+    n_i = min(len(cand_i), remaining)
+    take["I"] = rng.choice(cand_i, size=n_i, replace=False) if n_i else cand_i[:0]
+    remaining -= n_i
+    # Small catalogs may lack Irrelevant products: top the pool up from the unused E/S/C candidates.
+    for label in ("S", "E", "C"):
+        if remaining <= 0:
+            break
+        unused = np.setdiff1d(labels[label], take[label])
+        n = min(len(unused), remaining)
+        if n:
+            take[label] = np.concatenate([take[label], rng.choice(unused, size=n, replace=False)])
+            remaining -= n
+    ids = np.concatenate([take[label] for label in ("E", "S", "C", "I")])
+    chars = np.concatenate([np.full(len(take[label]), label) for label in ("E", "S", "C", "I")])
+    order = rng.permutation(len(ids))
+    return ids[order], chars[order]
+
+
+def _draw_products(config: CatalogConfig) -> tuple[np.random.Generator, CatalogVocabulary, dict[str, np.ndarray]]:
+    """The catalog's generator (advanced past these draws), vocabulary and per-product attribute indices.
+
+    Shared by :func:`generate_catalog` and :func:`product_attributes` so that both see the same draws.
+    """
+    rng = np.random.default_rng(config.seed)
+    vocab = build_vocabulary(config, rng)
+    n = config.num_products
+    attrs = {
+        "type": rng.integers(config.num_types, size=n),
+        "brand": rng.integers(config.num_brands, size=n),
+        "color": rng.integers(config.num_colors, size=n),
+        "material": rng.integers(config.num_materials, size=n),
+    }
+    return rng, vocab, attrs
+
+
+def generate_catalog(config: CatalogConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Generate ``(products, examples)`` in the ESCI schema; deterministic for ``config.seed``.
+
+    Returns:
+        products: ``num_products`` rows with columns :data:`PRODUCT_COLUMNS` (strings; description,
+            bullets, brand and colour may be null).
+        examples: one row per (query, judged product), columns :data:`EXAMPLE_COLUMNS`; int64 ids and
+            version flags (``small_version`` is 1 everywhere, ``large_version`` too), string text columns.
+
+    The generating attributes are recoverable with :func:`product_attributes` and :func:`query_attributes`.
+    """
+    rng, vocab, attrs = _draw_products(config)
+    n = config.num_products
+    descriptor = rng.integers(len(vocab.descriptors), size=n)
+    product_ids = _asin_ids(n, rng)
+    titles = _titles(vocab, attrs, descriptor, config.title_noise, rng)
+    descriptions, bullets = _descriptions(vocab, attrs, config.locale, rng)
+    brand_col = np.array(vocab.brands, dtype=object)[attrs["brand"]]
+    brand_col[rng.random(n) < _NULL_BRAND] = None
+    color_col = np.array(vocab.colors, dtype=object)[attrs["color"]]
+    color_col[rng.random(n) < _NULL_COLOR] = None
+    products = pd.DataFrame(
+        {
+            "product_id": product_ids,
+            "product_title": titles,
+            "product_description": descriptions,
+            "product_bullet_point": bullets,
+            "product_brand": list(brand_col),
+            "product_color": list(color_col),
+            "product_locale": [config.locale] * n,
+        },
+        columns=list(PRODUCT_COLUMNS),
+    )
+
+    by_type = [np.flatnonzero(attrs["type"] == t) for t in range(config.num_types)]
+    pool_size = min(config.pool_size, n)
+    queries: list[str] = []
+    seen: set[str] = set()
+    rows_query_id: list[np.ndarray] = []
+    rows_product: list[np.ndarray] = []
+    rows_label: list[np.ndarray] = []
+    attempts = 0
+    # Query texts stay distinct (ESCI has one query_id per text) until the attribute space runs out;
+    # past 20 tries per query, repeats are allowed so that small spaces (e.g. 0 attributes) still work.
+    while len(queries) < config.num_queries:
+        attempts += 1
+        seed_product = int(rng.integers(n))
+        ptype = int(attrs["type"][seed_product])
+        named_attrs = sorted(rng.choice(len(ATTRIBUTES), size=config.attributes_per_query, replace=False))
+        named = {ATTRIBUTES[a]: int(attrs[ATTRIBUTES[a]][seed_product]) for a in named_attrs}
+        text = _query_text(vocab, ptype, named, config.locale)
+        if text in seen and attempts < 20 * config.num_queries:
+            continue
+        seen.add(text)
+        same_type = by_type[ptype]
+        match = np.ones(len(same_type), dtype=bool)
+        for attr, value in named.items():
+            match &= attrs[attr][same_type] == value
+        comp_types = vocab.complements[ptype]
+        comp = np.concatenate([by_type[c] for c in comp_types]) if comp_types else np.zeros(0, dtype=np.int64)
+        irrelevant_mask = np.ones(n, dtype=bool)
+        irrelevant_mask[same_type] = False
+        irrelevant_mask[comp] = False
+        cand = {"E": same_type[match], "S": same_type[~match], "C": comp, "I": np.flatnonzero(irrelevant_mask)}
+        ids, chars = _sample_pool(cand, pool_size, rng)
+        rows_query_id.append(np.full(len(ids), len(queries), dtype=np.int64))
+        rows_product.append(ids)
+        rows_label.append(chars)
+        queries.append(text)
+
+    query_id = np.concatenate(rows_query_id)
+    product_idx = np.concatenate(rows_product).astype(np.int64)
+    n_test = int(round(config.test_fraction * config.num_queries))
+    is_test = np.zeros(config.num_queries, dtype=bool)
+    is_test[rng.permutation(config.num_queries)[:n_test]] = True
+    n_examples = len(query_id)
+    examples = pd.DataFrame(
+        {
+            "example_id": np.arange(n_examples, dtype=np.int64),
+            "query": list(np.array(queries, dtype=object)[query_id]),
+            "query_id": query_id,
+            "product_id": list(np.array(product_ids, dtype=object)[product_idx]),
+            "product_locale": [config.locale] * n_examples,
+            "esci_label": list(np.concatenate(rows_label).astype(object)),
+            "small_version": np.ones(n_examples, dtype=np.int64),
+            "large_version": np.ones(n_examples, dtype=np.int64),
+            "split": list(np.where(is_test[query_id], "test", "train").astype(object)),
+        },
+        columns=list(EXAMPLE_COLUMNS),
+    )
+    return products, examples
+
+
+def product_attributes(products: pd.DataFrame, config: CatalogConfig) -> pd.DataFrame:
+    """The generating attributes of each product (type/brand/color/material words), for tests and oracles.
+
+    Regenerates the catalog from ``config`` (cheap) rather than parsing noisy titles; ``products`` must
+    be ``generate_catalog(config)[0]``.
+    """
+    _, vocab, idx = _draw_products(config)
+    n = config.num_products
+    if len(products) != n:
+        raise ValueError(f"products has {len(products)} rows but config.num_products is {n}; pass the same config")
+    return pd.DataFrame(
+        {
+            "product_id": products["product_id"].to_numpy(),
+            "type": np.array(vocab.types, dtype=object)[idx["type"]],
+            "brand": np.array(vocab.brands, dtype=object)[idx["brand"]],
+            "color": np.array(vocab.colors, dtype=object)[idx["color"]],
+            "material": np.array(vocab.materials, dtype=object)[idx["material"]],
+        }
+    )
+
+
+def query_attributes(query: str, config: CatalogConfig) -> dict[str, str]:
+    """Parse a generated query back into ``{"type": ..., "brand"/"color"/"material": ...}``."""
+    vocab = build_vocabulary(config, np.random.default_rng(config.seed))
+    out: dict[str, str] = {}
+    rest = query
+    # Types can be several words, so find the type phrase first; longest first avoids prefix clashes.
+    for t in sorted(vocab.types, key=len, reverse=True):
+        if rest == t or (config.locale == "es" and rest.startswith(t + " ")):
+            out["type"], rest = t, rest[len(t):]
+            break
+        if config.locale != "es" and rest.endswith(" " + t):
+            out["type"], rest = t, rest[: -len(t)]
+            break
+    if "type" not in out:
+        raise ValueError(f"{query!r} names no product type of this catalog")
+    for word in rest.split():
+        for attr in ATTRIBUTES:
+            if word in vocab.attribute_words(attr):
+                out[attr] = word
+                break
+        else:
+            raise ValueError(f"{query!r}: {word!r} is no attribute value of this catalog")
+    return out
+
+
+def strip_html(text: str) -> str:
+    """Replace HTML tags by spaces, unescape entities and collapse whitespace."""
+    return _SPACES.sub(" ", html.unescape(_HTML_TAG.sub(" ", text))).strip()
+
+
+def catalog_texts(
+    products: pd.DataFrame, fields: Sequence[str] = ("product_title", "product_description")
+) -> list[str]:
+    """One text per product (the retriever's documents): ``fields`` joined by spaces, HTML stripped,
+    nulls as "". Returns a list of ``len(products)`` strings."""
+    missing = [f for f in fields if f not in products.columns]
+    if missing:
+        raise ValueError(f"products has no column(s) {missing}; choose among {list(products.columns)}")
+    parts = [products[f].astype(object).where(products[f].notna(), "").astype(str) for f in fields]
+    joined = parts[0] if parts else pd.Series([""] * len(products), index=products.index)
+    for part in parts[1:]:
+        joined = joined + " " + part
+    return [strip_html(t) for t in joined.tolist()]
+
+
+def write_esci_parquet(products: pd.DataFrame, examples: pd.DataFrame, directory: str | Path) -> tuple[Path, Path]:
+    """Write the two frames as the real ESCI files (string and int64 columns), creating ``directory``.
+
+    Returns:
+        The paths of the products file and the examples file.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    product_schema = pa.schema([(c, pa.string()) for c in PRODUCT_COLUMNS])
+    example_schema = pa.schema([(c, pa.int64() if c in _INT_EXAMPLE_COLUMNS else pa.string()) for c in EXAMPLE_COLUMNS])
+    paths = (out / PRODUCTS_FILE, out / EXAMPLES_FILE)
+    for frame, schema, path, columns in (
+        (products, product_schema, paths[0], PRODUCT_COLUMNS),
+        (examples, example_schema, paths[1], EXAMPLE_COLUMNS),
+    ):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks ESCI column(s) {missing}")
+        arrays = [
+            pa.array(
+                frame[c].astype(object).where(frame[c].notna(), None).tolist()
+                if schema.field(c).type == pa.string()
+                else frame[c].to_numpy(dtype=np.int64),
+                type=schema.field(c).type,
+            )
+            for c in columns
+        ]
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
+    return paths
