@@ -175,6 +175,23 @@ def main() -> None:
     md = [f"Command: `{summary['command']}` ({summary['seconds']} s)\n", estimator_summary(tasks)]
     for task, rows in tasks.items():
         md.append(markdown(task, rows, "owen"))
+    contiguous = at_target["contiguous"]
+    md.append(
+        "### Reading\n\n"
+        f"Target: Spearman >= 0.9 at M=96, w_max=8 on the retrieval task. The paper's contiguous windows reach "
+        f"{contiguous:.3f} ({'met' if contiguous >= 0.9 else f'{0.9 - contiguous:.3f} short'}); windows plus their "
+        f"complements reach {at_target['contiguous+complements']:.3f}; random subsets (non-contiguous) "
+        f"{at_target['non-contiguous']:.3f}.\n\n"
+        "Why contiguous windows fall short on retrieval: a window of at most w_max words only observes a word's "
+        "marginal in *small* coalitions, while exact Shapley averages it over every coalition size. BM25 + pooled "
+        "NDCG saturates: once the shopper's words are in the query, a further matching word adds little, and an "
+        "off-topic word that hurts a short query is harmless in a long one. Small-coalition marginals therefore "
+        "over-rate redundant words and mis-rank the many near-zero words (whose exact values differ by tiny "
+        "amounts, so Spearman among them is nearly noise). Pooling the complements N \\ W adds the large-coalition "
+        "end (N \\ {i} -> N), which is what lifts the agreement. The interaction task, whose interactions are local "
+        "(adjacent synergy), is where contiguity pays: contiguous windows beat random subsets there, as in the "
+        "paper's ablation.\n"
+    )
     (args.out / "estimator_accuracy.md").write_text("\n".join(md))
     print(json.dumps(summary["target"]))
 

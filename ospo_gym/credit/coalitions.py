@@ -127,13 +127,17 @@ def sample_coalitions(
     middle = [c for c in pool if c and c != full]
     room = max_coalitions - 2
     if cover_singletons:
-        singles = [c for c in middle if len(c) == 1]
-        others = [c for c in middle if len(c) > 1]
-        if len(singles) >= room:
-            picked = [singles[i] for i in rng.choice(len(singles), size=room, replace=False)]
-        else:
-            extra = rng.choice(len(others), size=min(room - len(singles), len(others)), replace=False)
-            picked = singles + [others[i] for i in extra]
+        # tiers: every {i} (its marginal from ∅) first, then with complements every N \ {i} (towards N), then
+        # the rest; the tier that overflows the budget is sampled uniformly
+        tiers = [[c for c in middle if len(c) == 1]]
+        if complements:
+            tiers.append([c for c in middle if len(c) == n - 1 and n > 2])
+        placed = {c for tier in tiers for c in tier}
+        tiers.append([c for c in middle if c not in placed])
+        picked = []
+        for tier in tiers:
+            take = min(room - len(picked), len(tier))
+            picked.extend(tier[i] for i in rng.choice(len(tier), size=take, replace=False))
     else:
         picked = [middle[i] for i in rng.choice(len(middle), size=min(room, len(middle)), replace=False)]
     picked.sort(key=lambda c: (len(c), c))
