@@ -15,7 +15,8 @@ _PROMPT_WORD = re.compile(r"([^\W_]+)(:?)")
 # The keyword arguments that belong to the wrapper in :func:`make_token_env`; every other one goes to the env.
 _WRAPPER_KWARGS = ("max_tokens", "separator")
 
-VOCABULARY_ENVS = ("ospo/AdditiveKeywords-v0", "ospo/Interaction-v0")
+# The registered envs whose unwrapped has a `vocabulary` (for the error message and the docs).
+VOCABULARY_ENVS = ("ospo/AdditiveKeywords-v0", "ospo/Interaction-v0", "ospo/SyntheticRetrieval-v0")
 
 
 class TokenLevelEnv(gym.Env[np.ndarray, np.int64]):
