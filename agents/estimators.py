@@ -155,11 +155,11 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
     Per completion: segments ``oracle.segment(text)``, coalitions ``sample_coalitions`` (seeded by
     ``(config.seed, batch.step, b)``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
     ``owen_estimate``, then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean
-    stays Â. Completions with Â = 0 or fewer than two segments are not sent to the oracle (their credit cannot
-    change their advantages).
+    stays Â. Completions with Â = 0 are not segmented, and those with fewer than two segments are not sent to the
+    oracle: their credit cannot change their advantages.
     """
     advantages = group_advantages(batch.rewards, batch.group_index, config.scale_rewards)
-    spans = [oracle.segment(text) for text in batch.texts]
+    spans = [oracle.segment(text) if a != 0.0 else [] for text, a in zip(batch.texts, advantages, strict=True)]
     streams = np.random.SeedSequence([config.seed, batch.step]).spawn(len(batch.texts))
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
     coalitions = {

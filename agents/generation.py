@@ -19,16 +19,16 @@ class Rollout:
     """Sampled completions and what the loss needs to score them again.
 
     Attributes:
-        prompt_ids: (B, P) left-padded prompt tokens; prompt_mask: (B, P) their attention mask.
-        completion_ids: (B, T) generated tokens; completion_mask: (B, T) bool, True up to and including EOS.
+        prompt_tokens: (B, P) left-padded prompt tokens; prompt_mask: (B, P) their attention mask.
+        completion_tokens: (B, T) generated tokens; completion_mask: (B, T) bool, True up to and including EOS.
         texts: B completions decoded without special tokens.
         logprobs: (B, T) log-probabilities under the sampler (temperature, top-p), 0 where masked; ``None`` unless
             asked for.
     """
 
-    prompt_ids: torch.Tensor
+    prompt_tokens: torch.Tensor
     prompt_mask: torch.Tensor
-    completion_ids: torch.Tensor
+    completion_tokens: torch.Tensor
     completion_mask: torch.Tensor
     texts: list[str]
     logprobs: torch.Tensor | None = None
@@ -68,9 +68,9 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def completion_mask(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
+def completion_mask(completion_tokens: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
     """(B, T) bool: True for tokens up to and including the first EOS of each row (all tokens if none)."""
-    is_eos = torch.isin(completion_ids, torch.as_tensor(list(eos_ids), device=completion_ids.device)).long()
+    is_eos = torch.isin(completion_tokens, torch.as_tensor(list(eos_ids), device=completion_tokens.device)).long()
     return (is_eos.cumsum(dim=1) - is_eos) == 0
 
 
@@ -89,71 +89,74 @@ def generate(
 ) -> Rollout:
     """Sample one completion per prompt with ``model.generate`` (batched, left padding).
 
-    Sampling uses exactly ``temperature`` and ``top_p``: top-k, repetition penalties and other defaults of the
-    model's generation config are switched off. ``seed`` fixes the sample without touching the global RNG state.
+    Sampling uses exactly ``temperature`` and ``top_p``: top-k, min-p, typical-p, repetition penalties and
+    n-gram blocking that the model's generation config may set are switched off. ``seed`` fixes the sample without touching the global RNG state.
     ``do_sample=False`` decodes greedily.
     """
     device = next(model.parameters()).device
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, device)
+    prompt_tokens, prompt_mask = encode_prompts(tokenizer, prompts, device)
     eos_ids = eos_token_ids(model, tokenizer)
     options: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
         eos_token_id=eos_ids,
         pad_token_id=tokenizer.pad_token_id,
-        top_k=0,
+        top_k=0,  # neutral values override the model's generation-config defaults (None would not)
+        min_p=0.0,
+        typical_p=1.0,
         repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
         return_dict_in_generate=True,
         output_scores=return_logprobs,
     )
     if do_sample:
         options.update(temperature=temperature, top_p=top_p)
     else:
-        options.update(temperature=None, top_p=None, top_k=None)
+        options.update(temperature=None, top_p=None, top_k=None, min_p=None, typical_p=None)
     devices = [device] if device.type == "cuda" else []
     was_training = model.training
     model.eval()
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **options)
+        output = model.generate(input_ids=prompt_tokens, attention_mask=prompt_mask, **options)
     model.train(was_training)
-    completion_ids = output.sequences[:, prompt_ids.shape[1] :]
-    mask = completion_mask(completion_ids, eos_ids)
+    completion_tokens = output.sequences[:, prompt_tokens.shape[1] :]
+    mask = completion_mask(completion_tokens, eos_ids)
     texts = [
         tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
-        for row, n in zip(completion_ids, mask.sum(dim=1), strict=True)
+        for row, n in zip(completion_tokens, mask.sum(dim=1), strict=True)
     ]
     logprobs = None
     if return_logprobs:
         scores = torch.stack(output.scores, dim=1).float()  # (B, T, V) after temperature and top-p
-        logprobs = torch.log_softmax(scores, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+        logprobs = torch.log_softmax(scores, dim=-1).gather(-1, completion_tokens.unsqueeze(-1)).squeeze(-1)
         logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
-    return Rollout(prompt_ids, prompt_mask, completion_ids, mask, texts, logprobs)
+    return Rollout(prompt_tokens, prompt_mask, completion_tokens, mask, texts, logprobs)
 
 
 def completion_logprobs(
     model: Any,
-    prompt_ids: torch.Tensor,
+    prompt_tokens: torch.Tensor,
     prompt_mask: torch.Tensor,
-    completion_ids: torch.Tensor,
+    completion_tokens: torch.Tensor,
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Per-token log-probabilities (B, T) of ``completion_ids`` after the prompts, logits divided by ``temperature``.
+    """Per-token log-probabilities (B, T) of ``completion_tokens`` after the prompts, logits divided by ``temperature``.
 
     Position ids follow the attention mask (as in generation), so left padding does not shift positions.
     Differentiable; masked positions hold arbitrary finite values.
     """
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    input_ids = torch.cat([prompt_tokens, completion_tokens], dim=1)
     attention = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-    width = completion_ids.shape[1]
+    width = completion_tokens.shape[1]
     logits = model(
         input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=width + 1, use_cache=False
     ).logits[:, :-1, :]
     logits = logits.float() / temperature
-    chosen = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    chosen = logits.gather(-1, completion_tokens.unsqueeze(-1)).squeeze(-1)
     return chosen - torch.logsumexp(logits, dim=-1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,60 @@ def load_policy(
     if lora_rank is not None:
         model = add_lora(model, lora_rank, lora_alpha)
     return model, tokenizer
+
+
+def resolve_policy(
+    policy: Any, *, device: str | torch.device | None = None, lora_rank: int | None = None, lora_alpha: float = 16.0
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from what a user passes as a policy.
+
+    Accepts a path or hub name (:func:`load_policy`; a folder with ``adapter_config.json`` is a saved LoRA policy),
+    a ``(model, tokenizer)`` pair, or a model whose tokenizer is loaded from ``model.name_or_path``.
+    """
+    if policy is None:
+        raise ValueError(
+            "pass policy=<path or hub name of a causal LM>, a (model, tokenizer) pair or a model; for CPU tests "
+            "build one with ospo_gym.agents.build_tiny_qwen2(texts, directory)"
+        )
+    if isinstance(policy, str | Path):
+        if (Path(policy) / "adapter_config.json").is_file():
+            return load_lora_policy(policy, device=device)
+        return load_policy(policy, device=device, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    if isinstance(policy, tuple) and len(policy) == 2:
+        model, tokenizer = policy
+    else:
+        from transformers import AutoTokenizer
+
+        model, tokenizer = policy, AutoTokenizer.from_pretrained(policy.name_or_path)
+    if device is not None:
+        model.to(device)
+    return model, prepare_tokenizer(tokenizer)
+
+
+def load_lora_policy(path: str | Path, *, device: str | torch.device | None = None) -> tuple[Any, Any]:
+    """A saved LoRA policy: trainable adapters on the base model their ``adapter_config.json`` names (needs peft)."""
+    try:
+        from peft import AutoPeftModelForCausalLM
+    except ImportError as error:
+        raise ImportError(f"{path} holds LoRA adapters; loading them needs peft: pip install peft") from error
+    from transformers import AutoTokenizer
+
+    device = torch.device(device) if device is not None else default_device()
+    model = AutoPeftModelForCausalLM.from_pretrained(str(path), is_trainable=True, dtype=default_dtype(device))
+    return model.to(device), prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+
+
+def is_lora(model: Any) -> bool:
+    """Is ``model`` wrapped in peft adapters?"""
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def frozen_copy(model: Any) -> Any:
+    """A deep copy in eval mode with gradients off (the KL reference)."""
+    reference = copy.deepcopy(model)
+    reference.eval()
+    reference.requires_grad_(False)
+    return reference
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:

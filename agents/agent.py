@@ -1,0 +1,378 @@
+"""The agent: one training loop for every advantage estimator, with an SB3-like surface::
+
+    agent = Agent("ospo/AdditiveKeywords-v0", algo="ospo_prop", policy=path, config=AgentConfig.tiny_cpu())
+    agent.learn(100)
+    agent.predict(agent.envs.prompt(0))
+    agent.save("ckpt")
+    agent = Agent.load("ckpt")
+
+Randomness: step ``k`` draws its prompts, its sampling seed and its coalitions from streams derived from
+``(config.seed, k)`` alone, so a run resumed from a checkpoint at step ``k`` repeats exactly what the
+uninterrupted run did from step ``k`` on (given the saved weights and optimizer state), whatever else consumed
+random numbers in between (``predict``, user code). Global RNG states are saved and restored too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+from tqdm.auto import tqdm
+
+from ospo_gym.agents import logger as M
+from ospo_gym.agents.checkpoint import (
+    POLICY_DIR,
+    REFERENCE_DIR,
+    read_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from ospo_gym.agents.config import AgentConfig
+from ospo_gym.agents.estimators import RolloutBatch, get_estimator, group_advantages, zero_variance_groups
+from ospo_gym.agents.generation import Rollout, completion_logprobs, generate, token_offsets
+from ospo_gym.agents.groups import GroupedEnv, env_name, make_env
+from ospo_gym.agents.loss import policy_loss
+from ospo_gym.agents.policy import frozen_copy, is_lora, load_policy, resolve_policy
+
+Callback = Callable[["Agent", dict[str, Any]], bool | None]
+"""Called after every step with ``(agent, metrics)``; returning ``False`` stops :meth:`Agent.learn`."""
+
+
+def _scoped_threads(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an Agent method with ``torch.set_num_threads(config.torch_threads)``, restoring the count afterwards."""
+
+    @functools.wraps(method)
+    def wrapper(self: Agent, *args: Any, **kwargs: Any) -> Any:
+        wanted, previous = self.config.torch_threads, torch.get_num_threads()
+        if wanted is None or wanted == previous:
+            return method(self, *args, **kwargs)
+        torch.set_num_threads(wanted)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
+
+    return wrapper
+
+
+class Agent:
+    """GRPO / OSPO-PROP / OSPO-RANK (or any registered estimator) on an ospo-gym environment.
+
+    Args:
+        env: an env id (built with ``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point",
+            **env_kwargs)``), or an ospo-gym env / native vector env with ``num_envs == B``.
+        algo: estimator name; overrides ``config.algo`` when given.
+        policy: a local path or hub name of a causal LM, a ``(model, tokenizer)`` pair, or a model (its tokenizer
+            is loaded from ``model.name_or_path``).
+        config: :class:`AgentConfig`.
+        env_kwargs: keyword arguments of the env when ``env`` is an id.
+    """
+
+    def __init__(
+        self,
+        env: str | gym.Env | VectorEnv,
+        algo: str | None = None,
+        policy: Any = None,
+        config: AgentConfig | None = None,
+        *,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        config = config if config is not None else AgentConfig()
+        if algo is not None and algo != config.algo:
+            config = dataclasses.replace(config, algo=algo)
+        self.config = config
+        self.estimator = get_estimator(config.algo)
+        self.env_id = env_name(env)
+        self.env_kwargs = dict(env_kwargs or {})
+        self.envs = GroupedEnv(make_env(env, env_kwargs, config.batch_size), config.batch_size, config.seed)
+        self.model, self.tokenizer = resolve_policy(policy, device=config.device, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha)
+        self.device = next(self.model.parameters()).device
+        # KL reference: a frozen copy of the initial policy; with LoRA, the base model (adapters disabled)
+        self.reference = frozen_copy(self.model) if config.beta > 0 and not is_lora(self.model) else None
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self._trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.num_steps = 0
+        self.history: list[dict[str, Any]] = []
+        self.run_dir: Path | None = None
+        self._logger: M.RunLogger | None = None
+
+    # -- SB3-like surface ---------------------------------------------------------------------------------
+    @_scoped_threads
+    def learn(self, total_steps: int, callback: Callback | None = None) -> Agent:
+        """Run ``total_steps`` more training steps (the step counter continues after :meth:`load`)."""
+        if total_steps < 0:
+            raise ValueError(f"total_steps must be >= 0, got {total_steps}")
+        logger = self._run_logger()
+        bar = tqdm(total=total_steps, disable=not self.config.progress_bar, desc=f"{self.config.algo}")
+        try:
+            for _ in range(total_steps):
+                metrics = self.train_step()
+                logger.log(self.num_steps, metrics)
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics[M.REWARD_MEAN]:.3f}")
+                if self.config.save_every and self.num_steps % self.config.save_every == 0:
+                    self.save(logger.run_dir / "checkpoint")
+                if callback is not None and callback(self, metrics) is False:
+                    break
+        finally:
+            bar.close()
+        return self
+
+    @_scoped_threads
+    def predict(self, prompt: str, deterministic: bool = True) -> str:
+        """The policy's completion of one prompt text: greedy, or sampled when ``deterministic=False``."""
+        rollout = generate(
+            self.model,
+            self.tokenizer,
+            [prompt],
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            do_sample=not deterministic,
+        )
+        return rollout.texts[0]
+
+    @_scoped_threads
+    def evaluate(self, samples_per_prompt: int = 8, *, deterministic: bool = False, seed: int = 12345) -> float:
+        """Mean reward over every prompt of the env, ``samples_per_prompt`` sampled completions each (or one greedy
+        completion with ``deterministic=True``). Seeded by ``seed``; the training streams are not touched."""
+        ids = self.envs.prompt_ids
+        copies = 1 if deterministic else samples_per_prompt
+        prompt_ids = [p for p in ids for _ in range(copies)]
+        rollout = generate(
+            self.model,
+            self.tokenizer,
+            [self.envs.prompt(p) for p in prompt_ids],
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            do_sample=not deterministic,
+            seed=seed,
+        )
+        return float(self.envs.score(prompt_ids, rollout.texts).mean())
+
+    def save(self, path: str | Path) -> Path:
+        """Write a resumable checkpoint folder atomically (see :mod:`ospo_gym.agents.checkpoint`)."""
+        meta = {
+            "config": self.config.to_dict(),
+            "step": self.num_steps,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs if _json_ready(self.env_kwargs) else None,
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+        }
+        return save_checkpoint(
+            path, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer, meta=meta, reference=self.reference
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        env: str | gym.Env | VectorEnv | None = None,
+        *,
+        env_kwargs: dict[str, Any] | None = None,
+        **config_overrides: Any,
+    ) -> Agent:
+        """Rebuild an agent from :meth:`save`'s folder; ``.learn`` then continues the run.
+
+        ``env`` defaults to the saved env id and kwargs; pass the env when it was built by hand. Config overrides
+        (e.g. ``progress_bar=False``, ``device="cpu"``) apply on top of the saved config.
+        """
+        path = Path(path)
+        meta, state = read_checkpoint(path)
+        config = AgentConfig.from_dict({**meta["config"], **config_overrides})
+        if env is None:
+            if meta["env_kwargs"] is None:
+                raise ValueError(f"the env of {path} had kwargs that are not JSON; pass env=... to Agent.load")
+            env, env_kwargs = meta["env_id"], meta["env_kwargs"]
+        agent = cls(env, policy=path / POLICY_DIR, config=config, env_kwargs=env_kwargs)
+        if agent.reference is not None and (path / REFERENCE_DIR).is_dir():
+            agent.reference = frozen_copy(load_policy(path / REFERENCE_DIR, device=agent.device)[0])
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.num_steps = int(meta["step"])
+        agent.run_dir = Path(meta["run_dir"]) if meta.get("run_dir") else None
+        restore_rng(state["rng"], meta["rng"])
+        return agent
+
+    # -- one step -----------------------------------------------------------------------------------------
+    @_scoped_threads
+    def train_step(self) -> dict[str, Any]:
+        """Sample a batch, score it, compute advantages, update the policy; returns the step's metrics."""
+        config, step = self.config, self.num_steps
+        start = time.perf_counter()
+        prompt_stream, sample_stream = np.random.SeedSequence([config.seed, step]).spawn(2)
+        prompt_ids, group_index = self._choose_prompts(np.random.default_rng(prompt_stream))
+        observations = self.envs.start(prompt_ids)
+        rollout = generate(
+            self.model,
+            self.tokenizer,
+            observations,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=int(sample_stream.generate_state(1)[0]),
+        )
+        rewards = self.envs.rewards(rollout.texts)
+        generated = time.perf_counter()
+
+        batch = self._batch(rollout, prompt_ids, group_index, rewards, step)
+        oracle = self.envs.oracle
+        calls, values = oracle.num_calls, oracle.num_values
+        advantages = np.asarray(self.estimator(batch, oracle, config), dtype=np.float64)
+        if advantages.shape != batch.completion_mask.shape or not np.all(np.isfinite(advantages)):
+            raise ValueError(
+                f"estimator {config.algo!r} returned shape {advantages.shape} (finite: "
+                f"{bool(np.all(np.isfinite(advantages)))}); expected finite (B, T) = {batch.completion_mask.shape}"
+            )
+        credited = time.perf_counter()
+
+        update = self._update(rollout, advantages, zero_variance_groups(rewards, group_index))
+        self.num_steps += 1
+        done = time.perf_counter()
+        metrics = {
+            **self._reward_metrics(rewards, group_index),
+            **update,
+            **_credit_metrics(advantages, batch.completion_mask, rewards, group_index, config),
+            M.CREDIT_ORACLE_CALLS: oracle.num_calls - calls,
+            M.CREDIT_ORACLE_VALUES: oracle.num_values - values,
+            M.PERF_STEP_SECONDS: done - start,
+            M.PERF_GENERATE_SECONDS: generated - start,
+            M.PERF_CREDIT_SECONDS: credited - generated,
+            M.PERF_UPDATE_SECONDS: done - credited,
+            M.PERF_COMPLETION_TOKENS: float(batch.completion_mask.sum(axis=1).mean()),
+        }
+        self.history.append({M.STEP: self.num_steps, **metrics})
+        return metrics
+
+    def _choose_prompts(self, rng: np.random.Generator) -> tuple[list[Any], np.ndarray]:
+        ids = self.envs.prompt_ids
+        count = self.config.prompts_per_step
+        chosen = rng.choice(len(ids), size=count, replace=count > len(ids))
+        group_index = np.repeat(np.arange(count), self.config.group_size)
+        return [ids[int(chosen[g])] for g in group_index], group_index
+
+    def _batch(
+        self, rollout: Rollout, prompt_ids: list[Any], group_index: np.ndarray, rewards: np.ndarray, step: int
+    ) -> RolloutBatch:
+        mask = rollout.completion_mask.cpu().numpy()
+        ids = rollout.completion_tokens.cpu().numpy()
+        offsets = [
+            token_offsets(self.tokenizer, ids[b, : int(mask[b].sum())], text) for b, text in enumerate(rollout.texts)
+        ]
+        return RolloutBatch(prompt_ids, group_index, rewards, rollout.texts, offsets, mask, step)
+
+    def _update(self, rollout: Rollout, advantages: np.ndarray, flat: np.ndarray) -> dict[str, Any]:
+        """``num_iterations`` optimizer steps on the batch; returns loss metrics averaged over them."""
+        config = self.config
+        keep = ~flat if config.skip_zero_variance_groups else np.ones(len(flat), dtype=bool)
+        if not keep.any():
+            return {M.LOSS_POLICY: None}
+        rows = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+        tensors = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
+        prompt_tokens, prompt_mask, completion_tokens, mask = (t.index_select(0, rows) for t in tensors)
+        token_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device).index_select(0, rows)
+        inputs = (prompt_tokens, prompt_mask, completion_tokens, mask)
+        old = ref = None
+        with torch.no_grad():
+            if config.num_iterations > 1:
+                old = completion_logprobs(self.model, *inputs, temperature=config.temperature)
+            if self.reference is not None:
+                ref = completion_logprobs(self.reference, *inputs, temperature=config.temperature)
+            elif config.beta > 0:
+                with self.model.disable_adapter():
+                    ref = completion_logprobs(self.model, *inputs, temperature=config.temperature)
+        self.model.train()
+        totals: dict[str, float] = {}
+        for _ in range(config.num_iterations):
+            logprobs = completion_logprobs(self.model, *inputs, temperature=config.temperature)
+            loss, parts = policy_loss(
+                logprobs,
+                logprobs.detach() if old is None else old,
+                token_advantages,
+                mask,
+                epsilon=config.epsilon,
+                epsilon_high=config.epsilon_high,
+                beta=config.beta,
+                ref_logprobs=ref,
+                aggregation=config.loss_aggregation,
+                max_tokens=config.max_new_tokens,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            limit = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable, limit)
+            self.optimizer.step()
+            for key, value in {**parts, "policy": float(loss.detach()), "grad_norm": float(grad_norm)}.items():
+                totals[key] = totals.get(key, 0.0) + value / config.num_iterations
+        self.model.eval()
+        return {
+            M.LOSS_POLICY: totals["policy"],
+            M.LOSS_KL: totals["kl"],
+            M.LOSS_CLIP_FRACTION: totals["clip_fraction"],
+            M.LOSS_CLIP_LOW_FRACTION: totals["clip_low_fraction"],
+            M.LOSS_CLIP_HIGH_FRACTION: totals["clip_high_fraction"],
+            M.LOSS_RATIO_MEAN: totals["ratio_mean"],
+            M.LOSS_GRAD_NORM: totals["grad_norm"],
+        }
+
+    def _reward_metrics(self, rewards: np.ndarray, group_index: np.ndarray) -> dict[str, float]:
+        flat = zero_variance_groups(rewards, group_index)
+        return {
+            M.REWARD_MEAN: float(rewards.mean()),
+            M.REWARD_STD: float(rewards.std()),
+            M.REWARD_MAX: float(rewards.max()),
+            M.REWARD_ZERO_VARIANCE_GROUPS: float(flat.mean()),
+        }
+
+    def _run_logger(self) -> M.RunLogger:
+        if self._logger is None:
+            if self.run_dir is None:
+                name = M.run_name(self.env_id, self.config.algo, self.config.seed)
+                self.run_dir = Path(self.config.run_dir) / name
+            self._logger = M.RunLogger(self.run_dir, tensorboard=self.config.tensorboard)
+            config_path = self.run_dir / "config.json"
+            if not config_path.exists():
+                config_path.write_text(json.dumps(self.config.to_dict(), indent=1), encoding="utf-8")
+        return self._logger
+
+    def close(self) -> None:
+        """Close the metric writers and the env."""
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+        self.envs.env.close()
+
+
+def _credit_metrics(
+    advantages: np.ndarray, mask: np.ndarray, rewards: np.ndarray, group_index: np.ndarray, config: AgentConfig
+) -> dict[str, float]:
+    valid = advantages[mask]
+    counts = np.maximum(mask.sum(axis=1), 1)
+    row_mean = np.where(mask, advantages, 0.0).sum(axis=1) / counts
+    row_var = np.where(mask, (advantages - row_mean[:, None]) ** 2, 0.0).sum(axis=1) / counts
+    sequence = group_advantages(rewards, group_index, config.scale_rewards)
+    return {
+        M.CREDIT_SEQUENCE_ADVANTAGE_ABS: float(np.abs(sequence).mean()),
+        M.CREDIT_TOKEN_ADVANTAGE_MEAN: float(valid.mean()) if valid.size else 0.0,
+        M.CREDIT_TOKEN_ADVANTAGE_STD: float(valid.std()) if valid.size else 0.0,
+        M.CREDIT_TOKEN_ADVANTAGE_MIN: float(valid.min()) if valid.size else 0.0,
+        M.CREDIT_TOKEN_ADVANTAGE_MAX: float(valid.max()) if valid.size else 0.0,
+        M.CREDIT_WITHIN_SEQUENCE_STD: float(np.sqrt(row_var).mean()),
+    }
+
+
+def _json_ready(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,152 @@
+"""The agent loop: parameters move, metrics are logged, checkpoints reload exactly and resume the same run."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from test_agents_support import ENV_ID, ENV_KWARGS, fast_config, tiny_policy_path
+
+import ospo_gym  # noqa: F401
+
+torch = pytest.importorskip("torch")
+
+from ospo_gym.agents import Agent, completion_logprobs, generate  # noqa: E402
+from ospo_gym.agents import logger as M  # noqa: E402
+from ospo_gym.agents.logger import read_metrics  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    return tiny_policy_path(tmp_path_factory)
+
+
+def make_agent(tiny_policy, tmp_path, algo="grpo", **overrides):
+    config = fast_config(run_dir=str(tmp_path / "runs"), **overrides)
+    return Agent(ENV_ID, algo=algo, policy=tiny_policy, config=config, env_kwargs=ENV_KWARGS)
+
+
+def comparable(history):
+    """Metrics without wall-clock timings."""
+    return [{k: v for k, v in row.items() if not k.startswith("perf/") or k == M.PERF_COMPLETION_TOKENS} for row in history]
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ospo_prop", "ospo_rank"])
+def test_every_trainable_parameter_changes_after_one_step(tiny_policy, tmp_path, algo):
+    agent = make_agent(tiny_policy, tmp_path, algo)
+    before = {name: p.detach().clone() for name, p in agent.model.named_parameters() if p.requires_grad}
+    agent.learn(1)
+    assert agent.history[0][M.REWARD_STD] > 0  # otherwise every advantage is 0 and nothing should move
+    unchanged = [name for name, p in agent.model.named_parameters() if torch.equal(p.detach(), before[name])]
+    assert unchanged == []
+
+
+def test_metrics_go_to_jsonl_with_prefixed_names(tiny_policy, tmp_path):
+    agent = make_agent(tiny_policy, tmp_path, "ospo_prop")
+    seen = []
+    agent.learn(3, callback=lambda a, metrics: seen.append(metrics) or len(seen) < 2)  # stops after two steps
+    assert agent.num_steps == 2
+    assert agent.run_dir.parent == tmp_path / "runs"
+    assert agent.run_dir.name.startswith("ospo_AdditiveKeywords-v0__ospo_prop__0__")
+    records = read_metrics(agent.run_dir / "metrics.jsonl")
+    assert [r[M.STEP] for r in records] == [1, 2]
+    keys = set(records[0]) - {M.STEP}
+    assert all(k.startswith(M.METRIC_PREFIXES) for k in keys)
+    for name in (M.REWARD_MEAN, M.LOSS_CLIP_FRACTION, M.LOSS_KL, M.CREDIT_ORACLE_CALLS, M.PERF_STEP_SECONDS):
+        assert name in keys
+    assert records[0][M.CREDIT_ORACLE_CALLS] in (0, 1)
+    assert (agent.run_dir / "config.json").is_file()
+
+
+def test_predict_and_evaluate(tiny_policy, tmp_path):
+    agent = make_agent(tiny_policy, tmp_path)
+    prompt = agent.envs.prompt(agent.envs.prompt_ids[0])
+    assert agent.predict(prompt) == agent.predict(prompt)
+    assert isinstance(agent.predict(prompt, deterministic=False), str)
+    score = agent.evaluate(2)
+    assert 0.0 <= score <= 1.0 and score == agent.evaluate(2)
+
+
+def test_save_then_load_gives_identical_logprobs(tiny_policy, tmp_path):
+    agent = make_agent(tiny_policy, tmp_path, "ospo_rank", beta=0.05)
+    agent.learn(1)
+    agent.save(tmp_path / "ckpt")
+    agent.save(tmp_path / "ckpt")  # overwriting an existing checkpoint is atomic too
+    loaded = Agent.load(tmp_path / "ckpt")
+    assert loaded.num_steps == 1 and loaded.config == agent.config
+    rollout = generate(agent.model, agent.tokenizer, ["want: a", "avoid: b c"], max_new_tokens=6, seed=0)
+    inputs = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
+    with torch.no_grad():
+        for a, b in ((agent.model, loaded.model), (agent.reference, loaded.reference)):
+            assert torch.equal(completion_logprobs(a, *inputs), completion_logprobs(b, *inputs))
+    assert sorted(p.name for p in (tmp_path).iterdir()) == ["ckpt", "runs"]  # no temp folders left behind
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ospo_prop"])
+def test_resume_continues_the_same_run(tiny_policy, tmp_path, algo):
+    overrides = dict(num_iterations=2, beta=0.02) if algo == "grpo" else {}
+    straight = make_agent(tiny_policy, tmp_path / "a", algo, **overrides).learn(4)
+
+    first = make_agent(tiny_policy, tmp_path / "b", algo, **overrides).learn(2)
+    first.save(tmp_path / "ckpt")
+    first.predict("want: something", deterministic=False)  # consumes global randomness: must not matter
+    np.random.default_rng().random()
+    resumed = Agent.load(tmp_path / "ckpt").learn(2)
+
+    assert comparable(first.history + resumed.history) == comparable(straight.history)
+    assert resumed.run_dir == first.run_dir
+    assert [r[M.STEP] for r in read_metrics(resumed.run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_periodic_checkpoints(tiny_policy, tmp_path):
+    agent = make_agent(tiny_policy, tmp_path, save_every=2).learn(2)
+    assert Agent.load(agent.run_dir / "checkpoint").num_steps == 2
+
+
+def test_single_env_instance_and_zero_variance_skipping(tiny_policy, tmp_path):
+    env = gym.make(ENV_ID, **ENV_KWARGS)
+    config = fast_config(run_dir=str(tmp_path), skip_zero_variance_groups=True, scale_rewards="batch")
+    agent = Agent(env, algo="ospo_rank", policy=tiny_policy, config=config).learn(2)
+    assert agent.env_id == ENV_ID
+    assert all(np.isfinite(row[M.REWARD_MEAN]) for row in agent.history)
+
+
+def test_vector_env_must_match_the_batch(tiny_policy, tmp_path):
+    env = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", **ENV_KWARGS)
+    with pytest.raises(ValueError, match="prompts_per_step × group_size"):
+        Agent(env, policy=tiny_policy, config=fast_config(run_dir=str(tmp_path)))
+
+
+def test_constructor_errors(tiny_policy, tmp_path):
+    with pytest.raises(ValueError, match="unknown advantage estimator"):
+        make_agent(tiny_policy, tmp_path, algo="ppo")
+    with pytest.raises(ValueError, match="build_tiny_qwen2"):
+        Agent(ENV_ID, config=fast_config(), env_kwargs=ENV_KWARGS)
+    with pytest.raises(FileNotFoundError, match="not an agent checkpoint"):
+        Agent.load(tmp_path)
+
+
+def test_torch_thread_count_is_restored(tiny_policy, tmp_path):
+    before = torch.get_num_threads()
+    agent = make_agent(tiny_policy, tmp_path, torch_threads=before + 1)
+    agent.learn(1)
+    agent.predict("want:")
+    assert torch.get_num_threads() == before
+
+
+def test_lora_trains_adapters_only_and_reloads(tiny_policy, tmp_path):
+    pytest.importorskip("peft")
+    agent = make_agent(tiny_policy, tmp_path, "ospo_prop", lora_rank=4, beta=0.05)
+    assert agent.reference is None  # the KL reference is the base model with adapters disabled
+    frozen = {n: p.detach().clone() for n, p in agent.model.named_parameters() if not p.requires_grad}
+    agent.learn(2)
+    assert all(torch.equal(p, frozen[n]) for n, p in agent.model.named_parameters() if not p.requires_grad)
+    assert all("lora_" in n for n, p in agent.model.named_parameters() if p.requires_grad)
+    assert agent.history[-1][M.LOSS_KL] > 0
+    agent.save(tmp_path / "ckpt")
+    loaded = Agent.load(tmp_path / "ckpt")
+    rollout = generate(agent.model, agent.tokenizer, ["want: a"], max_new_tokens=6, seed=0)
+    inputs = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
+    with torch.no_grad():
+        assert torch.equal(completion_logprobs(agent.model, *inputs), completion_logprobs(loaded.model, *inputs))
+    loaded.learn(1)

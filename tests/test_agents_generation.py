@@ -1,0 +1,108 @@
+"""Rollouts: masks up to EOS, seeded sampling, sampler log-probs equal the training forward, token offsets."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from test_agents_support import load_tiny, tiny_policy_path
+
+torch = pytest.importorskip("torch")
+
+from ospo_gym.agents.generation import (  # noqa: E402
+    completion_logprobs,
+    completion_mask,
+    format_prompts,
+    generate,
+    token_offsets,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tmp_path_factory):
+    return load_tiny(tiny_policy_path(tmp_path_factory))
+
+
+PROMPTS = ["want: a b avoid: c", "want:", "avoid: something longer here"]
+
+
+def test_completion_mask_stops_after_the_first_eos():
+    ids = torch.tensor([[5, 0, 7, 0], [5, 6, 7, 8], [0, 1, 1, 1]])
+    mask = completion_mask(ids, [0])
+    assert mask.tolist() == [[True, True, False, False], [True, True, True, True], [True, False, False, False]]
+
+
+def test_seeded_sampling_repeats_and_leaves_the_global_rng_alone(tiny_loaded):
+    model, tokenizer = tiny_loaded
+    state = torch.get_rng_state()
+    first = generate(model, tokenizer, PROMPTS, max_new_tokens=6, seed=3)
+    second = generate(model, tokenizer, PROMPTS, max_new_tokens=6, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first.completion_tokens, second.completion_tokens) and first.texts == second.texts
+    other = generate(model, tokenizer, PROMPTS, max_new_tokens=6, seed=4)
+    assert not torch.equal(first.completion_tokens, other.completion_tokens)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_equal_the_training_forward(tiny_loaded, temperature):
+    model, tokenizer = tiny_loaded
+    model = copy.deepcopy(model)  # a model whose generation config asks for other processors: they are ignored
+    model.generation_config.update(top_k=5, min_p=0.2, repetition_penalty=1.5, do_sample=False)
+    rollout = generate(model, tokenizer, PROMPTS * 2, max_new_tokens=8, temperature=temperature, seed=0,
+                       return_logprobs=True)  # fmt: skip
+    with torch.no_grad():
+        logp = completion_logprobs(model, rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens,
+                                   rollout.completion_mask, temperature)  # fmt: skip
+    mask = rollout.completion_mask
+    torch.testing.assert_close(logp[mask], rollout.logprobs[mask], atol=1e-4, rtol=0)
+
+
+def test_texts_and_offsets_agree(tiny_loaded):
+    model, tokenizer = tiny_loaded
+    rollout = generate(model, tokenizer, PROMPTS * 3, max_new_tokens=10, seed=1)
+    for row, n, text in zip(rollout.completion_tokens, rollout.completion_mask.sum(1), rollout.texts, strict=True):
+        ids = row[: int(n)].tolist()
+        assert text == tokenizer.decode(ids, skip_special_tokens=True)
+        offsets = token_offsets(tokenizer, ids, text)
+        assert offsets.shape == (len(ids), 2)
+        assert np.all(np.diff(offsets[:, 0]) >= 0) and np.all(offsets[:, 1] >= offsets[:, 0])
+        assert offsets[:, 1].max(initial=0) <= len(text)
+
+
+def test_offsets_of_a_non_canonical_tokenisation(tiny_loaded):
+    _, tokenizer = tiny_loaded
+    text = " want avoid"
+    canonical = tokenizer(text, add_special_tokens=False)["input_ids"]
+    spelled = [tokenizer.convert_tokens_to_ids(ch) for ch in tokenizer.convert_ids_to_tokens(canonical)[0]]
+    ids = spelled + canonical[1:] + [tokenizer.eos_token_id]  # the first word spelled letter by letter
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    offsets = token_offsets(tokenizer, ids, text)
+    assert offsets[: len(spelled)].tolist() == [[i, i + 1] for i in range(len(spelled))]
+    assert offsets[-1].tolist() == [len(text), len(text)]  # EOS: an empty span at the end
+
+
+def test_greedy_decoding_is_deterministic(tiny_loaded):
+    model, tokenizer = tiny_loaded
+    a = generate(model, tokenizer, PROMPTS, max_new_tokens=5, do_sample=False)
+    b = generate(model, tokenizer, PROMPTS, max_new_tokens=5, do_sample=False)
+    assert a.texts == b.texts
+
+
+def test_chat_template_is_applied_when_present(tiny_loaded):
+    _, tokenizer = tiny_loaded
+    assert format_prompts(tokenizer, ["hi"]) == ["hi"]
+    chatty = copy.deepcopy(tokenizer)
+    chatty.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    assert format_prompts(chatty, ["hi"]) == ["<user>hi<assistant>"]
+
+
+def test_top_p_renormalises_the_sampler_over_the_nucleus(tiny_loaded):
+    model, tokenizer = tiny_loaded
+    rollout = generate(model, tokenizer, PROMPTS, max_new_tokens=6, top_p=0.5, seed=0, return_logprobs=True)
+    with torch.no_grad():
+        logp = completion_logprobs(model, rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens,
+                                   rollout.completion_mask)  # fmt: skip
+    mask = rollout.completion_mask
+    assert torch.all(rollout.logprobs[mask] >= logp[mask] - 1e-5)
+    assert torch.any(rollout.logprobs[mask] > logp[mask] + 1e-3)
