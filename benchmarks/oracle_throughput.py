@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
+    load_at_start = os.getloadavg()[0]  # other processes on a 2-core machine halve the throughput
     started = time.perf_counter()
     env = gym.make("ospo/SyntheticRetrieval-v0", num_products=args.products, num_queries=500).unwrapped
     build_seconds = time.perf_counter() - started
@@ -75,6 +76,7 @@ def main() -> None:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
         ),
         "cpu_count": os.cpu_count(),
+        "load_average_1min_at_start": round(load_at_start, 2),
         "catalog_products": args.products,
         "env_build_seconds": round(build_seconds, 2),
         "coalitions_per_completion": round(values / (args.repeats * args.batch), 1),

@@ -1,0 +1,79 @@
+"""Adversarial actions against every registered env: nothing raises, rewards stay in [0, 1], spans stay valid."""
+
+from __future__ import annotations
+
+import zlib
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import ospo_gym
+from ospo_gym.credit import sample_coalitions
+
+SMALL = {
+    "ospo/AdditiveKeywords-v0": {"vocab_size": 16, "num_prompts": 4},
+    "ospo/SyntheticRetrieval-v0": {"num_products": 300, "num_queries": 12},
+    "ospo/Interaction-v0": {"num_prompts": 4},
+}
+PIECES = [
+    "", " ", "\t", "\n", "\r\n", "\x00", "\x07", "\x1b[31m", "\ud800", "\udfff", "\ufeff", "\u200b", "\u200d",
+    "مرحبا بالعالم", "שלום", "\u202e", "ワイヤレス", "イヤホン", "无线耳机", "한국어", "🎧", "👩‍👩‍👧", "🇯🇵",
+    "zapatillas de running", "ñandú", "e\u0301", ",", ",,,,", "....", "!!!", "???", "|", "/", "-", "_", "'", '"',
+    "<answer>", "</answer>", "<think>", "</think>", "<answer></answer>", "<", ">", "&amp;", "\\", "%s", "{}",
+    "red", "leather", "running shoes", "want:", "avoid:", "describe:", "query:", "0", "999999", "NaN", "inf",
+]
+
+
+def adversarial_actions(env, rng: np.random.Generator, count: int) -> list[str]:
+    """A seeded mix of the pieces above, the env's own words and prompts, and a few very long texts."""
+    words = list(getattr(env, "vocabulary", ()))[:200] + [env.prompt(p) for p in env.prompt_ids[:4]]
+    pool = PIECES + words
+    out = []
+    for i in range(count):
+        if i % 1000 == 0:  # long inputs: truncated by the documented rule, never rejected
+            out.append(str(rng.choice(pool)) * int(rng.integers(20_000, 60_000)))
+            continue
+        n = int(rng.integers(0, 12))
+        parts = [str(pool[int(j)]) for j in rng.integers(0, len(pool), size=n)]
+        seps = [str(rng.choice(["", " ", "  ", "\n", ", ", "\x00"])) for _ in range(n)]
+        out.append("".join(p + s for p, s in zip(parts, seps, strict=True)))
+    return out
+
+
+@pytest.mark.parametrize("env_id", ospo_gym.ENV_IDS)
+def test_ten_thousand_adversarial_actions(env_id):
+    env = gym.make(env_id, **SMALL[env_id]).unwrapped
+    rng = np.random.default_rng(zlib.crc32(env_id.encode()))
+    actions = adversarial_actions(env, rng, 10_000)
+    prompt_ids = [env.prompt_ids[int(i)] for i in rng.integers(0, len(env.prompt_ids), size=len(actions))]
+    rewards = env.rewards(prompt_ids, actions)  # the batched path, all at once
+    assert rewards.shape == (len(actions),)
+    assert np.isfinite(rewards).all() and (rewards >= 0).all() and (rewards <= 1).all()
+    for index in range(0, len(actions), 10):  # the single-step path and the oracle on every tenth action
+        action = actions[index]
+        env.reset(options={"prompt_id": prompt_ids[index]})
+        _, reward, terminated, _, info = env.step(action)
+        assert reward == pytest.approx(rewards[index]) and terminated
+        truncated = action[: env.max_action_chars]
+        previous = 0
+        for start, end in info["segments"]:
+            assert previous <= start < end <= len(truncated)
+            assert truncated[start:end].strip() == truncated[start:end]
+            previous = end
+        if index % 100 == 0:
+            spans = info["segments"]
+            coalitions = sample_coalitions(len(spans), 4, 24, rng=index)
+            values = env.oracle.values(prompt_ids[index], truncated, spans, coalitions)
+            assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+
+
+def test_long_actions_are_truncated_by_the_documented_rule():
+    env = gym.make("ospo/AdditiveKeywords-v0", max_action_chars=50).unwrapped
+    word = env.vocabulary[int(np.argmax(env.weights[0]))]
+    env.reset(options={"prompt_id": 0})
+    late = "x " * 40 + word  # the keyword sits after the cut
+    assert env.step(late)[1] == env.rewards([0], [""])[0]
+    env.reset(options={"prompt_id": 0})
+    _, _, _, _, info = env.step("x" * 200)
+    assert all(end <= 50 for _, end in info["segments"])
