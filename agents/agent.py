@@ -38,7 +38,7 @@ from ospo_gym.agents.checkpoint import (
 )
 from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import RolloutBatch, get_estimator, group_advantages, zero_variance_groups
-from ospo_gym.agents.generation import Rollout, completion_logprobs, generate, token_offsets
+from ospo_gym.agents.generation import Rollout, batch_token_offsets, completion_logprobs, generate
 from ospo_gym.agents.groups import GroupedEnv, env_name, make_env
 from ospo_gym.agents.loss import policy_loss
 from ospo_gym.agents.policy import frozen_copy, is_lora, load_policy, resolve_policy
@@ -100,6 +100,7 @@ class Agent:
         self.reference = frozen_copy(self.model) if config.beta > 0 and not is_lora(self.model) else None
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self._trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.rollout_engine = None  # config.rollout == "vllm": a VllmRollout, started on the first step
         self.num_steps = 0
         self.history: list[dict[str, Any]] = []
         self.run_dir: Path | None = None
@@ -212,15 +213,7 @@ class Agent:
         prompt_stream, sample_stream = np.random.SeedSequence([config.seed, step]).spawn(2)
         prompt_ids, group_index = self._choose_prompts(np.random.default_rng(prompt_stream))
         observations = self.envs.start(prompt_ids)
-        rollout = generate(
-            self.model,
-            self.tokenizer,
-            observations,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=int(sample_stream.generate_state(1)[0]),
-        )
+        rollout = self._sample(observations, seed=int(sample_stream.generate_state(1)[0]))
         rewards = self.envs.rewards(rollout.texts)
         generated = time.perf_counter()
 
@@ -253,6 +246,25 @@ class Agent:
         self.history.append({M.STEP: self.num_steps, **metrics})
         return metrics
 
+    def _sample(self, prompts: list[str], seed: int) -> Rollout:
+        """Completions of the step's prompts from the configured backend (``config.rollout``)."""
+        config = self.config
+        if config.rollout == "vllm":
+            if self.rollout_engine is None:
+                from ospo_gym.agents.vllm_rollout import VllmRollout
+
+                self.rollout_engine = VllmRollout(self.model, self.tokenizer, config)
+            return self.rollout_engine.generate(prompts, seed=seed)
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=seed,
+        )
+
     def _choose_prompts(self, rng: np.random.Generator) -> tuple[list[Any], np.ndarray]:
         ids = self.envs.prompt_ids
         count = self.config.prompts_per_step
@@ -265,9 +277,7 @@ class Agent:
     ) -> RolloutBatch:
         mask = rollout.completion_mask.cpu().numpy()
         ids = rollout.completion_tokens.cpu().numpy()
-        offsets = [
-            token_offsets(self.tokenizer, ids[b, : int(mask[b].sum())], text) for b, text in enumerate(rollout.texts)
-        ]
+        offsets = batch_token_offsets(self.tokenizer, [ids[b, : int(n)] for b, n in enumerate(mask.sum(axis=1))], rollout.texts)
         return RolloutBatch(prompt_ids, group_index, rewards, rollout.texts, offsets, mask, step)
 
     def _update(self, rollout: Rollout, advantages: np.ndarray, flat: np.ndarray) -> dict[str, Any]:
@@ -280,6 +290,7 @@ class Agent:
         tensors = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
         prompt_tokens, prompt_mask, completion_tokens, mask = (t.index_select(0, rows) for t in tensors)
         token_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device).index_select(0, rows)
+        sampler = rollout.logprobs.index_select(0, rows) if self.rollout_engine is not None else None
         inputs = (prompt_tokens, prompt_mask, completion_tokens, mask)
         old = ref = None
         with torch.no_grad():
@@ -292,11 +303,18 @@ class Agent:
                     ref = completion_logprobs(self.model, *inputs, temperature=config.temperature)
         self.model.train()
         totals: dict[str, float] = {}
+        sampler_metrics: dict[str, float] = {}
         for _ in range(config.num_iterations):
             logprobs = completion_logprobs(self.model, *inputs, temperature=config.temperature)
+            old = logprobs.detach() if old is None else old
+            if sampler is not None:  # another engine sampled: truncated importance weights (TRL, verl)
+                from ospo_gym.agents.vllm_rollout import importance_weights
+
+                weights, sampler_metrics = importance_weights(old, sampler, mask, config.vllm_is_cap)
+                token_advantages, sampler = token_advantages * weights, None  # w > 0: scales the clipped surrogate
             loss, parts = policy_loss(
                 logprobs,
-                logprobs.detach() if old is None else old,
+                old,
                 token_advantages,
                 mask,
                 epsilon=config.epsilon,
@@ -314,7 +332,10 @@ class Agent:
             for key, value in {**parts, "policy": float(loss.detach()), "grad_norm": float(grad_norm)}.items():
                 totals[key] = totals.get(key, 0.0) + value / config.num_iterations
         self.model.eval()
+        if self.rollout_engine is not None:
+            self.rollout_engine.sync_weights(self.model)
         return {
+            **sampler_metrics,
             M.LOSS_POLICY: totals["policy"],
             M.LOSS_KL: totals["kl"],
             M.LOSS_CLIP_FRACTION: totals["clip_fraction"],
@@ -345,7 +366,10 @@ class Agent:
         return self._logger
 
     def close(self) -> None:
-        """Close the metric writers and the env."""
+        """Close the metric writers, the rollout engine (if any) and the env."""
+        if self.rollout_engine is not None:
+            self.rollout_engine.close()
+            self.rollout_engine = None
         if self._logger is not None:
             self._logger.close()
             self._logger = None

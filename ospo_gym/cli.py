@@ -1,4 +1,5 @@
-"""The ``ospo-gym`` command line: ``envs`` lists the environments, ``credit`` shows segment credit for a text.
+"""The ``ospo-gym`` command line: ``envs`` lists the environments, ``credit`` shows segment credit for a text,
+``data`` downloads or checks the real datasets, ``train`` / ``eval`` / ``bench`` train, score and compare agents.
 
 Errors in what the user typed exit with status 2 and a one-line message, never a traceback.
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ospo_gym.registration import ENV_IDS
+from ospo_gym.train_cli import add_agent_commands
 
 
 class UsageError(Exception):
@@ -92,6 +94,42 @@ def cmd_credit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_esci(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ospo_gym.data.download import ESCI_URL_BASE, download_esci
+    from ospo_gym.data.paths import data_root
+
+    dest = Path(args.dest) if args.dest else data_root()[0] / "esci"
+    url_base = args.url_base or ESCI_URL_BASE
+    try:
+        paths = download_esci(dest, url_base=url_base, force=args.force, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"ospo-gym: interrupted; rerun the same command to resume (partial files in {dest})", file=sys.stderr)
+        return 130
+    for path in paths:
+        print(f"ok  {path}")
+    hint = f'data_dir="{dest}"' if args.dest else "no data_dir needed (the default location)"
+    print(f'Use it: gym.make("ospo/ESCI-v0", ...) with {hint}.')
+    return 0
+
+
+def cmd_data_hm(args: argparse.Namespace) -> int:
+    from ospo_gym.data.hm import KAGGLE_STEPS, verify_hm
+    from ospo_gym.data.paths import data_root
+
+    if args.verify is None:
+        print(KAGGLE_STEPS.replace("DEST", str(data_root()[0] / "hm")))
+        return 0
+    summary = verify_hm(args.verify)
+    print(f"ok  {summary['folder']}")
+    print(
+        f"    {summary['articles']} articles, {summary['customers']} customers, {summary['transactions']} "
+        f"transactions from {summary['first_day']} to {summary['last_day']}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ospo-gym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     credit.add_argument("--exact", action="store_true", help="also print exact Shapley values")
     credit.add_argument("--seed", type=int, default=0)
     credit.set_defaults(func=cmd_credit)
+    data = sub.add_parser("data", help="download (ESCI) or check (H&M) the real datasets")
+    data_sub = data.add_subparsers(dest="dataset", required=True)
+    esci = data_sub.add_parser("esci", help="download the two ESCI parquet files (resumable, checksum-verified)")
+    esci.add_argument("--dest", default=None, help="target folder (default: <$OSPO_GYM_DATA or ~/.cache/ospo-gym>/esci)")
+    esci.add_argument(
+        "--url-base",
+        default=None,
+        help="folder URL holding the files (default: the amazon-science/esci-data repository on GitHub)",
+    )
+    esci.add_argument("--force", action="store_true", help="download again even if verified files are there")
+    esci.add_argument("--quiet", action="store_true", help="no progress bar")
+    esci.set_defaults(func=cmd_data_esci)
+    hm = data_sub.add_parser("hm", help="print the Kaggle download steps for H&M, or check downloaded files")
+    hm.add_argument("--verify", default=None, metavar="DIR", help="check the three CSV files in DIR")
+    hm.set_defaults(func=cmd_data_hm)
+    add_agent_commands(sub)  # train, eval, bench (ospo_gym.train_cli; torch only when one of them runs)
     return parser
 
 

@@ -21,6 +21,9 @@ _ENVS: dict[str, tuple[str, str, dict]] = {
         "ospo_gym.envs.interaction:InteractionVectorEnv",
         {},
     ),
+    # Real data: the files are read from data_dir=, $OSPO_GYM_DATA or the user cache dir (ospo-gym data ...).
+    "ospo/ESCI-v0": ("ospo_gym.envs.esci:EsciEnv", "ospo_gym.envs.esci:EsciVectorEnv", {}),
+    "ospo/HM-v0": ("ospo_gym.envs.hm:HmEnv", "ospo_gym.envs.hm:HmVectorEnv", {}),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)

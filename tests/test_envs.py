@@ -9,6 +9,7 @@ import pickle
 import gymnasium as gym
 import numpy as np
 import pytest
+from fixtures_real import real_env_kwargs
 from gymnasium.utils.env_checker import check_env
 
 import ospo_gym
@@ -19,6 +20,8 @@ SMALL = {
     "ospo/AdditiveKeywords-v0": {"vocab_size": 16, "num_prompts": 4},
     "ospo/SyntheticRetrieval-v0": {"num_products": 300, "num_queries": 12},
     "ospo/Interaction-v0": {"num_prompts": 4},
+    # ESCI and H&M read fixture files in the published formats (tests/fixtures_real.py).
+    **real_env_kwargs(),
 }
 ACTIONS = ["", "   ", "<think>x</think>", "hello world", "ñandú ワイヤレス 🎧", "a" * 5000, "\x00\x01 bad \ud800"]
 
@@ -188,7 +191,10 @@ def test_ground_truth_credit_rejects_too_many_segments():
         env.ground_truth_credit(0, text)
 
 
-@pytest.mark.parametrize("module", ["ospo_gym.envs.additive", "ospo_gym.envs.interaction", "ospo_gym.envs.retrieval"])
+@pytest.mark.parametrize(
+    "module",
+    ["ospo_gym.envs.additive", "ospo_gym.envs.interaction", "ospo_gym.envs.retrieval", "ospo_gym.envs.esci", "ospo_gym.envs.hm"],
+)
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -7,11 +7,13 @@ import zlib
 import gymnasium as gym
 import numpy as np
 import pytest
+from fixtures_real import real_env_kwargs
 
 import ospo_gym
 from ospo_gym.credit import sample_coalitions
 
 SMALL = {
+    **real_env_kwargs(),
     "ospo/AdditiveKeywords-v0": {"vocab_size": 16, "num_prompts": 4},
     "ospo/SyntheticRetrieval-v0": {"num_products": 300, "num_queries": 12},
     "ospo/Interaction-v0": {"num_prompts": 4},

@@ -1,0 +1,143 @@
+"""`ospo-gym train` / `eval`: options generated from AgentConfig, YAML + flags, run folder and checkpoint, JSON
+reward, and bad input exiting 2 with one line and no traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("yaml")
+
+from ospo_gym.agents import AgentConfig  # noqa: E402
+from ospo_gym.cli import main  # noqa: E402
+
+SMALL_ENV = ["--env-arg", "vocab_size=12", "--env-arg", "num_prompts=3"]
+QUIET = ["--no-progress-bar", "--no-tensorboard"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ospo_gym.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    """``main(args)`` in-process; argparse's own errors arrive as SystemExit."""
+    try:
+        code = main(args)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """One `train --tiny --steps 2` through the real entry point, with a YAML file that a flag partly overrides."""
+    folder = tmp_path_factory.mktemp("train")
+    config = folder / "run.yaml"
+    config.write_text(
+        "learning_rate: 0.005\ngroup_size: 4\nenv_kwargs:\n  vocab_size: 12\n  num_prompts: 3\n",
+        encoding="utf-8",
+    )
+    result = cli("train", "--tiny", "--steps", "2", "--config", str(config), "--group-size", "2",
+                 "--run-dir", str(folder / "runs"), "--eval-samples", "2", *QUIET)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_train_writes_run_folder_metrics_and_checkpoint(trained):
+    run_dir = Path(trained["run_dir"])
+    assert run_dir.name.startswith("ospo_AdditiveKeywords-v0__grpo__0__")  # {env}__{algo}__{seed}__{time}
+    assert (run_dir / "tiny_policy" / "config.json").is_file()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    checkpoint = Path(trained["checkpoint"])
+    assert (checkpoint / "agent.json").is_file() and (checkpoint / "policy").is_dir()
+    assert trained["steps"] == 2 and 0 <= trained["eval_reward_mean"] <= 1
+
+
+def test_yaml_fills_options_and_flags_win(trained):
+    meta = json.loads((Path(trained["checkpoint"]) / "agent.json").read_text())
+    assert meta["config"]["learning_rate"] == 0.005  # from the file
+    assert meta["config"]["group_size"] == 2  # the flag beat the file's 4
+    assert meta["config"]["max_new_tokens"] == AgentConfig.tiny_cpu().max_new_tokens  # --tiny's preset
+    assert meta["env_kwargs"] == {"vocab_size": 12, "num_prompts": 3}
+
+
+def test_eval_prints_json_reward(trained):
+    result = cli("eval", trained["checkpoint"], "--samples", "2", "--env-arg", "hint_noise=0.5")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert 0.0 <= record["reward_mean"] <= 1.0
+    # applied over the checkpoint's own env arguments
+    assert record["env_kwargs"] == {"vocab_size": 12, "num_prompts": 3, "hint_noise": 0.5}
+    assert record["num_prompts"] == 3 and record["step"] == 2
+
+
+def test_every_agent_config_field_is_an_option(capsys):
+    code, out, _ = run_main(["train", "--help"], capsys)
+    assert code == 0
+    for f in dataclasses.fields(AgentConfig):
+        assert "--" + f.name.replace("_", "-") in out
+    assert "--no-contiguous" in out and "Widest coalition window" in out  # booleans, help from the docstrings
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--tiny", "--env", "ospo/Nope-v0"], "unknown env"),
+        (["train", "--tiny", "--algo", "nope"], "unknown algo"),
+        (["train", "--tiny", "--env-arg", "vocab_size"], "NAME=VALUE"),
+        (["train", "--tiny", "--env-arg", "vocab_size=2"], "cannot build"),
+        (["train", "--tiny", "--steps", "-3"], "--steps must be >= 0"),
+        (["train", "--tiny", "--steps", "many"], "invalid int value"),
+        (["train", "--tiny", "--learning-rate", "-1"], "learning_rate must be > 0"),
+        (["train", "--tiny", "--bogus"], "unrecognized arguments"),
+        (["train"], "exactly one of --policy PATH and --tiny"),
+        (["train", "--policy", "./no/such/model"], "no such folder"),
+        (["train", "--tiny", "--config", "/no/such.yaml"], "cannot read --config"),
+        (["eval", "/no/such/checkpoint"], "not a checkpoint"),
+        (["eval"], "required: checkpoint"),
+        (["bench", "--preset", "nope"], "unknown preset"),
+        (["bench", "--envs", "nope"], "unknown task"),
+        (["bench", "--seeds", "0"], "--seeds must be >= 1"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message, capsys):
+    code, _, err = run_main(args, capsys)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_yaml_keys_are_named(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("learning_rat: 0.1\n", encoding="utf-8")
+    code, _, err = run_main(["train", "--tiny", "--config", str(config)], capsys)
+    assert code == 2 and "unknown keys ['learning_rat']" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--tiny", "--algo", "nope"],
+        ["eval", "missing_checkpoint"],
+        ["train", "--tiny", "--steps", "-1"],
+    ],
+)
+def test_bad_input_through_the_entry_point_has_no_traceback(args):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_import_stays_light():
+    code = "import sys, ospo_gym.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
