@@ -103,7 +103,7 @@ TASKS: dict[str, Task] = {
         "ospo/Interaction-v0",
         dict(num_phrases=16, num_prompts=8, num_targets=4, num_distractors=3, num_synergies=2),
         config=dict(prompts_per_step=4, max_new_tokens=12),
-        steps=400,
+        steps=300,
         eval_every=20,
         warm_start=100,
         note="two-word phrases with synergy between adjacent targets; the tiny policy is warm-started to write "
@@ -114,7 +114,7 @@ TASKS: dict[str, Task] = {
         "ospo/SyntheticRetrieval-v0",
         dict(num_products=300, num_queries=20),
         config=dict(prompts_per_step=4),
-        steps=400,
+        steps=300,
         eval_every=20,
         warm_start=50,
         note="query rewriting against BM25 over a generated ESCI-schema catalog (pooled NDCG@10)",
@@ -436,6 +436,7 @@ def run_bench(
     from tqdm.auto import tqdm
 
     started = time.time()
+    load_before = _load_average()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs_root = Path(runs_dir) if runs_dir is not None else out / "runs"
@@ -491,6 +492,7 @@ def run_bench(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "wall_seconds": wall,
         "workers": workers,
+        "load_average": {"start": load_before, "end": _load_average()},
         "versions": versions(),
         "plan": {
             "tasks": [dataclasses.asdict(t) for t in plan.tasks],
@@ -550,6 +552,14 @@ def _run_parallel(
             raise
         drain()
     return records
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other work on the machine slows the runs down), where the OS has them."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def versions() -> dict[str, Any]:

@@ -169,7 +169,9 @@ def write_markdown(results: dict[str, Any], path: str | Path, images: list[Path]
         "",
         f"Wall time {results['wall_seconds']:.0f} s with {results['workers']} worker process(es) on {v['cpus']} CPU(s) "
         f"({v['platform']}); Python {v['python']}, torch {v['torch']}, transformers {v['transformers']}, "
-        f"ospo-gym {v['ospo-gym']}. Started {results['started']}.",
+        f"ospo-gym {v['ospo-gym']}. Started {results['started']}; load average (1/5/15 min) "
+        f"{_load(results, 'start')} at the start, {_load(results, 'end')} at the end (other work on the machine "
+        "inflates the wall times, not the rewards).",
         "",
         "Protocol: every agent of a task gets the same tiny Qwen2 per seed (same initial weights), the same steps, "
         f"prompts per step and group size; seeds {plan['seeds']}. Evaluation: mean reward over all prompts of the env, "
@@ -210,6 +212,11 @@ def write_markdown(results: dict[str, Any], path: str | Path, images: list[Path]
         ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _load(results: dict[str, Any], when: str) -> str:
+    values = (results.get("load_average") or {}).get(when)
+    return "/".join(f"{x:.2f}" for x in values) if values else "n/a"
 
 
 # -- plots --------------------------------------------------------------------------------------------------------
