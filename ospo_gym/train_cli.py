@@ -248,8 +248,39 @@ def resolve_options(cls: type, args: argparse.Namespace, from_yaml: dict[str, An
         elif typed is not dataclasses.MISSING:
             values[f.name] = typed
         elif in_file is not dataclasses.MISSING:
-            values[f.name] = in_file
+            values[f.name] = _coerce(f.name, in_file, typing.get_type_hints(cls)[f.name])
     return values
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """A YAML value as the field's type, as the command line would parse it (YAML reads ``1e-3`` as a string)."""
+    base, optional = _unwrap(hint)
+    if value is None:
+        if optional:
+            return None
+    elif base is bool:
+        if isinstance(value, bool):
+            return value
+    elif typing.get_origin(base) is list:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        if isinstance(value, str | int):
+            return [str(value)]
+    elif base in (int, float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and (base is float or isinstance(value, int)):
+            return base(value)
+        if isinstance(value, str):
+            try:
+                return base(value)
+            except ValueError:
+                pass
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    expected = getattr(base, "__name__", str(base)) + (" or null" if optional else "")
+    raise UsageError(f"{name} in --config must be {expected}, got {value!r}")
 
 
 def parse_kwargs(pairs: Sequence[str], flag: str = "--env-arg") -> dict[str, Any]:
@@ -553,7 +584,7 @@ def _epilog(name: str) -> str:
     return {
         "train": "Example: ospo-gym train --tiny --env ospo/AdditiveKeywords-v0 --env-arg shared_weights=true --steps 150",
         "eval": "Example: ospo-gym eval runs/<run folder>/checkpoint --samples 16",
-        "bench": "Example: ospo-gym bench (the main job, ~6 min on 2 CPU cores); ospo-gym bench --preset width",
+        "bench": "Example: ospo-gym bench (the main job, about 4 min on 2 idle CPU cores); ospo-gym bench --preset width",
     }[name]
 
 

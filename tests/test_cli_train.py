@@ -3,6 +3,7 @@ reward, and bad input exiting 2 with one line and no traceback."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import subprocess
@@ -114,6 +115,22 @@ def test_bad_input_exits_2_with_one_line(args, message, capsys):
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_yaml_values_are_typed_like_flags(tmp_path, capsys):
+    from ospo_gym.train_cli import TrainOptions, load_yaml, resolve_options
+
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 1e-3\nepsilon_high: null\nsteps: 5\n", encoding="utf-8")
+    values = load_yaml(str(config), {"learning_rate", "epsilon_high", "steps"})
+    assert resolve_options(AgentConfig, argparse.Namespace(), values) == {
+        "learning_rate": 1e-3,
+        "epsilon_high": None,
+    }
+    assert resolve_options(TrainOptions, argparse.Namespace(), values) == {"steps": 5}
+    config.write_text("group_size: lots\n", encoding="utf-8")
+    code, _, err = run_main(["train", "--tiny", "--config", str(config)], capsys)
+    assert code == 2 and "group_size in --config must be int" in err
 
 
 def test_bad_yaml_keys_are_named(tmp_path, capsys):
