@@ -9,7 +9,8 @@ Definitions used in every table:
 * **steps to threshold**: the first evaluation step whose reward reaches the threshold (resolution:
   ``eval_every``). A run that never reaches it counts as the full budget, so a mean that includes such runs is a
   lower bound (shown with ``≥``); the number of runs that reached it is shown beside it.
-* **vs baseline**: the ratio of mean steps to threshold against GRPO's (or the first variant's) on the same task.
+* **steps vs GRPO**: the ratio of mean steps to threshold against GRPO's on the same task with the same overrides
+  (for the ``group`` preset: GRPO at the same G), a bound (≤ / ≥) when censoring makes it one.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 shifted = [r["shift_final_reward"] for r in rs]
                 entry.update(shift_final_mean=float(np.mean(shifted)), shift_final_std=_std(shifted))
             stats[label] = entry
-        baseline = next((label for label, s in stats.items() if s["algo"] == "grpo"), next(iter(stats)))
-        for entry in stats.values():
-            entry["steps_ratio_vs_baseline"] = _ratio(entry, stats[baseline])
+        overrides = {v["label"]: v.get("overrides", {}) for v in results["plan"]["variants"]}
+        for label, entry in stats.items():
+            entry["baseline"] = _baseline(label, stats, overrides)
+            entry["steps_ratio_vs_baseline"] = _ratio(entry, stats[entry["baseline"]])
+        baseline = _baseline(next(iter(stats)), stats, {})
         summary[task["name"]] = {
             "env_id": task["env_id"],
             "budget_steps": budget,
@@ -73,6 +76,16 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             "variants": stats,
         }
     return summary
+
+
+def _baseline(label: str, stats: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> str:
+    """The GRPO variant with the same overrides as ``label`` (the group preset: GRPO at the same G), else the GRPO
+    variant without overrides, else any GRPO variant, else the first variant."""
+    grpo = [other for other, entry in stats.items() if entry["algo"] == "grpo"]
+    mine = overrides.get(label, {})
+    same = [other for other in grpo if overrides.get(other, {}) == mine]
+    plain = [other for other in grpo if not overrides.get(other)]
+    return (same or plain or grpo or [next(iter(stats))])[0]
 
 
 def _first_step(curve: list[list[float]], threshold: float) -> int | None:
@@ -122,7 +135,7 @@ def _ratio_cell(ratio: dict[str, Any], is_baseline: bool) -> str:
 def task_table(name: str, task: dict[str, Any]) -> list[str]:
     shift = any("shift_final_mean" in e for e in task["variants"].values())
     header = (
-        "| agent | final reward | steps to threshold | reached | steps vs baseline | start reward | s / run |"
+        "| agent | final reward | steps to threshold | reached | steps vs GRPO | start reward | s / run |"
     )
     rule = "|---|---|---|---|---|---|---|"
     if shift:
@@ -135,7 +148,7 @@ def task_table(name: str, task: dict[str, Any]) -> list[str]:
             _pm(e["final_mean"], e["final_std"]),
             _steps_cell(e),
             f"{e['reached']}/{e['n']}",
-            _ratio_cell(e["steps_ratio_vs_baseline"], label == task["baseline"]),
+            _ratio_cell(e["steps_ratio_vs_baseline"], label == e["baseline"]),
         ]
         if shift:
             cells.append(_pm(e["shift_final_mean"], e["shift_final_std"]))
@@ -153,6 +166,18 @@ def tables_text(results: dict[str, Any]) -> str:
         lines += task_table(name, task)
         lines.append("")
     return "\n".join(lines)
+
+
+def render(out: str | Path) -> dict[str, Any]:
+    """Recompute the summary of ``<out>/results.json`` and rewrite it, results.md and the PNGs (no training)."""
+    import json
+
+    path = Path(out) / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    results["summary"] = summarise(results)
+    path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    write_markdown(results, Path(out) / "results.md", plot_curves(results, out))
+    return results
 
 
 def write_markdown(results: dict[str, Any], path: str | Path, images: list[Path] | None = None) -> Path:
@@ -179,7 +204,8 @@ def write_markdown(results: dict[str, Any], path: str | Path, images: list[Path]
         "`eval_every` steps and at the end. *Final reward*: last evaluation, mean ± std over seeds. *Threshold*: "
         f"{THRESHOLD_FRACTION:.0%} of the task's best mean final reward. *Steps to threshold*: first evaluation at or above "
         "it, mean ± std over seeds; runs that never reach it count as the full budget, which makes the mean a lower "
-        "bound (marked ≥). *Steps vs baseline*: ratio of those means to GRPO's (≥ / ≤ when censoring makes it a bound). "
+        "bound (marked ≥). *Steps vs GRPO*: ratio of those means to GRPO's with the same settings (≤ / ≥ when "
+        "censoring makes it a bound; n/a when both are censored). "
         "*s / run*: wall time of a run including its evaluations, with runs sharing the CPUs.",
         "",
     ]

@@ -122,3 +122,15 @@ def test_bench_in_worker_processes(tmp_path):
     serial = bench.run_bench(plan, tmp_path / "serial", jobs=1, progress=False)
     parallel = bench.run_bench(plan, tmp_path / "parallel", jobs=2, progress=False)
     assert [r["eval_curve"] for r in serial["runs"]] == [r["eval_curve"] for r in parallel["runs"]]
+
+
+def test_shifted_evaluation_env_gets_its_own_curve_and_column(tmp_path, capsys):
+    """The retriever-shift machinery on a cheap env: evaluate also on the env built with other arguments."""
+    pytest.importorskip("torch")
+    from ospo_gym.cli import main
+
+    args = ["bench", *SMOKE, "--algos", "grpo", "--eval-env-arg", "hint_noise=1.0", "--out", str(tmp_path)]
+    assert main(args) == 0
+    run = json.loads((tmp_path / bench.RESULTS_JSON).read_text())["runs"][0]
+    assert [s for s, _ in run["shift_eval_curve"]] == [s for s, _ in run["eval_curve"]]
+    assert "final reward, shifted env" in (tmp_path / bench.RESULTS_MD).read_text()
