@@ -32,6 +32,9 @@ from ospo_gym.agents import logger as M
 from ospo_gym.agents.checkpoint import (
     POLICY_DIR,
     REFERENCE_DIR,
+    find_checkpoint,
+    periodic_path,
+    prune_checkpoints,
     read_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -121,7 +124,8 @@ class Agent:
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics[M.REWARD_MEAN]:.3f}")
                 if self.config.save_every and self.num_steps % self.config.save_every == 0:
-                    self.save(logger.run_dir / "checkpoint")
+                    self.save(periodic_path(logger.run_dir, self.num_steps))
+                    prune_checkpoints(logger.run_dir, self.config.keep_checkpoints)
                 if callback is not None and callback(self, metrics) is False:
                     break
         finally:
@@ -183,12 +187,15 @@ class Agent:
         env_kwargs: dict[str, Any] | None = None,
         **config_overrides: Any,
     ) -> Agent:
-        """Rebuild an agent from :meth:`save`'s folder; ``.learn`` then continues the run.
+        """Rebuild an agent from :meth:`save`'s folder, or from a run folder's newest intact checkpoint (damaged
+        ones are skipped with a warning); ``.learn`` then continues the run, and its metrics.jsonl drops the
+        records of steps after the checkpoint (those of a crashed run) before appending.
 
         ``env`` defaults to the saved env id and kwargs; pass the env when it was built by hand. Config overrides
         (e.g. ``progress_bar=False``, ``device="cpu"``) apply on top of the saved config.
         """
-        path = Path(path)
+        given = Path(path)
+        path = find_checkpoint(given)
         meta, state = read_checkpoint(path)
         config = AgentConfig.from_dict({**meta["config"], **config_overrides})
         if env is None:
@@ -200,7 +207,8 @@ class Agent:
             agent.reference = frozen_copy(load_policy(path / REFERENCE_DIR, device=agent.device)[0])
         agent.optimizer.load_state_dict(state["optimizer"])
         agent.num_steps = int(meta["step"])
-        agent.run_dir = Path(meta["run_dir"]) if meta.get("run_dir") else None
+        # a run folder given by the user (maybe moved or copied since) is where the resumed run goes on
+        agent.run_dir = given if path != given else Path(meta["run_dir"]) if meta.get("run_dir") else None
         restore_rng(state["rng"], meta["rng"])
         return agent
 
@@ -359,7 +367,8 @@ class Agent:
             if self.run_dir is None:
                 name = M.run_name(self.env_id, self.config.algo, self.config.seed)
                 self.run_dir = Path(self.config.run_dir) / name
-            self._logger = M.RunLogger(self.run_dir, tensorboard=self.config.tensorboard)
+            # a resumed run continues after its checkpoint: records of later steps (a crashed run's) are dropped
+            self._logger = M.RunLogger(self.run_dir, tensorboard=self.config.tensorboard, resume_step=self.num_steps)
             config_path = self.run_dir / "config.json"
             if not config_path.exists():
                 config_path.write_text(json.dumps(self.config.to_dict(), indent=1), encoding="utf-8")

@@ -101,7 +101,10 @@ class AgentConfig:
     run_dir: str = "runs"
     """Parent folder of the run folders ``{env}__{algo}__{seed}__{time}`` (metrics.jsonl, TensorBoard, checkpoints)."""
     save_every: int = 0
-    """Write a checkpoint to ``<run folder>/checkpoint`` every this many steps; 0: never."""
+    """Write a checkpoint to ``<run folder>/checkpoints/step-<step>`` every this many steps; 0: never."""
+    keep_checkpoints: int = 2
+    """How many of the newest periodic checkpoints to keep (>= 1); with 2, a checkpoint damaged after writing
+    still leaves an intact one to resume from."""
     tensorboard: bool = True
     """Also log to TensorBoard when ``torch.utils.tensorboard`` can be imported."""
     progress_bar: bool = True
@@ -158,6 +161,7 @@ class AgentConfig:
             f"torch_threads must be >= 1 or None, got {self.torch_threads}",
         )
         _check(self.save_every >= 0, f"save_every must be >= 0 (0: no periodic checkpoints), got {self.save_every}")
+        _check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
     @property
     def batch_size(self) -> int:

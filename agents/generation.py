@@ -100,6 +100,7 @@ def generate(
     top_p: float = 1.0,
     do_sample: bool = True,
     seed: int | None = None,
+    first_row: int = 0,
     return_logprobs: bool = False,
 ) -> Rollout:
     """Sample one completion per prompt (batched, left padding) with a KV-cache decode loop over ``model``.
@@ -111,6 +112,11 @@ def generate(
     causal LM, LoRA included); it skips ``generate``'s per-token machinery, which dominates on small models, and
     yields the sampler's log-probabilities at no extra cost. Each distinct prompt is prefilled once and its KV
     cache copied to the rows that share it; without left padding no attention mask is built.
+
+    Sampling is inverse-CDF with one uniform number per row and token, drawn on the CPU from a stream of its own
+    keyed by ``(seed, first_row + b)``. So row ``b``'s completion does not depend on the other rows of the batch,
+    on the device, or on how a batch is split: a rank of a data-parallel run that samples rows ``first_row ...``
+    of the global batch draws exactly what a single process sampling the whole batch draws for those rows.
     """
     device = next(model.parameters()).device
     distinct_tokens, distinct_mask, index = _encode_distinct(tokenizer, prompts, device)
@@ -118,7 +124,7 @@ def generate(
     padded = not bool(distinct_mask.all())
     eos = torch.as_tensor(eos_token_ids(model, tokenizer), device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
-    generator = torch.Generator(device=device).manual_seed(seed) if do_sample and seed is not None else None
+    uniforms = row_uniforms(prompt_tokens.shape[0], max_new_tokens, seed, first_row).to(device) if do_sample else None
     cache_keyword = _cache_keyword(model)
     was_training = model.training
     model.eval()
@@ -140,7 +146,7 @@ def generate(
         columns: list[torch.Tensor] = []
         scores: list[torch.Tensor] = []
         for step in range(max_new_tokens):
-            token, logprob = _sample(logits, temperature, top_p, do_sample, generator)
+            token, logprob = _sample(logits, temperature, top_p, None if uniforms is None else uniforms[:, step])
             token = torch.where(finished, torch.full_like(token, pad), token)
             columns.append(token)
             scores.append(logprob)
@@ -170,19 +176,39 @@ def generate(
     return Rollout(prompt_tokens, prompt_mask, completion_tokens, mask, texts, logprobs)
 
 
+def row_uniforms(rows: int, length: int, seed: int | None, first_row: int = 0) -> torch.Tensor:
+    """(rows, length) float64 uniforms in [0, 1) on the CPU; row ``b`` comes from the stream ``(seed, first_row + b)``.
+
+    ``seed=None`` draws from torch's global generator instead (not batch-split invariant).
+    """
+    if seed is None:
+        return torch.rand((rows, length), dtype=torch.float64)
+    states = [np.random.SeedSequence([seed, first_row + b]).generate_state(2, np.uint32) for b in range(rows)]
+    generator = torch.Generator()
+    out = torch.empty((rows, length), dtype=torch.float64)
+    for b, state in enumerate(states):  # one small draw per row, once per call (not per token)
+        generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+        out[b] = torch.rand(length, dtype=torch.float64, generator=generator)
+    return out
+
+
 def _sample(
-    logits: torch.Tensor, temperature: float, top_p: float, do_sample: bool, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next tokens (B,) and their log-probabilities (B,) under the sampling distribution (greedy: the raw one)."""
+    """Next tokens (B,) and their log-probabilities (B,) under the sampling distribution (greedy: the raw one).
+
+    ``uniform``: (B,) numbers in [0, 1), one per row, for inverse-CDF sampling; ``None`` decodes greedily.
+    """
     logits = logits.float()
-    if do_sample:
+    if uniform is not None:
         logits = logits / temperature
         if top_p < 1.0:
             logits = _top_p(logits, top_p)
     logprobs = torch.log_softmax(logits, dim=-1)
-    if do_sample:  # Gumbel-max: argmax(log p_i + G_i), G_i = −log(−log U_i), draws i with probability p_i
-        uniform = torch.rand(logprobs.shape, generator=generator, device=logprobs.device)
-        token = (logprobs - uniform.log_().neg_().log_()).argmax(dim=-1)
+    if uniform is not None:  # the first token whose cumulative mass exceeds u: drawn with probability p_i
+        cdf = logprobs.exp().double().cumsum(dim=-1)
+        target = (uniform.to(cdf.dtype) * cdf[:, -1])[:, None]
+        token = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
     else:
         token = logits.argmax(dim=-1)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)

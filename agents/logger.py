@@ -53,10 +53,14 @@ class RunLogger:
     """Appends one JSON object per step to ``<run_dir>/metrics.jsonl``; mirrors scalars to TensorBoard if asked
     and ``torch.utils.tensorboard`` imports (it needs the ``tensorboard`` package)."""
 
-    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, resume_step: int = 0) -> None:
+        """``resume_step > 0``: the run continues after that step; records of later steps (written by a run that
+        crashed after its last checkpoint) are removed from metrics.jsonl and purged from TensorBoard."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
+        if resume_step > 0 and self.path.exists():
+            self._truncate_after(resume_step)
         self._writer = None
         if tensorboard:
             try:
@@ -64,7 +68,8 @@ class RunLogger:
             except ImportError:  # tensorboard is optional
                 SummaryWriter = None  # noqa: N806
             if SummaryWriter is not None:
-                self._writer = SummaryWriter(log_dir=str(self.run_dir))
+                purge = {"purge_step": resume_step + 1} if resume_step > 0 else {}
+                self._writer = SummaryWriter(log_dir=str(self.run_dir), **purge)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         record = {STEP: step, **{k: _plain(v) for k, v in metrics.items()}}
@@ -74,6 +79,20 @@ class RunLogger:
             for key, value in record.items():
                 if key != STEP and isinstance(value, int | float) and math.isfinite(value):
                     self._writer.add_scalar(key, value, step)
+
+    def _truncate_after(self, step: int) -> None:
+        """Keep the records with ``step <= step`` (and drop a last line cut short by a crash), atomically."""
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the crash
+            if isinstance(record, dict) and isinstance(record.get(STEP), int) and record[STEP] <= step:
+                kept.append(line)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        tmp.replace(self.path)
 
     def close(self) -> None:
         if self._writer is not None:

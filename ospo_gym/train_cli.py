@@ -48,7 +48,12 @@ class TrainOptions:
     """With --tiny: supervised steps that teach the random model the env's language (random vocabulary words or
     phrases, whatever the prompt) before RL; 0: none."""
     steps: int = 100
-    """Training steps (one batch of prompts_per_step × group_size completions each)."""
+    """Training steps (one batch of prompts_per_step × group_size completions each); with --resume, the step count
+    to reach in total."""
+    resume: str | None = None
+    """Continue a run: its run folder (the newest intact checkpoint is used; damaged ones are skipped with a
+    warning) or one checkpoint folder. The checkpoint's env, policy and config are used; --steps, --eval-samples
+    and --progress-bar still apply."""
     eval_samples: int = 0
     """After training, also report the mean reward over every prompt with this many sampled completions each; 0: skip."""
 
@@ -58,7 +63,8 @@ class EvalOptions:
     """What ``ospo-gym eval`` scores."""
 
     checkpoint: str = field(default="", metadata={"positional": True})
-    """Checkpoint folder written by ``train`` (``<run folder>/checkpoint``) or ``Agent.save``."""
+    """Checkpoint folder written by ``train`` (``<run folder>/checkpoint``) or ``Agent.save``, or a run folder (its
+    newest intact checkpoint)."""
     env: str | None = None
     """Environment id; default: the checkpoint's."""
     env_kwargs: dict[str, Any] = field(default_factory=dict, metadata=ENV_ARG)
@@ -354,6 +360,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps must be >= 0, got {opts.steps}")
     if opts.eval_samples < 0 or opts.tiny_warm_start < 0:
         raise UsageError("--eval-samples and --tiny-warm-start must be >= 0")
+    if opts.resume is not None:
+        return _resume_training(opts, agent_values)
     if (opts.policy is None) == (not opts.tiny):
         raise UsageError("give exactly one of --policy PATH and --tiny")
     local = opts.policy is not None and (
@@ -383,11 +391,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot load policy {policy}: {one_line(err)}") from None
     agent.run_dir = run_dir
     agent.learn(opts.steps)
+    return _finish(agent, opts)
+
+
+def _resume_training(opts: TrainOptions, agent_values: dict[str, Any]) -> int:
+    from ospo_gym.agents import Agent
+
+    overrides = {k: v for k, v in agent_values.items() if k in ("progress_bar", "tensorboard")}
+    _quiet_transformers()
+    agent = Agent.load(opts.resume, **overrides)  # a damaged or missing checkpoint is a CheckpointError: exit 2
+    if agent.run_dir is None:
+        agent.run_dir = Path(opts.resume)
+    agent.learn(max(opts.steps - agent.num_steps, 0))
+    return _finish(agent, opts)
+
+
+def _finish(agent: Any, opts: TrainOptions) -> int:
+    """Write the final checkpoint, optionally evaluate, print the JSON summary."""
+    run_dir, config = agent.run_dir, agent.config
     checkpoint = agent.save(run_dir / "checkpoint")
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "checkpoint": str(checkpoint),
-        "env": opts.env,
+        "env": agent.env_id,
         "algo": config.algo,
         "steps": agent.num_steps,
         "last_train_reward": agent.history[-1]["reward/mean"] if agent.history else None,
@@ -402,15 +428,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- eval ----------------------------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
     from ospo_gym.agents import Agent
-    from ospo_gym.agents.checkpoint import AGENT_JSON
+    from ospo_gym.agents.checkpoint import AGENT_JSON, CheckpointError, find_checkpoint
 
     file_values = load_yaml(args.config, known_keys(EvalOptions))
     opts = EvalOptions(**resolve_options(EvalOptions, args, file_values))
-    path = Path(opts.checkpoint)
-    if not (path / AGENT_JSON).is_file():
-        raise UsageError(
-            f"{path} is not a checkpoint (no {AGENT_JSON}); train writes one to <run folder>/checkpoint"
-        )
+    try:
+        path = find_checkpoint(opts.checkpoint)
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
     if opts.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {opts.samples}")
     meta = json.loads((path / AGENT_JSON).read_text(encoding="utf-8"))

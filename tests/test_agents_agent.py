@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from ospo_gym.agents import Agent, completion_logprobs, generate  # noqa: E402
 from ospo_gym.agents import logger as M  # noqa: E402
+from ospo_gym.agents.checkpoint import CheckpointError  # noqa: E402
 from ospo_gym.agents.logger import read_metrics  # noqa: E402
 
 
@@ -98,9 +99,12 @@ def test_resume_continues_the_same_run(tiny_policy, tmp_path, algo):
     assert [r[M.STEP] for r in read_metrics(resumed.run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
-def test_periodic_checkpoints(tiny_policy, tmp_path):
-    agent = make_agent(tiny_policy, tmp_path, save_every=2).learn(2)
-    assert Agent.load(agent.run_dir / "checkpoint").num_steps == 2
+def test_periodic_checkpoints_keep_the_newest(tiny_policy, tmp_path):
+    agent = make_agent(tiny_policy, tmp_path, save_every=1, keep_checkpoints=2).learn(3)
+    kept = sorted(p.name for p in (agent.run_dir / "checkpoints").iterdir())
+    assert kept == ["step-00000002", "step-00000003"]
+    assert Agent.load(agent.run_dir / "checkpoints" / "step-00000002").num_steps == 2
+    assert Agent.load(agent.run_dir).num_steps == 3  # a run folder resumes from its newest checkpoint
 
 
 def test_single_env_instance_and_zero_variance_skipping(tiny_policy, tmp_path):
@@ -122,7 +126,7 @@ def test_constructor_errors(tiny_policy, tmp_path):
         make_agent(tiny_policy, tmp_path, algo="ppo")
     with pytest.raises(ValueError, match="build_tiny_qwen2"):
         Agent(ENV_ID, config=fast_config(), env_kwargs=ENV_KWARGS)
-    with pytest.raises(FileNotFoundError, match="not an agent checkpoint"):
+    with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a run folder"):
         Agent.load(tmp_path)
 
 

@@ -11,6 +11,7 @@ from test_agents_support import load_tiny, tiny_policy_path
 torch = pytest.importorskip("torch")
 
 from ospo_gym.agents.generation import (  # noqa: E402
+    _sample,
     completion_logprobs,
     completion_mask,
     format_prompts,
@@ -42,6 +43,34 @@ def test_seeded_sampling_repeats_and_leaves_the_global_rng_alone(tiny_loaded):
     assert torch.equal(first.completion_tokens, second.completion_tokens) and first.texts == second.texts
     other = generate(model, tokenizer, PROMPTS, max_new_tokens=6, seed=4)
     assert not torch.equal(first.completion_tokens, other.completion_tokens)
+
+
+def test_a_row_samples_the_same_whatever_the_rest_of_the_batch(tiny_loaded):
+    """Data-parallel ranks sample slices of the global batch: rows must not depend on their neighbours."""
+    model, tokenizer = tiny_loaded
+    prompts = PROMPTS * 2
+    whole = generate(model, tokenizer, prompts, max_new_tokens=6, seed=11)
+    tail = generate(model, tokenizer, prompts[4:], max_new_tokens=6, seed=11, first_row=4)
+    assert whole.texts[4:] == tail.texts
+    shifted = generate(model, tokenizer, prompts[4:], max_new_tokens=6, seed=11, first_row=0)
+    assert shifted.texts != tail.texts or not torch.equal(shifted.completion_tokens, tail.completion_tokens)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_inverse_cdf_sampling_follows_the_distribution(top_p):
+    """Empirical frequencies of 40k draws match softmax (with the nucleus cut); a token of mass 0 never appears."""
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, float("-inf")])
+    probs = torch.softmax(logits, dim=0)
+    if top_p < 1.0:
+        probs = torch.where(torch.arange(5) < 2, probs, 0.0)  # the top one holds 0.64 < 0.7, the top two 0.88
+        probs = probs / probs.sum()
+    draws = 40_000
+    uniform = torch.rand(draws, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tokens, logprob = _sample(logits.expand(draws, 5), 1.0, top_p, uniform)
+    freq = torch.bincount(tokens, minlength=5).double() / draws
+    assert torch.all((freq - probs.double()).abs() < 4 * torch.sqrt(probs * (1 - probs) / draws) + 1e-12)
+    assert int((tokens == 4).sum()) == 0
+    torch.testing.assert_close(logprob.exp(), probs[tokens].float(), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,21 @@ def test_eval_prints_json_reward(trained):
     assert record["num_prompts"] == 3 and record["step"] == 2
 
 
+def test_train_resume_continues_a_copied_run_folder(trained, tmp_path):
+    copy = tmp_path / "moved_run"
+    shutil.copytree(trained["run_dir"], copy)
+    result = cli("train", "--resume", str(copy), "--steps", "3", *QUIET)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and summary["run_dir"] == str(copy)
+    assert [json.loads(line)["step"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert len((Path(trained["run_dir"]) / "metrics.jsonl").read_text().splitlines()) == 2  # the original untouched
+    (copy / "checkpoint" / "trainer_state.pt").write_bytes(b"garbage")
+    broken = cli("train", "--resume", str(copy / "checkpoint"), "--steps", "4", *QUIET)
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert "trainer_state.pt has 7 bytes" in broken.stderr
+
+
 def test_every_agent_config_field_is_an_option(capsys):
     code, out, _ = run_main(["train", "--help"], capsys)
     assert code == 0
@@ -103,7 +119,7 @@ def test_every_agent_config_field_is_an_option(capsys):
         (["train"], "exactly one of --policy PATH and --tiny"),
         (["train", "--policy", "./no/such/model"], "no such folder"),
         (["train", "--tiny", "--config", "/no/such.yaml"], "cannot read --config"),
-        (["eval", "/no/such/checkpoint"], "not a checkpoint"),
+        (["eval", "/no/such/checkpoint"], "neither a checkpoint folder nor a run folder"),
         (["eval"], "required: checkpoint"),
         (["bench", "--preset", "nope"], "unknown preset"),
         (["bench", "--envs", "nope"], "unknown task"),
