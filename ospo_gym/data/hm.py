@@ -36,7 +36,14 @@ import numpy as np
 from ospo_gym.data import DataError
 from ospo_gym.data.cache import TaskCache, cache_key, pack_strings, unpack_strings
 from ospo_gym.data.paths import find_dataset_dir, processed_cache_dir
-from ospo_gym.data.tables import check_csv_header, check_no_nulls, check_unique, read_csv_columns
+from ospo_gym.data.tables import (
+    check_csv_header,
+    check_no_nulls,
+    check_unique,
+    corrupt_error,
+    csv_error,
+    read_csv_columns,
+)
 
 __all__ = [
     "ARTICLES_FILE",
@@ -317,9 +324,9 @@ def _read_transactions(path: Path, article_ids: Any, customer_ids: Any) -> dict[
                 encoded = pc.dictionary_encode(batch.column(name))
                 blocks[name].append((encoded.indices.to_numpy(), encoded.dictionary))
     except pa.ArrowInvalid as err:
-        raise DataError(f"{path} has a malformed value: {str(err).splitlines()[0]}. Expected t_dat as YYYY-MM-DD. {how}") from None
+        raise csv_error(path, err, "Expected t_dat as YYYY-MM-DD.", how) from None
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path} could not be read ({err}); the file looks truncated or corrupt. {how}") from None
+        raise corrupt_error(path, err, how) from None
     codes = {}
     for name, table, other in (("customer_id", customer_ids, CUSTOMERS_FILE), ("article_id", article_ids, ARTICLES_FILE)):
         if not blocks[name]:

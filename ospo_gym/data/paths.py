@@ -78,7 +78,8 @@ def find_dataset_dir(
     """The first of ``root``, ``root/<subdir>`` ... that holds every file in ``filenames``.
 
     Raises:
-        DataError: naming the files, every folder looked in (and what each lacked), and ``how_to_get``.
+        DataError: naming the files, every folder looked in (and what each lacked), and ``how_to_get``, in one
+            line.
     """
     root, chosen_by = data_root(data_dir)
     candidates = [root, *(root / s for s in subdirs)]
@@ -88,10 +89,10 @@ def find_dataset_dir(
         if not missing:
             return folder
         if folder.is_dir():
-            report.append(f"  {folder} (lacks {', '.join(missing)})")
+            report.append(f"{folder} (lacks {', '.join(missing)})")
         else:
-            report.append(f"  {folder} (no such folder)")
-    raise DataError(
+            report.append(f"{folder} (no such folder)")
+    raise DataError(  # one line: the CLI prints it as its one-line error
         f"{dataset} data not found: expected {', '.join(filenames)} together in one folder. Looked in "
-        f"(data root from {chosen_by}):\n" + "\n".join(report) + f"\nHow to get it: {how_to_get}"
+        f"(data root from {chosen_by}): " + "; ".join(report) + f". How to get it: {how_to_get}"
     )

@@ -16,7 +16,16 @@ import numpy as np
 
 from ospo_gym.data import DataError
 
-__all__ = ["check_csv_header", "check_no_nulls", "check_unique", "column_strings", "read_csv_columns", "read_parquet_columns"]
+__all__ = [
+    "check_csv_header",
+    "check_no_nulls",
+    "check_unique",
+    "column_strings",
+    "corrupt_error",
+    "csv_error",
+    "read_csv_columns",
+    "read_parquet_columns",
+]
 
 # Column kinds: what the published files hold, and which Arrow types are accepted for each.
 KINDS = ("string", "int", "float", "date")
@@ -38,7 +47,8 @@ def _arrow_kind(arrow_type: Any) -> str | None:
     return None
 
 
-def _corrupt(path: Path, err: Exception, how_to_get: str) -> DataError:
+def corrupt_error(path: Path, err: Exception, how_to_get: str) -> DataError:
+    """The one-line :class:`DataError` for a file that a reader could not read at all."""
     return DataError(
         f"{path} could not be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
         f"the file looks truncated or corrupt. Replace it: {how_to_get}"
@@ -61,12 +71,12 @@ def read_parquet_columns(
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as err:
-        raise _corrupt(path, err, how_to_get) from None
+        raise corrupt_error(path, err, how_to_get) from None
     _check_schema(path, {f.name: f.type for f in schema}, columns, how_to_get)
     try:
         table = pq.read_table(path, columns=list(columns), filters=list(filters) if filters else None)
     except (pa.ArrowException, OSError) as err:
-        raise _corrupt(path, err, how_to_get) from None
+        raise corrupt_error(path, err, how_to_get) from None
     return _normalise_strings(table, columns)
 
 
@@ -91,10 +101,21 @@ def read_csv_columns(path: str | os.PathLike, columns: Mapping[str, str], *, how
     try:
         return pacsv.read_csv(path, convert_options=convert)
     except pa.ArrowInvalid as err:
-        message = str(err).splitlines()[0]
-        raise DataError(f"{path} has a malformed value: {message}. Expected column kinds {dict(columns)}. {how_to_get}") from None
+        raise csv_error(path, err, f"Expected column kinds {dict(columns)}.", how_to_get) from None
     except (pa.ArrowException, OSError) as err:
-        raise _corrupt(path, err, how_to_get) from None
+        raise corrupt_error(path, err, how_to_get) from None
+
+
+def csv_error(path: Path, err: Exception, expected: str, how_to_get: str) -> DataError:
+    """The :class:`DataError` for pyarrow's ``ArrowInvalid`` while reading a CSV file: a row with the wrong number
+    of fields (a file cut inside a line, or not this CSV) is reported as truncated or corrupt; a value that does not
+    convert as a malformed value, with ``expected``."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if message.startswith("CSV parse error"):
+        return DataError(
+            f"{path} could not be parsed ({message}); the file looks truncated or corrupt. Replace it: {how_to_get}"
+        )
+    return DataError(f"{path} has a malformed value: {message}. {expected} {how_to_get}")
 
 
 def check_csv_header(path: Path, columns: Mapping[str, str] | Sequence[str], how_to_get: str) -> None:
@@ -103,7 +124,7 @@ def check_csv_header(path: Path, columns: Mapping[str, str] | Sequence[str], how
         with path.open("r", encoding="utf-8", newline="") as handle:
             header = next(csv.reader(handle), None)
     except (OSError, UnicodeDecodeError) as err:
-        raise _corrupt(path, err, how_to_get) from None
+        raise corrupt_error(path, err, how_to_get) from None
     if not header:
         raise DataError(f"{path} is empty: expected a CSV header with columns {list(columns)}. {how_to_get}")
     missing = [c for c in columns if c not in header]
