@@ -12,8 +12,6 @@ import json
 import sys
 from collections.abc import Sequence
 
-import numpy as np
-
 from ospo_gym.registration import ENV_IDS
 from ospo_gym.train_cli import add_agent_commands
 
@@ -64,6 +62,7 @@ def _parse_kwargs(pairs: Sequence[str]) -> dict[str, object]:
 def cmd_credit(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
+    from ospo_gym import credit_view
     from ospo_gym.credit import owen_estimate, sample_coalitions
 
     if args.env not in ENV_IDS:
@@ -84,13 +83,32 @@ def cmd_credit(args: argparse.Namespace) -> int:
     values = env.oracle.values(prompt_id, text, spans, coalitions)
     credit = owen_estimate(coalitions, values, len(spans), estimator=args.estimator)
     exact = env.ground_truth_credit(prompt_id, text) if args.exact else None
+    reward = float(env.rewards([prompt_id], [text])[0])
     print(f"prompt: {env.prompt(prompt_id)}")
-    print(f"reward: {float(env.rewards([prompt_id], [text])[0]):.4f}   segments: {len(spans)}   coalitions: {len(coalitions)}")
-    scale = max(float(np.abs(credit).max()) if len(credit) else 0.0, 1e-12)
-    for j, (start, end) in enumerate(spans):
-        bar = ("+" if credit[j] >= 0 else "-") * int(round(10 * abs(credit[j]) / scale))
-        extra = f"  exact {exact[j]:+.4f}" if exact is not None else ""
-        print(f"  {credit[j]:+.4f}{extra}  {bar:<10}  {text[start:end]}")
+    print(f"reward: {reward:.4f}   segments: {len(spans)}   coalitions: {len(coalitions)}")
+    colour = credit_view.use_colour(sys.stdout, no_color=args.no_color)
+    if len(spans):
+        print(credit_view.credit_terminal(text, spans, credit, exact=exact, colour=colour))
+    title = f"{args.env} · prompt {prompt_id}"
+    note = f"prompt: {env.prompt(prompt_id)} | reward {reward:.4f} | {len(coalitions)} coalitions, {args.estimator}"
+
+    def write_html(path: str):
+        page = credit_view.credit_html(text, spans, credit, title=title, exact=exact, note=note)
+        return credit_view.write_atomic(path, page)
+
+    def write_png(path: str):
+        return credit_view.save_credit_png(path, text, spans, credit, exact, title=title)
+
+    writers = [(args.html, write_html), (args.png, write_png)]
+    for path, write in writers:
+        if path is None:
+            continue
+        try:
+            print(f"wrote {write(path)}")
+        except ImportError as err:
+            raise UsageError(str(err)) from None
+        except OSError as err:
+            raise UsageError(f"cannot write {path}: {err.strerror or err}") from None
     return 0
 
 
@@ -146,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     credit.add_argument("--estimator", choices=["owen", "released"], default="owen")
     credit.add_argument("--exact", action="store_true", help="also print exact Shapley values")
     credit.add_argument("--seed", type=int, default=0)
+    credit.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML heat-map")
+    credit.add_argument("--png", default=None, metavar="PATH", help="also write a PNG bar chart (needs matplotlib)")
+    credit.add_argument(
+        "--no-color", action="store_true", help="no ANSI colours (also when NO_COLOR is set or stdout is not a tty)"
+    )
     credit.set_defaults(func=cmd_credit)
     data = sub.add_parser("data", help="download (ESCI) or check (H&M) the real datasets")
     data_sub = data.add_subparsers(dest="dataset", required=True)
