@@ -10,6 +10,11 @@ Randomness: step ``k`` draws its prompts, its sampling seed and its coalitions f
 ``(config.seed, k)`` alone, so a run resumed from a checkpoint at step ``k`` repeats exactly what the
 uninterrupted run did from step ``k`` on (given the saved weights and optimizer state), whatever else consumed
 random numbers in between (``predict``, user code). Global RNG states are saved and restored too.
+
+Under ``torchrun`` the same loop runs data-parallel (see :mod:`ospo_gym.agents.distributed`): each rank samples,
+scores and credits its share of the step's groups, gradients are averaged by DDP (or FSDP2 with
+``parallelism="fsdp"``), losses are normalised by the whole batch's token count, and rank 0 logs and writes
+checkpoints. With the same seed and global batch, N processes compute what one process computes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from tqdm.auto import tqdm
 
+from ospo_gym.agents import distributed
 from ospo_gym.agents import logger as M
 from ospo_gym.agents.checkpoint import (
     POLICY_DIR,
@@ -43,7 +49,7 @@ from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import RolloutBatch, get_estimator, group_advantages, zero_variance_groups
 from ospo_gym.agents.generation import Rollout, batch_token_offsets, completion_logprobs, generate
 from ospo_gym.agents.groups import GroupedEnv, env_name, make_env
-from ospo_gym.agents.loss import policy_loss
+from ospo_gym.agents.loss import loss_denominator, policy_loss
 from ospo_gym.agents.policy import frozen_copy, is_lora, load_policy, resolve_policy
 
 Callback = Callable[["Agent", dict[str, Any]], bool | None]
@@ -94,13 +100,29 @@ class Agent:
             config = dataclasses.replace(config, algo=algo)
         self.config = config
         self.estimator = get_estimator(config.algo)
+        self.world = distributed.setup(config.device)
+        if config.prompts_per_step % self.world.size:
+            raise ValueError(
+                f"prompts_per_step ({config.prompts_per_step}) must be divisible by the number of processes "
+                f"({self.world.size}): every rank trains on whole groups; use a multiple of {self.world.size}"
+            )
+        if self.world.active and config.parallelism == "fsdp" and config.rollout == "vllm":
+            raise ValueError(
+                "rollout='vllm' needs the full weights on every rank to sync its engine; use parallelism='ddp' "
+                "with vllm (one engine per rank), or rollout='hf' with parallelism='fsdp'"
+            )
+        self.local_batch_size = config.batch_size // self.world.size
         self.env_id = env_name(env)
         self.env_kwargs = dict(env_kwargs or {})
-        self.envs = GroupedEnv(make_env(env, env_kwargs, config.batch_size), config.batch_size, config.seed)
-        self.model, self.tokenizer = resolve_policy(policy, device=config.device, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha)
+        self.envs = GroupedEnv(make_env(env, env_kwargs, self.local_batch_size), self.local_batch_size, config.seed)
+        device = distributed.device_for(self.world, config.device)
+        self.model, self.tokenizer = resolve_policy(policy, device=device, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha)
         self.device = next(self.model.parameters()).device
         # KL reference: a frozen copy of the initial policy; with LoRA, the base model (adapters disabled)
         self.reference = frozen_copy(self.model) if config.beta > 0 and not is_lora(self.model) else None
+        # the module the loss runs through: DDP's wrapper, or the model itself (single process; FSDP2 shards in place)
+        self.learner = distributed.parallelize(self.model, self.world, config.parallelism)
+        self._sharded = self.world.active and config.parallelism == "fsdp"
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self._trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.rollout_engine = None  # config.rollout == "vllm": a VllmRollout, started on the first step
@@ -115,17 +137,20 @@ class Agent:
         """Run ``total_steps`` more training steps (the step counter continues after :meth:`load`)."""
         if total_steps < 0:
             raise ValueError(f"total_steps must be >= 0, got {total_steps}")
-        logger = self._run_logger()
-        bar = tqdm(total=total_steps, disable=not self.config.progress_bar, desc=f"{self.config.algo}")
+        logger = self._run_logger()  # None on ranks other than 0
+        show = self.config.progress_bar and self.world.is_main
+        bar = tqdm(total=total_steps, disable=not show, desc=f"{self.config.algo}")
         try:
             for _ in range(total_steps):
                 metrics = self.train_step()
-                logger.log(self.num_steps, metrics)
+                if logger is not None:
+                    logger.log(self.num_steps, metrics)
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics[M.REWARD_MEAN]:.3f}")
                 if self.config.save_every and self.num_steps % self.config.save_every == 0:
-                    self.save(periodic_path(logger.run_dir, self.num_steps))
-                    prune_checkpoints(logger.run_dir, self.config.keep_checkpoints)
+                    self.save(periodic_path(self.run_dir, self.num_steps))
+                    if self.world.is_main:
+                        prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
                 if callback is not None and callback(self, metrics) is False:
                     break
         finally:
@@ -143,6 +168,7 @@ class Agent:
             temperature=self.config.temperature,
             top_p=self.config.top_p,
             do_sample=not deterministic,
+            stop_early=not self._sharded,
         )
         return rollout.texts[0]
 
@@ -162,11 +188,20 @@ class Agent:
             top_p=self.config.top_p,
             do_sample=not deterministic,
             seed=seed,
+            stop_early=not self._sharded,
         )
         return float(self.envs.score(prompt_ids, rollout.texts).mean())
 
     def save(self, path: str | Path) -> Path:
-        """Write a resumable checkpoint folder atomically (see :mod:`ospo_gym.agents.checkpoint`)."""
+        """Write a resumable checkpoint folder atomically (see :mod:`ospo_gym.agents.checkpoint`).
+
+        Data-parallel: call it on every rank (FSDP2 gathers the full weights); rank 0 writes, the others wait.
+        """
+        model_state, optimizer_state = distributed.full_state_dicts(self.model, self.optimizer, sharded=self._sharded)
+        path = Path(path)
+        if not self.world.is_main:
+            self.world.barrier()
+            return path
         meta = {
             "config": self.config.to_dict(),
             "step": self.num_steps,
@@ -174,9 +209,17 @@ class Agent:
             "env_kwargs": self.env_kwargs if _json_ready(self.env_kwargs) else None,
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
         }
-        return save_checkpoint(
-            path, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer, meta=meta, reference=self.reference
+        save_checkpoint(
+            path,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            optimizer_state=optimizer_state,
+            meta=meta,
+            reference=self.reference,
+            model_state=model_state,
         )
+        self.world.barrier()
+        return path
 
     @classmethod
     def load(
@@ -205,7 +248,7 @@ class Agent:
         agent = cls(env, policy=path / POLICY_DIR, config=config, env_kwargs=env_kwargs)
         if agent.reference is not None and (path / REFERENCE_DIR).is_dir():
             agent.reference = frozen_copy(load_policy(path / REFERENCE_DIR, device=agent.device)[0])
-        agent.optimizer.load_state_dict(state["optimizer"])
+        distributed.load_optimizer_state(agent.model, agent.optimizer, state["optimizer"], sharded=agent._sharded)
         agent.num_steps = int(meta["step"])
         # a run folder given by the user (maybe moved or copied since) is where the resumed run goes on
         agent.run_dir = given if path != given else Path(meta["run_dir"]) if meta.get("run_dir") else None
@@ -219,13 +262,18 @@ class Agent:
         config, step = self.config, self.num_steps
         start = time.perf_counter()
         prompt_stream, sample_stream = np.random.SeedSequence([config.seed, step]).spawn(2)
-        prompt_ids, group_index = self._choose_prompts(np.random.default_rng(prompt_stream))
+        all_prompt_ids, all_groups = self._choose_prompts(np.random.default_rng(prompt_stream))
+        rows = self.world.shard(len(all_prompt_ids))  # this rank's whole groups of the global batch
+        prompt_ids, group_index = all_prompt_ids[rows], all_groups[rows] - all_groups[rows.start]
         observations = self.envs.start(prompt_ids)
-        rollout = self._sample(observations, seed=int(sample_stream.generate_state(1)[0]))
+        rollout = self._sample(observations, seed=int(sample_stream.generate_state(1)[0]), first_row=rows.start)
         rewards = self.envs.rewards(rollout.texts)
+        all_rewards = np.concatenate(self.world.gather(rewards)) if self.world.active else rewards
         generated = time.perf_counter()
 
         batch = self._batch(rollout, prompt_ids, group_index, rewards, step)
+        if self.world.active:
+            batch.first_row, batch.global_rewards, batch.global_group_index = rows.start, all_rewards, all_groups
         oracle = self.envs.oracle
         calls, values = oracle.num_calls, oracle.num_values
         advantages = np.asarray(self.estimator(batch, oracle, config), dtype=np.float64)
@@ -239,30 +287,40 @@ class Agent:
         update = self._update(rollout, advantages, zero_variance_groups(rewards, group_index))
         self.num_steps += 1
         done = time.perf_counter()
+        mask = batch.completion_mask
+        # per-rank pieces gathered so that every rank reports the metrics of the whole batch
+        pieces = self.world.gather((advantages[mask], _row_stds(advantages, mask), mask.sum(axis=1)))
+        oracle_counts = self.world.sum([oracle.num_calls - calls, oracle.num_values - values])
+        seconds = self.world.max([done - start, generated - start, credited - generated, done - credited])
         metrics = {
-            **self._reward_metrics(rewards, group_index),
+            **self._reward_metrics(all_rewards, all_groups),
             **update,
-            **_credit_metrics(advantages, batch.completion_mask, rewards, group_index, config),
-            M.CREDIT_ORACLE_CALLS: oracle.num_calls - calls,
-            M.CREDIT_ORACLE_VALUES: oracle.num_values - values,
-            M.PERF_STEP_SECONDS: done - start,
-            M.PERF_GENERATE_SECONDS: generated - start,
-            M.PERF_CREDIT_SECONDS: credited - generated,
-            M.PERF_UPDATE_SECONDS: done - credited,
-            M.PERF_COMPLETION_TOKENS: float(batch.completion_mask.sum(axis=1).mean()),
+            **_credit_metrics(
+                np.concatenate([p[0] for p in pieces]),
+                np.concatenate([p[1] for p in pieces]),
+                group_advantages(all_rewards, all_groups, config.scale_rewards),
+            ),
+            M.CREDIT_ORACLE_CALLS: int(oracle_counts[0]),
+            M.CREDIT_ORACLE_VALUES: int(oracle_counts[1]),
+            M.PERF_STEP_SECONDS: float(seconds[0]),
+            M.PERF_GENERATE_SECONDS: float(seconds[1]),
+            M.PERF_CREDIT_SECONDS: float(seconds[2]),
+            M.PERF_UPDATE_SECONDS: float(seconds[3]),
+            M.PERF_COMPLETION_TOKENS: float(np.concatenate([p[2] for p in pieces]).mean()),
         }
         self.history.append({M.STEP: self.num_steps, **metrics})
         return metrics
 
-    def _sample(self, prompts: list[str], seed: int) -> Rollout:
-        """Completions of the step's prompts from the configured backend (``config.rollout``)."""
+    def _sample(self, prompts: list[str], seed: int, first_row: int = 0) -> Rollout:
+        """Completions of the step's prompts from the configured backend (``config.rollout``); row ``b`` is row
+        ``first_row + b`` of the global batch, which keys its random draws."""
         config = self.config
         if config.rollout == "vllm":
             if self.rollout_engine is None:
                 from ospo_gym.agents.vllm_rollout import VllmRollout
 
                 self.rollout_engine = VllmRollout(self.model, self.tokenizer, config)
-            return self.rollout_engine.generate(prompts, seed=seed)
+            return self.rollout_engine.generate(prompts, seed=seed, first_row=first_row)
         return generate(
             self.model,
             self.tokenizer,
@@ -271,6 +329,8 @@ class Agent:
             temperature=config.temperature,
             top_p=config.top_p,
             seed=seed,
+            first_row=first_row,
+            stop_early=not self._sharded,  # FSDP2: every rank runs the same number of (collective) forwards
         )
 
     def _choose_prompts(self, rng: np.random.Generator) -> tuple[list[Any], np.ndarray]:
@@ -289,31 +349,36 @@ class Agent:
         return RolloutBatch(prompt_ids, group_index, rewards, rollout.texts, offsets, mask, step)
 
     def _update(self, rollout: Rollout, advantages: np.ndarray, flat: np.ndarray) -> dict[str, Any]:
-        """``num_iterations`` optimizer steps on the batch; returns loss metrics averaged over them."""
+        """``num_iterations`` optimizer steps on the batch; returns loss metrics averaged over them.
+
+        Rows of skipped (zero-variance) groups stay in the forward pass with no tokens in the loss, so that every
+        rank runs the same collectives. The loss is normalised by the denominator of the whole global batch and
+        multiplied by the world size, which DDP / FSDP2's gradient averaging divides out again.
+        """
         config = self.config
         keep = ~flat if config.skip_zero_variance_groups else np.ones(len(flat), dtype=bool)
-        if not keep.any():
+        mask = rollout.completion_mask & torch.as_tensor(keep, device=self.device)[:, None]
+        local_tokens = float(mask.sum())
+        normaliser = float(self.world.sum(loss_denominator(mask, config.loss_aggregation, config.max_new_tokens)))
+        if normaliser == 0:  # no completion of the whole batch is in the loss: every rank skips alike
             return {M.LOSS_POLICY: None}
-        rows = torch.as_tensor(np.flatnonzero(keep), device=self.device)
-        tensors = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
-        prompt_tokens, prompt_mask, completion_tokens, mask = (t.index_select(0, rows) for t in tensors)
-        token_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device).index_select(0, rows)
-        sampler = rollout.logprobs.index_select(0, rows) if self.rollout_engine is not None else None
-        inputs = (prompt_tokens, prompt_mask, completion_tokens, mask)
+        token_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device)
+        sampler = rollout.logprobs if self.rollout_engine is not None else None
+        inputs = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
         old = ref = None
         with torch.no_grad():
             if config.num_iterations > 1:
-                old = completion_logprobs(self.model, *inputs, temperature=config.temperature)
+                old = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
             if self.reference is not None:
                 ref = completion_logprobs(self.reference, *inputs, temperature=config.temperature)
             elif config.beta > 0:
                 with self.model.disable_adapter():
-                    ref = completion_logprobs(self.model, *inputs, temperature=config.temperature)
+                    ref = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
         self.model.train()
         totals: dict[str, float] = {}
         sampler_metrics: dict[str, float] = {}
         for _ in range(config.num_iterations):
-            logprobs = completion_logprobs(self.model, *inputs, temperature=config.temperature)
+            logprobs = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
             old = logprobs.detach() if old is None else old
             if sampler is not None:  # another engine sampled: truncated importance weights (TRL, verl)
                 from ospo_gym.agents.vllm_rollout import importance_weights
@@ -331,14 +396,21 @@ class Agent:
                 ref_logprobs=ref,
                 aggregation=config.loss_aggregation,
                 max_tokens=config.max_new_tokens,
+                normaliser=normaliser,
             )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * self.world.size).backward()
             limit = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable, limit)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
             self.optimizer.step()
-            for key, value in {**parts, "policy": float(loss.detach()), "grad_norm": float(grad_norm)}.items():
-                totals[key] = totals.get(key, 0.0) + value / config.num_iterations
+            # this rank's share: the loss adds up over ranks, the token fractions are token-weighted means
+            local = [float(loss.detach())] + [parts[k] * local_tokens for k in _TOKEN_FRACTIONS] + [local_tokens]
+            summed = self.world.sum(local)
+            step_parts = {"policy": summed[0], "grad_norm": float(grad_norm)}
+            step_parts.update({k: summed[1 + i] / max(summed[-1], 1.0) for i, k in enumerate(_TOKEN_FRACTIONS)})
+            for key, value in step_parts.items():
+                totals[key] = totals.get(key, 0.0) + float(value) / config.num_iterations
         self.model.eval()
         if self.rollout_engine is not None:
             self.rollout_engine.sync_weights(self.model)
@@ -362,11 +434,14 @@ class Agent:
             M.REWARD_ZERO_VARIANCE_GROUPS: float(flat.mean()),
         }
 
-    def _run_logger(self) -> M.RunLogger:
+    def _run_logger(self) -> M.RunLogger | None:
+        """The metric writer of rank 0 (``None`` on other ranks); fixes the run folder on every rank."""
+        if self.run_dir is None:
+            name = M.run_name(self.env_id, self.config.algo, self.config.seed)
+            self.run_dir = Path(self.world.broadcast(str(Path(self.config.run_dir) / name)))  # one clock decides
+        if not self.world.is_main:
+            return None
         if self._logger is None:
-            if self.run_dir is None:
-                name = M.run_name(self.env_id, self.config.algo, self.config.seed)
-                self.run_dir = Path(self.config.run_dir) / name
             # a resumed run continues after its checkpoint: records of later steps (a crashed run's) are dropped
             self._logger = M.RunLogger(self.run_dir, tensorboard=self.config.tensorboard, resume_step=self.num_steps)
             config_path = self.run_dir / "config.json"
@@ -385,21 +460,25 @@ class Agent:
         self.envs.env.close()
 
 
-def _credit_metrics(
-    advantages: np.ndarray, mask: np.ndarray, rewards: np.ndarray, group_index: np.ndarray, config: AgentConfig
-) -> dict[str, float]:
-    valid = advantages[mask]
+_TOKEN_FRACTIONS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "kl")
+
+
+def _row_stds(advantages: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(B,) std of each completion's token advantages over its valid tokens."""
     counts = np.maximum(mask.sum(axis=1), 1)
     row_mean = np.where(mask, advantages, 0.0).sum(axis=1) / counts
-    row_var = np.where(mask, (advantages - row_mean[:, None]) ** 2, 0.0).sum(axis=1) / counts
-    sequence = group_advantages(rewards, group_index, config.scale_rewards)
+    return np.sqrt(np.where(mask, (advantages - row_mean[:, None]) ** 2, 0.0).sum(axis=1) / counts)
+
+
+def _credit_metrics(valid: np.ndarray, row_stds: np.ndarray, sequence: np.ndarray) -> dict[str, float]:
+    """Advantage statistics from the valid token advantages (N,), each completion's std (B,) and Â (B,)."""
     return {
         M.CREDIT_SEQUENCE_ADVANTAGE_ABS: float(np.abs(sequence).mean()),
         M.CREDIT_TOKEN_ADVANTAGE_MEAN: float(valid.mean()) if valid.size else 0.0,
         M.CREDIT_TOKEN_ADVANTAGE_STD: float(valid.std()) if valid.size else 0.0,
         M.CREDIT_TOKEN_ADVANTAGE_MIN: float(valid.min()) if valid.size else 0.0,
         M.CREDIT_TOKEN_ADVANTAGE_MAX: float(valid.max()) if valid.size else 0.0,
-        M.CREDIT_WITHIN_SEQUENCE_STD: float(np.sqrt(row_var).mean()),
+        M.CREDIT_WITHIN_SEQUENCE_STD: float(row_stds.mean()),
     }
 
 

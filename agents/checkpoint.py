@@ -105,19 +105,25 @@ def save_checkpoint(
     *,
     model: Any,
     tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict[str, Any],
     meta: dict[str, Any],
     reference: Any | None = None,
+    model_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (see the module docstring)."""
+    """Write a checkpoint folder atomically (see the module docstring).
+
+    ``optimizer_state``: tensors and numbers only (``distributed.full_state_dicts``); ``model_state``: the full
+    weights when ``model`` itself holds only a shard of them (FSDP2), else ``None``.
+    """
     rng_tensors, rng_plain = capture_rng()
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder / POLICY_DIR, safe_serialization=True)
+        extra = {"state_dict": model_state} if model_state is not None else {}
+        model.save_pretrained(folder / POLICY_DIR, safe_serialization=True, **extra)
         tokenizer.save_pretrained(folder / POLICY_DIR)
         if reference is not None:
             reference.save_pretrained(folder / REFERENCE_DIR, safe_serialization=True)
-        torch.save({"optimizer": optimizer.state_dict(), "rng": rng_tensors}, folder / TRAINER_STATE)
+        torch.save({"optimizer": optimizer_state, "rng": rng_tensors}, folder / TRAINER_STATE)
         record = {"format": FORMAT_VERSION, **meta, "rng": rng_plain}
         (folder / AGENT_JSON).write_text(json.dumps(record, indent=1), encoding="utf-8")
         (folder / MANIFEST).write_text(json.dumps(_manifest(folder), indent=1), encoding="utf-8")

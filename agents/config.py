@@ -11,6 +11,7 @@ from ospo_gym.credit.shapley import ESTIMATORS
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 REWARD_SCALINGS = ("group", "batch", "none")
 ROLLOUTS = ("hf", "vllm")
+PARALLELISMS = ("ddp", "fsdp")
 
 
 @dataclass
@@ -91,7 +92,11 @@ class AgentConfig:
     lora_alpha: float = 16.0
     """LoRA scaling numerator (``alpha / rank``)."""
     device: str | None = None
-    """Torch device; ``None``: ``cuda`` when available, else ``cpu``."""
+    """Torch device; ``None``: ``cuda`` when available, else ``cpu`` (under torchrun: ``cuda:LOCAL_RANK``)."""
+    parallelism: str = "ddp"
+    """Under ``torchrun`` with several processes: ``"ddp"`` (a full model per rank, gradients all-reduced) or
+    ``"fsdp"`` (FSDP2 ``fully_shard``: weights, gradients and optimizer state sharded over ranks, for models
+    that do not fit one device). Ignored in a single process."""
 
     # -- loop, logging, reproducibility ----------------------------------------------------------------------
     seed: int = 0
@@ -135,6 +140,7 @@ class AgentConfig:
         _check(self.temperature > 0, f"temperature must be > 0 (use Agent.predict(deterministic=True) for greedy), got {self.temperature}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1] (1.0 turns nucleus sampling off), got {self.top_p}")
         _check_choice("rollout", self.rollout, ROLLOUTS)
+        _check_choice("parallelism", self.parallelism, PARALLELISMS)
         _check(self.vllm_is_cap > 0, f"vllm_is_cap must be > 0 (e.g. 2.0), got {self.vllm_is_cap}")
         _check(
             0 < self.vllm_gpu_memory_utilization <= 1,

@@ -36,6 +36,12 @@ class RolloutBatch:
         token_offsets: B arrays (T_b, 2): character span of each valid token in its text; T_b = mask row sum.
         completion_mask: (B, T) bool, True for the generated tokens up to and including EOS.
         step: the training step, which seeds anything random an estimator does.
+        first_row: global index of this batch's first completion; a data-parallel rank holds rows
+            ``first_row ... first_row + B − 1`` of the step's global batch (0 in a single process). Random draws
+            are keyed by global row, so a rank computes what one process computes for those rows.
+        global_rewards, global_group_index: (B_global,) rewards and groups of the whole step's batch when it is
+            split over ranks (``None``: this batch is the whole batch), for the batch-level statistics
+            (``scale_rewards="batch"``, the std that clips token advantages).
     """
 
     prompt_ids: Sequence[Hashable]
@@ -45,6 +51,17 @@ class RolloutBatch:
     token_offsets: Sequence[np.ndarray]
     completion_mask: np.ndarray
     step: int = 0
+    first_row: int = 0
+    global_rewards: np.ndarray | None = None
+    global_group_index: np.ndarray | None = None
+
+    def sequence_advantages(self, scale: str, *, whole_batch: bool = False) -> np.ndarray:
+        """GRPO's Â of this batch's completions, shape (B,), computed over the whole step's batch; with
+        ``whole_batch=True`` the (B_global,) Â of every completion of the step."""
+        if self.global_rewards is None:
+            return group_advantages(self.rewards, self.group_index, scale)
+        every = group_advantages(self.global_rewards, self.global_group_index, scale)
+        return every if whole_batch else every[self.first_row : self.first_row + len(self.rewards)]
 
     def __post_init__(self) -> None:
         self.group_index = np.asarray(self.group_index, dtype=np.int64)
@@ -145,7 +162,7 @@ def zero_variance_groups(rewards: np.ndarray, group_index: np.ndarray) -> np.nda
 
 def grpo(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:
     """GRPO (Shao et al. 2024, arXiv 2402.03300): ``A_t = Â`` on every valid token. The oracle is not used."""
-    advantages = group_advantages(batch.rewards, batch.group_index, config.scale_rewards)
+    advantages = batch.sequence_advantages(config.scale_rewards)
     return np.where(batch.completion_mask, advantages[:, None], 0.0)
 
 
@@ -158,9 +175,9 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
     stays Â. Completions with Â = 0 are not segmented, and those with fewer than two segments are not sent to the
     oracle: their credit cannot change their advantages.
     """
-    advantages = group_advantages(batch.rewards, batch.group_index, config.scale_rewards)
+    advantages = batch.sequence_advantages(config.scale_rewards)
     spans = [oracle.segment(text) if a != 0.0 else [] for text, a in zip(batch.texts, advantages, strict=True)]
-    streams = np.random.SeedSequence([config.seed, batch.step]).spawn(len(batch.texts))
+    streams = np.random.SeedSequence([config.seed, batch.step]).spawn(batch.first_row + len(batch.texts))[batch.first_row :]
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
     coalitions = {
         b: sample_coalitions(
@@ -191,7 +208,8 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
         mask=batch.completion_mask,
     )
     if config.clip_token_advantages is not None:
-        token_advantages = clip_token_advantages(token_advantages, advantages, config.clip_token_advantages)
+        every = batch.sequence_advantages(config.scale_rewards, whole_batch=True)
+        token_advantages = clip_token_advantages(token_advantages, every, config.clip_token_advantages)
     return token_advantages
 
 

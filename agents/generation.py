@@ -102,12 +102,14 @@ def generate(
     seed: int | None = None,
     first_row: int = 0,
     return_logprobs: bool = False,
+    stop_early: bool = True,
 ) -> Rollout:
     """Sample one completion per prompt (batched, left padding) with a KV-cache decode loop over ``model``.
 
     Sampling uses exactly ``temperature`` and ``top_p`` (as ``model.generate`` with top-k, min-p, typical-p,
     repetition penalties and n-gram blocking off; the model's generation config is not read), and stops when every
-    row has emitted an EOS token or after ``max_new_tokens``. ``seed`` fixes the sample without touching the global
+    row has emitted an EOS token (unless ``stop_early=False``: FSDP2 ranks must all run the same number of
+    forwards) or after ``max_new_tokens``. ``seed`` fixes the sample without touching the global
     RNG state. ``do_sample=False`` decodes greedily. The loop calls the model's own forward (any Hugging Face
     causal LM, LoRA included); it skips ``generate``'s per-token machinery, which dominates on small models, and
     yields the sampler's log-probabilities at no extra cost. Each distinct prompt is prefilled once and its KV
@@ -151,7 +153,7 @@ def generate(
             columns.append(token)
             scores.append(logprob)
             finished = finished | torch.isin(token, eos)
-            if step + 1 == max_new_tokens or bool(finished.all()):
+            if step + 1 == max_new_tokens or (stop_early and bool(finished.all())):
                 break
             position = position + 1
             output = model(

@@ -19,6 +19,7 @@ def policy_loss(
     ref_logprobs: torch.Tensor | None = None,
     aggregation: str = "token_mean",
     max_tokens: int | None = None,
+    normaliser: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate ``−min(ρ A, clip(ρ, 1−ε, 1+ε_high) A) + β KL`` per token, aggregated over the batch.
 
@@ -34,6 +35,9 @@ def policy_loss(
         aggregation: ``"token_mean"`` Σ loss / Σ mask (DAPO); ``"sequence_mean"`` mean over sequences of each
             sequence's token mean (GRPO); ``"constant"`` Σ loss / (B · max_tokens) (Dr. GRPO).
         max_tokens: the constant normaliser's T (the sampler's ``max_new_tokens``); default ``T``.
+        normaliser: divide the aggregation's numerator by this instead of its own denominator (see
+            :func:`loss_denominator`): a data-parallel rank passes the denominator summed over all ranks, so that
+            the ranks' losses add up to the loss of the whole batch.
 
     Returns:
         ``(loss, metrics)``: a scalar tensor, and floats ``clip_fraction`` (tokens whose clipped term is active),
@@ -55,7 +59,9 @@ def policy_loss(
         kl = torch.exp(delta) - delta - 1.0
         per_token = per_token + beta * kl
 
-    loss = _aggregate(per_token, mask, aggregation, max_tokens)
+    numerator = _numerator(per_token, mask, aggregation)
+    denominator = loss_denominator(mask, aggregation, max_tokens) if normaliser is None else normaliser
+    loss = numerator / max(float(denominator), 1.0)
     with torch.no_grad():
         count = mask.sum().clamp(min=1.0)
         low = ((ratio < 1.0 - epsilon) & (advantages < 0)).to(mask.dtype)
@@ -70,14 +76,20 @@ def policy_loss(
     return loss, metrics
 
 
-def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str, max_tokens: int | None) -> torch.Tensor:
-    masked = per_token * mask
+def loss_denominator(mask: torch.Tensor, aggregation: str, max_tokens: int | None = None) -> float:
+    """What an aggregation divides by, for a (B, T) mask: the number of tokens (``token_mean``), of sequences
+    with at least one token (``sequence_mean``), or ``B' · max_tokens`` with B' the sequences with a token
+    (``constant``; rows dropped from the loss have no tokens)."""
     if aggregation == "token_mean":
-        return masked.sum() / mask.sum().clamp(min=1.0)
+        return float(mask.sum())
+    rows = float((mask.sum(dim=1) > 0).sum())
     if aggregation == "sequence_mean":
-        lengths = mask.sum(dim=1)
-        has_tokens = lengths > 0
-        per_sequence = masked.sum(dim=1) / lengths.clamp(min=1.0)
-        return per_sequence[has_tokens].sum() / has_tokens.sum().clamp(min=1)
-    normaliser = per_token.shape[0] * (max_tokens if max_tokens is not None else per_token.shape[1])
-    return masked.sum() / max(normaliser, 1)
+        return rows
+    return rows * (max_tokens if max_tokens is not None else mask.shape[1])
+
+
+def _numerator(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str) -> torch.Tensor:
+    masked = per_token * mask
+    if aggregation == "sequence_mean":  # the sum of each sequence's token mean
+        return (masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).sum()
+    return masked.sum()

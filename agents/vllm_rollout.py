@@ -133,8 +133,11 @@ class VllmRollout:
         )
         self.sync_weights(model)
 
-    def generate(self, prompts: Sequence[str], seed: int) -> Rollout:
+    def generate(self, prompts: Sequence[str], seed: int, first_row: int = 0) -> Rollout:
         """Sample one completion per prompt; runs of equal prompts (GRPO groups) are one request with ``n`` samples.
+
+        A request's seed is ``seed`` plus the global row of its first completion (``first_row + b``), so a
+        data-parallel rank's requests do not depend on how the batch is split.
 
         Returns a :class:`Rollout` on the learner's device with the sampler's log-probs ``logprobs`` (B, T).
         """
@@ -147,7 +150,7 @@ class VllmRollout:
             else:
                 runs.append((b, 1))
         requests, params = [], []
-        for r, (first, count) in enumerate(runs):
+        for first, count in runs:
             requests.append({"prompt_token_ids": prompt_tokens[first][prompt_mask[first].bool()].tolist()})
             params.append(
                 vllm.SamplingParams(
@@ -160,7 +163,7 @@ class VllmRollout:
                     max_tokens=self.config.max_new_tokens,
                     stop_token_ids=self.eos_ids,
                     logprobs=0,
-                    seed=(seed + r) % 2**63,
+                    seed=(seed + first_row + first) % 2**63,
                     detokenize=False,
                 )
             )

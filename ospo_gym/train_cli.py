@@ -374,14 +374,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = (AgentConfig.tiny_cpu if opts.tiny else AgentConfig)(**agent_values)
     check_algo(config.algo)
     env = make_single_env(opts.env, opts.env_kwargs)
-    run_dir = Path(config.run_dir) / run_name(opts.env, config.algo, config.seed)
+    from ospo_gym.agents import distributed
+
+    world = distributed.setup(config.device)  # under torchrun: one run folder, chosen by rank 0's clock
+    run_dir = Path(world.broadcast(str(Path(config.run_dir) / run_name(opts.env, config.algo, config.seed))))
     _quiet_transformers()
     if opts.tiny:
         from ospo_gym.tiny_policy import build_env_policy
 
-        policy: Any = build_env_policy(
-            env, run_dir / "tiny_policy", seed=config.seed, warm_start=opts.tiny_warm_start
-        )
+        policy: Any = run_dir / "tiny_policy"
+        if world.is_main:  # built once; the other ranks load it
+            build_env_policy(env, policy, seed=config.seed, warm_start=opts.tiny_warm_start)
+        world.barrier()
     else:
         policy = opts.policy
     env.close()
@@ -419,9 +423,11 @@ def _finish(agent: Any, opts: TrainOptions) -> int:
         "last_train_reward": agent.history[-1]["reward/mean"] if agent.history else None,
     }
     if opts.eval_samples:
-        summary["eval_reward_mean"] = agent.evaluate(opts.eval_samples)
+        summary["eval_reward_mean"] = agent.evaluate(opts.eval_samples)  # every rank: FSDP2 forwards are collective
     agent.close()
-    print(json.dumps(summary))
+    if agent.world.is_main:
+        summary["processes"] = agent.world.size
+        print(json.dumps(summary))
     return 0
 
 

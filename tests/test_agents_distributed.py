@@ -1,0 +1,115 @@
+"""Data-parallel training under torchrun (gloo on CPU): 2 processes compute what 1 process computes for the same
+seed and global batch — rewards, credit, losses, weights — with DDP and with FSDP2, and a 2-process run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+if not torch.distributed.is_available():
+    pytest.skip("torch.distributed is not available in this build", allow_module_level=True)
+
+from ospo_gym.agents import Agent, AgentConfig, distributed  # noqa: E402
+from ospo_gym.agents.logger import read_metrics  # noqa: E402
+
+# credit by the oracle (global-row coalition seeds), batch-level statistics (batch reward scaling, the std that
+# clips token advantages) and skipped flat groups: every place where a rank needs more than its own rows
+ARGS = [
+    "--tiny", "--algo", "ospo_prop", "--seed", "5", "--env-arg", "vocab_size=12", "--env-arg", "num_prompts=4",
+    "--scale-rewards", "batch", "--clip-token-advantages", "2.0", "--skip-zero-variance-groups",
+    "--prompts-per-step", "2", "--group-size", "4", "--no-progress-bar", "--no-tensorboard",
+]  # fmt: skip
+STEPS = 4
+
+
+def _train(run_root: Path, processes: int, *extra: str) -> dict:
+    launcher = [sys.executable, "-m", "ospo_gym.agents.train"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                    "-m", "ospo_gym.agents.train"]  # fmt: skip
+    result = subprocess.run(
+        [*launcher, *ARGS, "--run-dir", str(run_root), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (summary,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]  # rank 0 only
+    assert summary["processes"] == processes
+    return summary
+
+
+def _weights(summary: dict) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(Path(summary["checkpoint"]) / "policy" / "model.safetensors")
+
+
+def _assert_same_run(one: dict, many: dict) -> None:
+    first = read_metrics(Path(one["run_dir"]) / "metrics.jsonl")
+    second = read_metrics(Path(many["run_dir"]) / "metrics.jsonl")
+    assert [r["step"] for r in second] == [r["step"] for r in first] == list(range(1, STEPS + 1))
+    for a, b in zip(first, second, strict=True):
+        for key, value in a.items():
+            if key.startswith("perf/"):
+                continue
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (a["step"], key)
+            else:
+                assert b[key] == value, (a["step"], key)
+    assert any(r["credit/oracle_values"] > 0 for r in first)  # the oracle was really asked
+    weights, other = _weights(one), _weights(many)
+    assert sorted(weights) == sorted(other)
+    for name, tensor in weights.items():
+        torch.testing.assert_close(other[name], tensor, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict:
+    return _train(tmp_path_factory.mktemp("one"), 1, "--steps", str(STEPS))
+
+
+def test_two_ddp_processes_match_one_and_resume(single, tmp_path):
+    first = _train(tmp_path, 2, "--steps", "2", "--save-every", "1")
+    resumed = _train(tmp_path, 2, "--resume", first["run_dir"], "--steps", str(STEPS))
+    assert resumed["run_dir"] == first["run_dir"]
+    _assert_same_run(single, resumed)
+
+
+@pytest.mark.slow
+def test_two_fsdp2_processes_match_one(single, tmp_path):
+    _assert_same_run(single, _train(tmp_path, 2, "--steps", str(STEPS), "--parallelism", "fsdp"))
+
+
+def test_prompts_must_split_evenly_over_ranks(monkeypatch, tmp_path):
+    monkeypatch.setattr(distributed, "setup", lambda device=None: distributed.World(rank=0, size=2))
+    config = AgentConfig.tiny_cpu(prompts_per_step=3, run_dir=str(tmp_path), progress_bar=False)
+    with pytest.raises(ValueError, match=r"prompts_per_step \(3\) must be divisible by the number of processes \(2\)"):
+        Agent("ospo/AdditiveKeywords-v0", config=config)
+
+
+def test_world_shards_are_contiguous_and_cover_the_batch():
+    shards = [distributed.World(rank=r, size=4).shard(16) for r in range(4)]
+    assert [(s.start, s.stop) for s in shards] == [(0, 4), (4, 8), (8, 12), (12, 16)]
+    single = distributed.World()
+    assert single.shard(16) == slice(0, 16) and single.gather(3) == [3] and float(single.sum(2.5)) == 2.5
+
+
+def test_unknown_parallelism_is_rejected():
+    with pytest.raises(ValueError, match=r"parallelism must be one of \('ddp', 'fsdp'\)"):
+        AgentConfig(parallelism="tp")
+
+
+def test_fsdp_with_a_vllm_engine_is_refused_up_front(monkeypatch, tmp_path):
+    monkeypatch.setattr(distributed, "setup", lambda device=None: distributed.World(rank=0, size=2))
+    config = AgentConfig.tiny_cpu(parallelism="fsdp", rollout="vllm", run_dir=str(tmp_path), progress_bar=False)
+    with pytest.raises(ValueError, match="use parallelism='ddp' with vllm"):
+        Agent("ospo/AdditiveKeywords-v0", config=config)
