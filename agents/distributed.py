@@ -12,6 +12,7 @@ the rendezvous variables come from torchrun; the backend is ``nccl`` on GPUs and
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,19 @@ def setup(device: str | None = None) -> World:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # gloo's worker threads abort the interpreter at exit ("terminate called without an active exception")
+        # unless the group is destroyed while Python is still alive
+        atexit.register(shutdown)
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank)
+
+
+def shutdown(*, synchronize: bool = False) -> None:
+    """Destroy the default process group if there is one; ``synchronize`` first waits for every rank (so that no
+    rank tears its connections down while another still uses them). Safe to call twice."""
+    if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def device_for(world: World, device: str | None) -> str | None:

@@ -18,15 +18,12 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ospo_gym.agents.distributed import shutdown
     from ospo_gym.cli import main as cli_main
 
-    try:
-        return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    code = cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    shutdown(synchronize=code == 0)  # on an error the other ranks may never reach the barrier
+    return code
 
 
 if __name__ == "__main__":
