@@ -128,6 +128,39 @@ def add_lora(model: Any, rank: int, alpha: float) -> Any:
     return get_peft_model(model, config)
 
 
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Any:
+    """A byte-level BPE tokenizer (Qwen2's pre-tokenisation) trained on ``texts``, as a ``PreTrainedTokenizerFast``.
+
+    Every byte is in its alphabet (any string encodes), ``<|endoftext|>`` is EOS and ``<|pad|>`` pad, and it gives
+    character offsets with ``return_offsets_mapping``. ``vocab_size`` is a target: a small corpus may give fewer
+    tokens; it must exceed the 256 bytes and the two special tokens.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size <= len(alphabet) + 2:
+        raise ValueError(f"vocab_size must exceed {len(alphabet) + 2} (the byte alphabet and two special tokens)")
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError("train_bpe_tokenizer needs at least one non-empty text to learn BPE merges from")
+
+    backend = Tokenizer(models.BPE())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS_TOKEN, PAD_TOKEN], initial_alphabet=alphabet, show_progress=False
+    )
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+
+
 def build_tiny_qwen2(
     texts: Iterable[str],
     directory: str | Path,
@@ -154,8 +187,7 @@ def build_tiny_qwen2(
     Returns:
         ``directory`` as a Path.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if heads < 1 or hidden_size % heads or hidden_size // heads < 16 or (hidden_size // heads) % 2:
         raise ValueError(
@@ -164,27 +196,7 @@ def build_tiny_qwen2(
         )
     if layers < 1:
         raise ValueError(f"layers must be >= 1, got {layers}")
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if vocab_size <= len(alphabet) + 2:
-        raise ValueError(f"vocab_size must exceed {len(alphabet) + 2} (the byte alphabet and two special tokens)")
-    texts = [t for t in texts if t]
-    if not texts:
-        raise ValueError("build_tiny_qwen2 needs at least one non-empty text to learn BPE merges from")
-
-    backend = Tokenizer(models.BPE())
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS_TOKEN, PAD_TOKEN], initial_alphabet=alphabet, show_progress=False
-    )
-    backend.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size)
 
     config = Qwen2Config(
         vocab_size=len(tokenizer),

