@@ -10,10 +10,10 @@ import numpy as np
 
 from ospo_gym.data.esci import LABELS, EsciData, load_esci
 from ospo_gym.envs.base import GenerativeSearchVectorEnv
-from ospo_gym.envs.retrieval import RELEVANCE, JudgedQueries, RetrievalEnv
+from ospo_gym.envs.retrieval import RELEVANCE, RETRIEVERS, JudgedQueries, RetrievalEnv, make_retriever
 from ospo_gym.retrievers import Retriever
 
-__all__ = ["ESCI_PROMPT", "EsciEnv", "EsciVectorEnv", "make_retriever"]
+__all__ = ["ESCI_PROMPT", "RETRIEVERS", "EsciEnv", "EsciVectorEnv", "make_retriever"]  # the last two re-exported
 
 ESCI_PROMPT = (
     "You are a product search assistant. A shopper typed the query below into an online store's search box.\n"
@@ -37,40 +37,6 @@ BM25_LOCALE_DEFAULTS: dict[str, dict[str, Any]] = {
     "es": {"stopwords": "es"},
     "jp": {"stopwords": None, "token_pattern": JP_TOKEN_PATTERN},
 }
-RETRIEVERS = ("bm25", "bm25-full", "dense")
-
-
-def make_retriever(
-    retriever: str | Callable[[list[str]], Retriever], docs: list[str], kwargs: Mapping[str, Any] | None, defaults: Mapping[str, Any]
-) -> Retriever:
-    """Build the retriever over ``docs``.
-
-    ``"bm25"``: :class:`~ospo_gym.data.fast_bm25.TopListBM25Retriever` (exact pooled reward without scoring the
-    whole catalog); ``"bm25-full"``: :class:`~ospo_gym.retrievers.BM25Retriever`; ``"dense"``:
-    :class:`ospo_gym.dense.DenseRetriever` (needs ``ospo-gym[dense]``); or any callable ``docs -> Retriever``.
-    ``kwargs`` go to the constructor (for BM25 on top of the locale's ``defaults``).
-    """
-    kwargs = dict(kwargs or {})
-    if callable(retriever):
-        built = retriever(docs, **kwargs)
-        if not isinstance(built, Retriever):
-            raise TypeError(f"the retriever factory returned {type(built).__name__}, which lacks num_docs/rank/scores")
-        return built
-    if retriever == "bm25":
-        from ospo_gym.data.fast_bm25 import TopListBM25Retriever
-
-        return TopListBM25Retriever(docs, **{**defaults, **kwargs})
-    if retriever == "bm25-full":
-        from ospo_gym.retrievers import BM25Retriever
-
-        return BM25Retriever(docs, **{**defaults, **kwargs})
-    if retriever == "dense":
-        from ospo_gym.dense import DenseRetriever
-
-        return DenseRetriever(docs, **kwargs)
-    raise ValueError(f"unknown retriever {retriever!r}; expected one of {RETRIEVERS} or a callable docs -> Retriever")
-
-
 class EsciEnv(RetrievalEnv):
     """Rewrite a shopper's query so that it retrieves the products judged Exact for it (Amazon ESCI).
 

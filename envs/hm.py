@@ -8,8 +8,7 @@ from typing import Any
 
 from ospo_gym.data.hm import DEFAULT_FIELDS, HmData, load_hm
 from ospo_gym.envs.base import GenerativeSearchVectorEnv
-from ospo_gym.envs.esci import make_retriever
-from ospo_gym.envs.retrieval import JudgedQueries, RetrievalEnv
+from ospo_gym.envs.retrieval import JudgedQueries, RetrievalEnv, make_retriever
 from ospo_gym.retrievers import Retriever
 
 __all__ = ["HM_PROMPT", "QUERY_LINE", "HmEnv", "HmVectorEnv", "render_prompt"]

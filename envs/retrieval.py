@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,11 +11,62 @@ import pandas as pd
 
 from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv
 from ospo_gym.metrics import BINARY_GAINS, ESCI_GAINS, ndcg_at_k
-from ospo_gym.retrievers import BM25Retriever, Retriever, pooled_ndcg
+from ospo_gym.retrievers import Retriever, pooled_ndcg
 from ospo_gym.synthetic_catalog import CatalogConfig, catalog_texts, generate_catalog
 
 RELEVANCE = {"graded": ESCI_GAINS, "binary": BINARY_GAINS}
 SPLITS = ("train", "test", "all")
+RETRIEVERS = ("bm25", "bm25-full", "dense")
+
+RetrieverFactory = Callable[..., Retriever]
+"""A callable ``(docs, **retriever_kwargs) -> Retriever``, accepted wherever a retriever name is."""
+
+
+def make_retriever(
+    retriever: str | RetrieverFactory,
+    docs: list[str],
+    kwargs: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Retriever:
+    """Build the retriever over ``docs``; the one resolver of every retrieval env's ``retriever=`` argument.
+
+    ``"bm25"``: :class:`~ospo_gym.data.fast_bm25.TopListBM25Retriever` (exact pooled reward without scoring the
+    whole catalog); ``"bm25-full"``: :class:`~ospo_gym.retrievers.BM25Retriever` (scores every document; the
+    same rewards as ``"bm25"`` for the same arguments); ``"dense"``: :class:`ospo_gym.dense.DenseRetriever`
+    (needs ``ospo-gym[dense]``; ``kwargs["model"]`` names the model); or any callable ``docs -> Retriever``.
+    ``kwargs`` go to the constructor (for BM25 on top of the env's ``defaults``, e.g. a locale's stopwords).
+
+    Raises:
+        ValueError: an unknown name (the message lists :data:`RETRIEVERS`).
+        TypeError: a factory that returns something without ``num_docs`` / ``rank`` / ``scores``.
+    """
+    check_retriever(retriever)
+    kwargs = dict(kwargs or {})
+    defaults = dict(defaults or {})
+    if callable(retriever):
+        built = retriever(docs, **kwargs)
+        if not isinstance(built, Retriever):
+            raise TypeError(f"the retriever factory returned {type(built).__name__}, which lacks num_docs/rank/scores")
+        return built
+    if retriever == "bm25":
+        from ospo_gym.data.fast_bm25 import TopListBM25Retriever
+
+        return TopListBM25Retriever(docs, **{**defaults, **kwargs})
+    if retriever == "bm25-full":
+        from ospo_gym.retrievers import BM25Retriever
+
+        return BM25Retriever(docs, **{**defaults, **kwargs})
+    from ospo_gym.dense import DenseRetriever  # "dense"
+
+    return DenseRetriever(docs, **kwargs)
+
+
+def check_retriever(retriever: object) -> None:
+    """Raise ``ValueError`` listing :data:`RETRIEVERS` unless ``retriever`` is one of them or a callable."""
+    if not (callable(retriever) or (isinstance(retriever, str) and retriever in RETRIEVERS)):
+        raise ValueError(
+            f"unknown retriever {retriever!r}; expected one of {RETRIEVERS} or a callable docs -> Retriever"
+        )
 
 
 @dataclass(frozen=True)
@@ -113,13 +164,14 @@ class RetrievalEnv(GenerativeSearchEnv):
 
 
 class SyntheticRetrievalEnv(RetrievalEnv):
-    """Query rewriting over a generated product catalog in the Amazon ESCI schema, with BM25 retrieval.
+    """Query rewriting over a generated product catalog in the Amazon ESCI schema, with BM25 (or another) retrieval.
 
     ## Description
     A catalog of ``num_products`` products (type, brand, colour, material; titles with noise) and
     ``num_queries`` shopper queries with E/S/C/I judgements derived from the attributes is generated from
     ``seed`` (:mod:`ospo_gym.synthetic_catalog`, the real ESCI columns). The agent rewrites the shopper's
-    query; BM25 (``bm25s``) over title + description ranks the catalog with it.
+    query; BM25 (``bm25s``) over title + description ranks the catalog with it (``retriever=`` picks another
+    retriever, e.g. to train on one and evaluate on another).
 
     ## Action Space
     ``UnicodeText``. The retrieval text is ``<answer>…</answer>`` if present, else the text without
@@ -145,10 +197,15 @@ class SyntheticRetrievalEnv(RetrievalEnv):
       ``title_noise=0.1``, ``pool_size=40``, ``seed=0``: the generated catalog (:class:`CatalogConfig`).
     * ``split="train"`` (or ``"test"``, ``"all"``), ``relevance="graded"``, ``k=10``, ``cutoff=1000``,
       ``pool="judged"`` (or ``None``), ``prompt_template``.
+    * ``retriever="bm25"`` (or ``"bm25-full"``, ``"dense"``, a callable ``docs -> Retriever``) and
+      ``retriever_kwargs`` (e.g. ``{"k1": 0.9, "b": 0.4}``; for ``"dense"`` ``{"model": <name or local dir>}``),
+      resolved by :func:`make_retriever` as in ``ospo/ESCI-v0`` and ``ospo/HM-v0``. ``"bm25"`` and
+      ``"bm25-full"`` give the same rewards for the same arguments (they differ in speed on large catalogs).
     * ``segmentation="word"`` and the base-class arguments.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; ``retriever=`` / ``retriever_kwargs=`` added later (the default, BM25 with k1=1.5,
+      b=0.75 and English stopwords, and its rewards are unchanged).
 
     >>> import gymnasium as gym, ospo_gym
     >>> env = gym.make("ospo/SyntheticRetrieval-v0", num_products=300, num_queries=10)
@@ -172,8 +229,11 @@ class SyntheticRetrievalEnv(RetrievalEnv):
         seed: int = 0,
         split: str = "train",
         relevance: str = "graded",
+        retriever: str | RetrieverFactory = "bm25",
+        retriever_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        check_retriever(retriever)  # before the catalog is generated
         self.catalog_config = CatalogConfig(
             num_products=num_products,
             num_queries=num_queries,
@@ -185,13 +245,14 @@ class SyntheticRetrievalEnv(RetrievalEnv):
         )
         products, examples = generate_catalog(self.catalog_config)
         judged = judged_queries_from_esci(products, examples, relevance=relevance, split=split)
-        retriever = BM25Retriever(catalog_texts(products))
-        super().__init__(judged, retriever, **kwargs)
+        built = make_retriever(retriever, catalog_texts(products), retriever_kwargs)
+        super().__init__(judged, built, **kwargs)
         words = " ".join([*judged.queries.values(), *products["product_title"].astype(str)]).lower().split()
         self.vocabulary: tuple[str, ...] = tuple(sorted(set(words)))
 
 
 class SyntheticRetrievalVectorEnv(GenerativeSearchVectorEnv):
-    """Native vector version of :class:`SyntheticRetrievalEnv` (one batched BM25 call per step)."""
+    """Native vector version of :class:`SyntheticRetrievalEnv` (one batched retriever call per step; the same
+    arguments, ``retriever=`` included)."""
 
     env_class = SyntheticRetrievalEnv
