@@ -47,19 +47,18 @@ class World:
     # -- collectives (identity without a process group) ------------------------------------------------------
     def sum(self, values: np.ndarray | float) -> np.ndarray:
         """Element-wise sum over ranks, as float64."""
-        array = np.asarray(values, dtype=np.float64)
-        if not self.active:
-            return array
-        tensor = torch.as_tensor(array.reshape(-1), dtype=torch.float64, device=self._device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor.cpu().numpy().reshape(array.shape)
+        return self._all_reduce(values, "SUM")
 
     def max(self, values: np.ndarray | float) -> np.ndarray:
+        """Element-wise maximum over ranks, as float64."""
+        return self._all_reduce(values, "MAX")
+
+    def _all_reduce(self, values: np.ndarray | float, op: str) -> np.ndarray:
         array = np.asarray(values, dtype=np.float64)
         if not self.active:
             return array
         tensor = torch.as_tensor(array.reshape(-1), dtype=torch.float64, device=self._device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
         return tensor.cpu().numpy().reshape(array.shape)
 
     def gather(self, value: Any) -> list[Any]:

