@@ -26,6 +26,7 @@ this module is cheap and works without the ``dense`` extra.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib
 import json
@@ -453,13 +454,14 @@ def build_random_model(
 ) -> Path:
     """Save a randomly initialised BERT sentence-transformers model, for tests and benchmarks offline.
 
-        The WordPiece vocabulary (at most ``vocab_size`` entries, lower-cased, BERT pre-tokenisation) is trained
-        on ``corpus``; weights come from ``torch.manual_seed(seed)``; pooling is the token mean. Embeddings are
-        deterministic but carry no meaning. Uses ``transformers`` and ``tokenizers`` (sentence-transformers' own
-    dependencies).
+    The WordPiece vocabulary is built from ``corpus`` deterministically: the special tokens, every character
+    (alone and as a ``##`` continuation), then the most frequent lower-cased words (ties by the word), up to
+    ``vocab_size`` entries; BERT normalisation and pre-tokenisation. Weights come from ``torch.manual_seed(seed)``;
+    pooling is the token mean. The same arguments give the same files. Embeddings carry no meaning. Uses
+    ``transformers`` and ``tokenizers`` (sentence-transformers' own dependencies).
 
-        Returns:
-            ``directory / "model"``, loadable by path (``DenseRetriever(docs, path)``).
+    Returns:
+        ``directory / "model"``, loadable by path (``DenseRetriever(docs, path)``).
     """
     torch = _require("torch")
     st = _require("sentence_transformers")
@@ -472,12 +474,21 @@ def build_random_model(
 
     corpus = _check_texts(corpus, "corpus")
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        corpus, tokenizers.trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    # counted here rather than by WordPieceTrainer, whose tie-breaking changes from run to run
+    counts = collections.Counter(
+        word for text in corpus for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     )
+    characters = sorted({c for word in counts for c in word})
+    vocab = specials + characters + [f"##{c}" for c in characters]
+    frequent = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab += frequent[: max(vocab_size - len(vocab), 0)]
+    tok = tokenizers.Tokenizer(
+        tokenizers.models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]")
+    )
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = tokenizers.processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

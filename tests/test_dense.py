@@ -6,6 +6,7 @@ built once per module and saved as a sentence-transformers model directory.
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import subprocess
@@ -428,3 +429,19 @@ def test_benchmark_smoke(tmp_path):
     assert result["flat_search"]["k=10"]["topk_set_agreement"] > 0.99
     assert set(result["hnsw"]["sizes"]) == {"300", "400"}
     assert 0.0 <= result["mean_reward"] <= 1.0
+
+
+def test_random_model_builds_are_byte_identical(tmp_path):
+    """The same corpus and seed give the same files (WordPiece's own trainer broke ties differently per run)."""
+    corpus = ["red leather running shoes", "blue cotton t-shirt", "Red wool socks", "shoes, shoes and more shoes"] * 3
+    first = build_random_model(tmp_path / "a", corpus, dim=16, vocab_size=80, seed=3)
+    second = build_random_model(tmp_path / "b", corpus, dim=16, vocab_size=80, seed=3)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for name in files:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    vocab = json.loads((first / "tokenizer.json").read_text())["model"]["vocab"]
+    assert vocab["shoes"] > vocab["##w"] > vocab["w"] > vocab["[MASK]"]  # specials, characters, then words
+    small = build_random_model(tmp_path / "c", corpus, dim=16, vocab_size=50, seed=3)
+    capped = json.loads((small / "tokenizer.json").read_text())["model"]["vocab"]
+    assert len(capped) == 50 and {"shoes", "red"} <= set(capped) and "wool" not in capped  # frequent words first
