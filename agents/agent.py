@@ -46,7 +46,13 @@ from ospo_gym.agents.checkpoint import (
     save_checkpoint,
 )
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.agents.estimators import RolloutBatch, get_estimator, group_advantages, zero_variance_groups
+from ospo_gym.agents.estimators import (
+    LazyTokenOffsets,
+    RolloutBatch,
+    get_estimator,
+    group_advantages,
+    zero_variance_groups,
+)
 from ospo_gym.agents.generation import Rollout, batch_token_offsets, completion_logprobs, generate
 from ospo_gym.agents.groups import GroupedEnv, env_name, make_env
 from ospo_gym.agents.loss import loss_denominator, policy_loss
@@ -345,7 +351,8 @@ class Agent:
     ) -> RolloutBatch:
         mask = rollout.completion_mask.cpu().numpy()
         ids = rollout.completion_tokens.cpu().numpy()
-        offsets = batch_token_offsets(self.tokenizer, [ids[b, : int(n)] for b, n in enumerate(mask.sum(axis=1))], rollout.texts)
+        rows = [ids[b, : int(n)] for b, n in enumerate(mask.sum(axis=1))]
+        offsets = LazyTokenOffsets(len(rows), functools.partial(batch_token_offsets, self.tokenizer, rows, rollout.texts))
         return RolloutBatch(prompt_ids, group_index, rewards, rollout.texts, offsets, mask, step)
 
     def _update(self, rollout: Rollout, advantages: np.ndarray, flat: np.ndarray) -> dict[str, Any]:

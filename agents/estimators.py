@@ -11,9 +11,9 @@ Shapes: ``B`` completions (``prompts_per_step`` groups of ``group_size``), ``T``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +22,34 @@ from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, owen_e
 from ospo_gym.oracle import CoalitionOracle
 
 STD_EPS = 1e-4
+
+
+class LazyTokenOffsets(Sequence[np.ndarray]):
+    """Token offsets of a batch, computed by ``compute()`` on first access (GRPO never reads them, and re-encoding
+    the completions costs a few percent of a small model's step); ``len`` is known without computing them."""
+
+    def __init__(self, count: int, compute: Callable[[], Sequence[np.ndarray]]) -> None:
+        self._count = count
+        self._compute: Callable[[], Sequence[np.ndarray]] | None = compute
+        self._offsets: Sequence[np.ndarray] | None = None
+
+    @property
+    def computed(self) -> bool:
+        return self._offsets is not None
+
+    def _all(self) -> Sequence[np.ndarray]:
+        if self._offsets is None:
+            self._offsets, self._compute = self._compute(), None
+        return self._offsets
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return self._count
 
 
 @dataclass
@@ -72,6 +100,8 @@ class RolloutBatch:
             raise ValueError("prompt_ids, group_index, rewards, texts and token_offsets need one entry per completion")
         if self.completion_mask.ndim != 2 or self.completion_mask.shape[0] != size:
             raise ValueError(f"completion_mask must have shape (B={size}, T), got {self.completion_mask.shape}")
+        if isinstance(self.token_offsets, LazyTokenOffsets):
+            return  # computed from the completion tokens themselves: one span per valid token by construction
         counts = self.completion_mask.sum(axis=1)
         for b, offsets in enumerate(self.token_offsets):
             if len(offsets) != counts[b]:

@@ -154,3 +154,15 @@ def test_lora_trains_adapters_only_and_reloads(tiny_policy, tmp_path):
     with torch.no_grad():
         assert torch.equal(completion_logprobs(agent.model, *inputs), completion_logprobs(loaded.model, *inputs))
     loaded.learn(1)
+
+
+def test_token_offsets_are_computed_only_for_estimators_that_read_them(tiny_policy, tmp_path, monkeypatch):
+    import ospo_gym.agents.agent as agent_module
+
+    calls = []
+    real = agent_module.batch_token_offsets
+    monkeypatch.setattr(agent_module, "batch_token_offsets", lambda *a: calls.append(1) or real(*a))
+    make_agent(tiny_policy, tmp_path / "g", "grpo").train_step()
+    assert calls == []  # GRPO broadcasts Â: no re-encoding of the completions
+    make_agent(tiny_policy, tmp_path / "o", "ospo_prop").train_step()
+    assert calls == [1]
