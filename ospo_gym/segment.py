@@ -425,15 +425,32 @@ def _answer_content(action: str) -> Span | None:
 
 
 def _outside_think(action: str) -> list[Span]:
-    """The unstripped pieces of ``action`` outside every ``<think>...</think>`` block (unclosed: to the end)."""
+    """The unstripped pieces of ``action`` outside every ``<think>...</think>`` block (unclosed: to the end).
+
+    A ``</think>`` before any ``<think>`` closes a block that the prompt opened (chat templates of reasoning models
+    end the prompt with ``<think>``): everything up to it is reasoning too.
+    """
     pieces = []
     pos = 0
+    first_close, first_open = _THINK_CLOSE.search(action), _THINK_OPEN.search(action)
+    if first_close is not None and (first_open is None or first_close.start() < first_open.start()):
+        pos = first_close.end()
     while (opening := _THINK_OPEN.search(action, pos)) is not None:
         pieces.append((pos, opening.start()))
         closing = _THINK_CLOSE.search(action, opening.end())
         pos = len(action) if closing is None else closing.end()
     pieces.append((pos, len(action)))
-    return pieces
+    return [part for start, end in pieces for part in _split_on(_THINK_CLOSE, action, start, end)]
+
+
+def _split_on(pattern: re.Pattern[str], text: str, start: int, end: int) -> list[Span]:
+    """``text[start:end]`` cut at every match of ``pattern`` (stray closing tags), the matches left out."""
+    parts, pos = [], start
+    for match in pattern.finditer(text, start, end):
+        parts.append((pos, match.start()))
+        pos = match.end()
+    parts.append((pos, end))
+    return parts
 
 
 def retrieval_regions(action: str) -> list[Span]:
@@ -441,7 +458,8 @@ def retrieval_regions(action: str) -> list[Span]:
 
     If the action contains ``<answer>...</answer>`` (case-insensitive, first one), that answer's stripped
     content is the only region. Otherwise the regions are what is left once every ``<think>...</think>``
-    block is removed (an unclosed ``<think>`` removes everything after it). Tags never fall inside a
+    block is removed (an unclosed ``<think>`` removes everything after it; a ``</think>`` with no ``<think>``
+    before it removes everything before it, as the prompt opened that block). Tags never fall inside a
     region, and each region is bounded by a tag's ``<``/``>``, whitespace or the text's edge.
     """
     _check_text(action, "action")

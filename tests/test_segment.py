@@ -323,6 +323,14 @@ def test_unclosed_think_removes_to_the_end():
     assert texts(action, segment_action(action)) == ["warm winter jacket"]
 
 
+def test_a_closing_think_with_no_opening_ends_reasoning_the_prompt_opened():
+    """Catches: a stray </think> kept as text, and the reasoning before it reaching the retriever (R1/Qwen3 chat
+    templates end the prompt with <think>, so the completion holds only the closing tag)."""
+    action = "the shopper wants cheap plastic\n</think>\nwarm winter jacket <think>more</think> for hiking"
+    assert texts(action, retrieval_regions(action)) == ["warm winter jacket", "for hiking"]
+    assert retrieval_text("noise </THINK> red shoes </think> tail") == "red shoes tail"  # later strays: cut out
+
+
 def test_unclosed_answer_is_no_answer():
     assert texts("<answer> red shoes", retrieval_regions("<answer> red shoes")) == ["<answer> red shoes"]
 
