@@ -7,8 +7,11 @@ with E/S/C/I-labelled pools of 20) and measures, each phase in a fresh process s
 
 * ``load_cold``: :func:`ospo_gym.data.esci.load_esci` from the parquet files, cache empty;
 * ``load_cached``: the same call again (the processed task comes from the ``.npz`` cache);
-* ``index``: the BM25 index over the whole catalog (:class:`~ospo_gym.data.fast_bm25.TopListBM25Retriever`)
-  and the env around it;
+* ``index_build`` / ``index_cached``: the BM25 index over the whole catalog
+  (:class:`~ospo_gym.data.fast_bm25.TopListBM25Retriever`), first built (tokenise, index, write the on-disk
+  index cache, :mod:`ospo_gym.data.bm25_cache`), then loaded from that cache; both score the same fixed
+  texts, whose pooled rewards must be bit-identical;
+* ``env``: the env around the (cached) index;
 * ``oracle``: coalition values per second — batches of ``--batch`` completions (a train query plus words
   from the titles of its Exact products, ``--words`` words, word segments), each with its OSPO coalitions at
   ``--w-max`` / ``--max-coalitions`` (:func:`ospo_gym.credit.sample_coalitions`), one
@@ -193,6 +196,48 @@ def phase_load(args: argparse.Namespace) -> dict:
     }
 
 
+def phase_index(args: argparse.Namespace) -> dict:
+    """Time the BM25 index (built, or loaded from the index cache) and digest the rewards of fixed texts."""
+    import hashlib
+
+    from ospo_gym.data.esci import load_esci
+    from ospo_gym.envs.esci import BM25_LOCALE_DEFAULTS, make_retriever
+    from ospo_gym.retrievers import pooled_ndcg
+
+    data = load_esci(args.data_dir, cache_dir=args.cache_dir)
+    rss_before = peak_rss_mb()
+    started = time.perf_counter()
+    retriever = make_retriever(
+        "bm25", data.texts, full_scoring_options(args), BM25_LOCALE_DEFAULTS["us"], index_cache=args.cache_dir
+    )
+    seconds = time.perf_counter() - started
+    rss = peak_rss_mb()
+    rows = np.arange(min(200, len(data.queries)))
+    starts, ends = data.pool_offsets[rows], data.pool_offsets[rows + 1]
+    pools = [data.pool_docs[s:e] for s, e in zip(starts, ends, strict=True)]
+    gains = [(data.pool_labels[s:e] == 0).astype(np.float64) for s, e in zip(starts, ends, strict=True)]
+    # The queries, and the queries plus the first words of a judged product's text (longer, multi-term texts).
+    texts = [data.queries[r] for r in rows] + [
+        data.queries[r] + " " + " ".join(data.texts[int(p[0])].split()[:8]) for r, p in zip(rows, pools, strict=True)
+    ]
+    rewards = pooled_ndcg(retriever, texts, pools + pools, gains + gains, k=10, cutoff=1000)
+    entries = list(Path(args.cache_dir).glob("bm25-*/arrays.npz"))
+    return {
+        "seconds": round(seconds, 2),
+        "cached": retriever.index_info["cached"],
+        "entry_mb": round(sum(p.stat().st_size for p in entries) / 2**20, 1),
+        "vocab_size": retriever.vocab_size,
+        "peak_rss_mb_before": rss_before,
+        "peak_rss_mb": rss,
+        "rewards_sha256": hashlib.sha256(rewards.tobytes()).hexdigest(),
+        "mean_reward": round(float(rewards.mean()), 4),
+    }
+
+
+def full_scoring_options(args: argparse.Namespace) -> dict:
+    return {} if args.full_scoring_below is None else {"full_scoring_below": args.full_scoring_below}
+
+
 def make_batches(env, rng: np.random.Generator, args: argparse.Namespace) -> list[tuple]:
     """Completions: a train query plus words of its Exact products' titles (a good rewrite), with coalitions."""
     from ospo_gym.credit import sample_coalitions
@@ -236,8 +281,9 @@ def phase_oracle(args: argparse.Namespace) -> dict:
 
     def timed_index(docs: list[str]):
         t0 = time.perf_counter()
-        options = {} if args.full_scoring_below is None else {"full_scoring_below": args.full_scoring_below}
-        built["retriever"] = make_retriever("bm25", docs, options, BM25_LOCALE_DEFAULTS["us"])
+        built["retriever"] = make_retriever(
+            "bm25", docs, full_scoring_options(args), BM25_LOCALE_DEFAULTS["us"], index_cache=args.cache_dir
+        )
         built["seconds"] = time.perf_counter() - t0
         built["rss"] = peak_rss_mb()
         return built["retriever"]
@@ -288,6 +334,7 @@ def phase_oracle(args: argparse.Namespace) -> dict:
     return {
         "env_build_seconds": round(env_seconds, 1),
         "bm25_index_seconds": round(built["seconds"], 1),
+        "bm25_index_cached": retriever.index_info["cached"],
         "peak_rss_mb_after_index": built["rss"],
         "train_queries": len(env.prompt_ids),
         "vocab_size": retriever.vocab_size,
@@ -346,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cache_dir is None:
         args.cache_dir = args.data_dir / "cache"
     if args.phase is not None:
-        phase = {"load": phase_load, "oracle": phase_oracle}[args.phase]
+        phase = {"load": phase_load, "index": phase_index, "oracle": phase_oracle}[args.phase]
         print(json.dumps(phase(args)))
         return
 
@@ -357,11 +404,23 @@ def main(argv: list[str] | None = None) -> None:
     else:
         generated = json.loads(summary_path.read_text())
     shutil.rmtree(args.cache_dir, ignore_errors=True)
+    load_before = os.getloadavg()
     print("load (cold) ...", flush=True)
     cold = run_phase("load", args)
     print("load (cached) ...", flush=True)
     cached = run_phase("load", args)
-    print("index + oracle throughput ...", flush=True)
+    print("BM25 index (built, then from the index cache) ...", flush=True)
+    build = run_phase("index", args)
+    cached_index = run_phase("index", args)
+    if build["cached"] or not cached_index["cached"]:
+        raise SystemExit(f"index cache not used as expected: build {build}, cached {cached_index}")
+    index = {
+        "build": build,
+        "cached": cached_index,
+        "speedup": round(build["seconds"] / max(cached_index["seconds"], 1e-9), 1),
+        "rewards_identical": build["rewards_sha256"] == cached_index["rewards_sha256"],
+    }
+    print("env + oracle throughput ...", flush=True)
     oracle = run_phase("oracle", args)
     result = {
         "benchmark": "real_data_scale",
@@ -372,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         "generated": generated,
         "load_cold": cold,
         "load_cached": cached,
+        "bm25_index": index,
         "index_and_oracle": oracle,
         "target_values_per_second": TARGET_VALUES_PER_SECOND,
         "met": oracle["coalition_values_per_second"] >= TARGET_VALUES_PER_SECOND,
@@ -380,6 +440,8 @@ def main(argv: list[str] | None = None) -> None:
             "python": platform.python_version(),
             "numpy": np.__version__,
             "platform": platform.platform(),
+            # 1-minute load average at the start and the end: above ~1 another job shared the CPUs.
+            "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

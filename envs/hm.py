@@ -7,6 +7,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from ospo_gym.data.hm import DEFAULT_FIELDS, HmData, load_hm
+from ospo_gym.data.paths import processed_cache_dir
 from ospo_gym.envs.base import GenerativeSearchVectorEnv
 from ospo_gym.envs.retrieval import JudgedQueries, RetrievalEnv, make_retriever
 from ospo_gym.retrievers import Retriever
@@ -65,7 +66,12 @@ class HmEnv(RetrievalEnv):
     * ``fields`` (article columns for the catalog text), ``k=10``, ``cutoff=1000``, ``pool="judged"`` (or
       None), ``prompt_template`` (must contain ``{history}``; may contain ``{query}``).
     * ``retriever="bm25"`` (or ``"bm25-full"``, ``"dense"``, a callable), ``retriever_kwargs``.
-    * ``cache_dir=None``, ``use_cache=True``; ``segmentation="phrase"`` and the other base-class arguments.
+    * ``cache_dir=None``, ``use_cache=True``: the processed-data cache (:mod:`ospo_gym.data.cache`).
+    * ``index_cache=True``: also cache the built BM25 index (``retriever="bm25"`` / ``"bm25-full"``) in that
+      folder, keyed by the catalog texts, the tokenizer settings, ``k1``, ``b``, ``method`` and the bm25s
+      version (:mod:`ospo_gym.data.bm25_cache`); ``index_cache=False`` rebuilds it every time;
+      ``use_cache=False`` turns off both caches.
+    * ``segmentation="phrase"`` and the other base-class arguments.
 
     ## Version History
     * v0: initial version.
@@ -104,6 +110,7 @@ class HmEnv(RetrievalEnv):
         retriever_kwargs: Mapping[str, Any] | None = None,
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
+        index_cache: bool = True,
         **kwargs: Any,
     ) -> None:
         if prompt_template is not None and "{history}" not in prompt_template:
@@ -136,7 +143,13 @@ class HmEnv(RetrievalEnv):
             pools={c: data.pool_docs[s:e] for c, s, e in zip(data.customer_ids, starts, ends, strict=True)},
             gains={c: data.pool_gains[s:e] for c, s, e in zip(data.customer_ids, starts, ends, strict=True)},
         )
-        built = make_retriever(retriever, data.texts, retriever_kwargs, {"stopwords": "en"})
+        built = make_retriever(
+            retriever,
+            data.texts,
+            retriever_kwargs,
+            {"stopwords": "en"},
+            index_cache=processed_cache_dir(cache_dir) if use_cache and index_cache else None,
+        )
         # The prompts are rendered above, so the base class gets the identity template.
         super().__init__(judged, built, prompt_template="{query}", **kwargs)
 

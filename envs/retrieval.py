@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ def make_retriever(
     docs: list[str],
     kwargs: Mapping[str, Any] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    *,
+    index_cache: str | os.PathLike | None = None,
 ) -> Retriever:
     """Build the retriever over ``docs``; the one resolver of every retrieval env's ``retriever=`` argument.
 
@@ -35,6 +38,8 @@ def make_retriever(
     same rewards as ``"bm25"`` for the same arguments); ``"dense"``: :class:`ospo_gym.dense.DenseRetriever`
     (needs ``ospo-gym[dense]``; ``kwargs["model"]`` names the model); or any callable ``docs -> Retriever``.
     ``kwargs`` go to the constructor (for BM25 on top of the env's ``defaults``, e.g. a locale's stopwords).
+    ``index_cache``: for the two BM25 names, the folder of the on-disk index cache (one entry serves both;
+    :mod:`ospo_gym.data.bm25_cache`), unless ``kwargs`` name their own; ignored by the others.
 
     Raises:
         ValueError: an unknown name (the message lists :data:`RETRIEVERS`).
@@ -48,6 +53,8 @@ def make_retriever(
         if not isinstance(built, Retriever):
             raise TypeError(f"the retriever factory returned {type(built).__name__}, which lacks num_docs/rank/scores")
         return built
+    if retriever in ("bm25", "bm25-full") and index_cache is not None:
+        defaults["index_cache"] = index_cache
     if retriever == "bm25":
         from ospo_gym.data.fast_bm25 import TopListBM25Retriever
 

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import os
 import re
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -371,11 +372,17 @@ class BM25Retriever:
             the GIL); None: one per CPU, at most 8.
         dense_postings_mb: memory for the posting lists of frequent terms kept as dense rows (scoring a
             frequent term densely is several times faster than scattering its postings); 0 keeps all sparse.
+        index_cache: a folder where the built index is cached on disk
+            (:class:`~ospo_gym.data.bm25_cache.BM25IndexCache`: plain arrays + JSON, keyed by the texts and
+            every setting above that changes the index), so that the next retriever over the same texts loads
+            it instead of tokenising and indexing again; None: no cache.
 
     Attributes:
         bm25: the underlying ``bm25s.BM25`` index (its ``get_scores`` is the reference semantics).
         num_docs: number of documents.
         vocab_size: number of index terms.
+        index_info: ``{"cached": bool, "seconds": float}`` — whether the index came from ``index_cache`` and how
+            long loading or building (and saving) it took.
     """
 
     def __init__(
@@ -391,6 +398,7 @@ class BM25Retriever:
         token_pattern: str = DEFAULT_TOKEN_PATTERN,
         n_threads: int | None = None,
         dense_postings_mb: float = 64.0,
+        index_cache: str | os.PathLike | None = None,
     ) -> None:
         import bm25s
         from bm25s.tokenization import Tokenized, Tokenizer
@@ -413,18 +421,39 @@ class BM25Retriever:
             stopwords=list(stopwords) if isinstance(stopwords, (list, tuple)) else stopwords,
             stemmer=stem_fn,
         )
-        # allow_empty=False: an empty document gets no tokens (length 0) instead of a fake "" token that an
-        # empty query would then match.
-        corpus = self._tokenizer.tokenize(
-            docs, update_vocab=True, return_as="tuple", show_progress=False, allow_empty=False
-        )
         self.bm25 = bm25s.BM25(k1=k1, b=b, method=method)
-        # A copy of the vocabulary, so that bm25s never writes into the tokenizer's own dict. A corpus
-        # without any token has average length 0, which bm25s divides by (harmlessly: there is no entry).
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.bm25.index(
-                Tokenized(ids=corpus.ids, vocab=dict(corpus.vocab)), create_empty_token=False, show_progress=False
+        started = time.perf_counter()
+        cache = key = None
+        cached = False
+        if index_cache is not None:
+            from ospo_gym.data.bm25_cache import BM25IndexCache, index_key
+
+            settings = {
+                "k1": k1,
+                "b": b,
+                "method": method,
+                "stopwords": list(stopwords) if isinstance(stopwords, (list, tuple)) else stopwords,
+                "stemmer_language": self._stemmer_language,
+                "token_pattern": token_pattern,
+            }
+            cache, key = BM25IndexCache(index_cache), index_key(docs, settings)
+            cached = cache.load_index(key, len(docs), self.bm25, self._tokenizer)
+        if not cached:
+            # allow_empty=False: an empty document gets no tokens (length 0) instead of a fake "" token that an
+            # empty query would then match.
+            corpus = self._tokenizer.tokenize(
+                docs, update_vocab=True, return_as="tuple", show_progress=False, allow_empty=False
             )
+            # A copy of the vocabulary, so that bm25s never writes into the tokenizer's own dict. A corpus
+            # without any token has average length 0, which bm25s divides by (harmlessly: there is no entry).
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.bm25.index(
+                    Tokenized(ids=corpus.ids, vocab=dict(corpus.vocab)), create_empty_token=False, show_progress=False
+                )
+            del corpus
+            if cache is not None:
+                cache.save_index(key, self.bm25, self._tokenizer, settings)
+        self.index_info = {"cached": cached, "seconds": round(time.perf_counter() - started, 3)}
         raw = self.bm25.scores
         self.num_docs = int(raw["num_docs"])
         self.vocab_size = len(raw["indptr"]) - 1

@@ -20,6 +20,9 @@ def test_real_data_scale_smoke(tmp_path):
     result = json.loads(out.read_text())
     assert result["generated"]["products"] == 3000 and result["generated"]["judgements"] == 600
     assert not result["load_cold"]["cached"] and result["load_cached"]["cached"]
+    index = result["bm25_index"]
+    assert not index["build"]["cached"] and index["cached"]["cached"] and index["rewards_identical"]
+    assert index["build"]["entry_mb"] > 0 and index["speedup"] > 0
     oracle = result["index_and_oracle"]
     assert oracle["coalition_values_per_second"] > 0 and oracle["coalitions_per_completion"] > 1
     assert oracle["reference_full_scoring"]["max_abs_difference"] == 0.0

@@ -98,6 +98,10 @@ def test_cache_entries_are_atomic_plain_arrays_and_rebuilt_when_corrupt(tmp_path
     assert cache.load("j" * 64) is None  # another key
     (folder / "arrays.npz").write_bytes(b"garbage")
     assert cache.load("k" * 64) is None
+    cache.save("k" * 64, arrays, {"counts": {"n": 2}})
+    raw = (folder / "arrays.npz").read_bytes()
+    (folder / "arrays.npz").write_bytes(raw[: len(raw) // 2])  # truncated: a zip without its directory
+    assert cache.load("k" * 64) is None
     cache.save("k" * 64, arrays, {"counts": {"n": 2}})  # overwrites the corrupt entry
     assert cache.load("k" * 64) is not None
     meta_path = folder / "meta.json"

@@ -8,6 +8,8 @@
   cache dir (``~/.cache/ospo-gym``).
 * :mod:`ospo_gym.data.cache` — processed tasks cached as ``.npz`` + JSON (no pickle), keyed by the source
   files' size, mtime and head/tail hash plus the loader options.
+* :mod:`ospo_gym.data.bm25_cache` — built BM25 indexes cached next to them, the same way, keyed by the catalog
+  texts and the BM25 / tokenizer settings (the real-data envs' ``index_cache=``).
 * :mod:`ospo_gym.data.download` — ``ospo-gym data esci`` (resumable, checksum-verified download).
 * :mod:`ospo_gym.data.fixtures` — small generated files in the published formats (tests, examples).
 * :mod:`ospo_gym.data.fast_bm25` — BM25 whose pooled reward does not score the whole catalog (the real

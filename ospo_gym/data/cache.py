@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ def unpack_strings(packed: np.ndarray, count: int) -> list[str]:
 class TaskCache:
     """A folder of cache entries of one ``kind`` (``"esci"``, ``"hm"``): ``<directory>/<kind>-<key>/``."""
 
+    description = "processed-data cache"  # names the cache in warnings
+
     def __init__(self, directory: str | os.PathLike, kind: str) -> None:
         self.directory = Path(directory)
         self.kind = kind
@@ -89,7 +92,7 @@ class TaskCache:
                 return None
             with np.load(folder / "arrays.npz", allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
         return arrays, meta
 
@@ -108,7 +111,7 @@ class TaskCache:
             os.replace(tmp, folder)
             return folder
         except OSError as err:
-            warnings.warn(f"could not write the processed-data cache at {folder}: {err}", stacklevel=3)
+            warnings.warn(f"could not write the {self.description} at {folder}: {err}", stacklevel=3)
             return None
         finally:
             if tmp is not None and os.path.isdir(tmp):
