@@ -89,6 +89,14 @@ def test_two_fsdp2_processes_match_one(single, tmp_path):
     _assert_same_run(single, _train(tmp_path, 2, "--steps", str(STEPS), "--parallelism", "fsdp"))
 
 
+@pytest.mark.slow
+def test_fsdp2_with_a_kl_reference_and_two_updates_per_batch_matches_one(tmp_path):
+    extra = ("--steps", str(STEPS), "--beta", "0.05", "--num-iterations", "2")
+    one = _train(tmp_path / "one", 1, *extra)
+    _assert_same_run(one, _train(tmp_path / "two", 2, *extra, "--parallelism", "fsdp"))
+    assert (Path(one["checkpoint"]) / "reference").is_dir()
+
+
 def test_prompts_must_split_evenly_over_ranks(monkeypatch, tmp_path):
     monkeypatch.setattr(distributed, "setup", lambda device=None: distributed.World(rank=0, size=2))
     config = AgentConfig.tiny_cpu(prompts_per_step=3, run_dir=str(tmp_path), progress_bar=False)
