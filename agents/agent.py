@@ -244,8 +244,8 @@ class Agent:
         (e.g. ``progress_bar=False``, ``device="cpu"``) apply on top of the saved config.
         """
         given = Path(path)
-        path = find_checkpoint(given)
-        meta, state = read_checkpoint(path)
+        path = find_checkpoint(given)  # verifies the manifest
+        meta, state = read_checkpoint(path, verified=True)
         config = AgentConfig.from_dict({**meta["config"], **config_overrides})
         if env is None:
             if meta["env_kwargs"] is None:
@@ -274,7 +274,7 @@ class Agent:
         observations = self.envs.start(prompt_ids)
         rollout = self._sample(observations, seed=int(sample_stream.generate_state(1)[0]), first_row=rows.start)
         rewards = self.envs.rewards(rollout.texts)
-        all_rewards = np.concatenate(self.world.gather(rewards)) if self.world.active else rewards
+        all_rewards = np.concatenate(self.world.gather(rewards))
         generated = time.perf_counter()
 
         batch = self._batch(rollout, prompt_ids, group_index, rewards, step)
@@ -358,20 +358,23 @@ class Agent:
     def _update(self, rollout: Rollout, advantages: np.ndarray, flat: np.ndarray) -> dict[str, Any]:
         """``num_iterations`` optimizer steps on the batch; returns loss metrics averaged over them.
 
-        Rows of skipped (zero-variance) groups stay in the forward pass with no tokens in the loss, so that every
-        rank runs the same collectives. The loss is normalised by the denominator of the whole global batch and
-        multiplied by the world size, which DDP / FSDP2's gradient averaging divides out again.
+        Rows of skipped (zero-variance) groups are left out of the forward pass; a rank whose rows are all skipped
+        still runs one row with no tokens in the loss, so that every rank runs the same collectives. The loss is
+        normalised by the denominator of the whole global batch and multiplied by the world size, which DDP /
+        FSDP2's gradient averaging divides out again.
         """
         config = self.config
         keep = ~flat if config.skip_zero_variance_groups else np.ones(len(flat), dtype=bool)
-        mask = rollout.completion_mask & torch.as_tensor(keep, device=self.device)[:, None]
+        rows = torch.as_tensor(np.flatnonzero(keep) if keep.any() else [0], device=self.device)
+        mask = (rollout.completion_mask & torch.as_tensor(keep, device=self.device)[:, None]).index_select(0, rows)
         local_tokens = float(mask.sum())
         normaliser = float(self.world.sum(loss_denominator(mask, config.loss_aggregation, config.max_new_tokens)))
         if normaliser == 0:  # no completion of the whole batch is in the loss: every rank skips alike
             return {M.LOSS_POLICY: None}
-        token_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device)
-        sampler = rollout.logprobs if self.rollout_engine is not None else None
-        inputs = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
+        token_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device).index_select(0, rows)
+        sampler = rollout.logprobs.index_select(0, rows) if self.rollout_engine is not None else None
+        tensors = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
+        inputs = tuple(t.index_select(0, rows) for t in tensors)
         old = ref = None
         with torch.no_grad():
             if config.num_iterations > 1:

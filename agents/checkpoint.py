@@ -263,13 +263,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_checkpoint(path: str | Path, *, verified: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(meta, trainer_state)`` of a verified checkpoint folder; the policy lives in ``path / POLICY_DIR``.
+
+    ``verified=True``: ``path`` was just returned by :func:`find_checkpoint`, which checked its manifest (hashing
+    every file, model weights included), so it is not checked again.
 
     Raises :class:`CheckpointError` when the folder is incomplete, fails its manifest, or holds another format.
     """
     path = Path(path)
-    verify_checkpoint(path)
+    if not verified:
+        verify_checkpoint(path)
     try:
         meta = json.loads((path / AGENT_JSON).read_text(encoding="utf-8"))
     except ValueError as err:

@@ -33,10 +33,6 @@ class LazyTokenOffsets(Sequence[np.ndarray]):
         self._compute: Callable[[], Sequence[np.ndarray]] | None = compute
         self._offsets: Sequence[np.ndarray] | None = None
 
-    @property
-    def computed(self) -> bool:
-        return self._offsets is not None
-
     def _all(self) -> Sequence[np.ndarray]:
         if self._offsets is None:
             self._offsets, self._compute = self._compute(), None
