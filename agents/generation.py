@@ -6,6 +6,7 @@ Shapes: ``B`` prompts (one row per completion), ``P`` prompt tokens (left-padded
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,43 +128,18 @@ def generate(
     eos = torch.as_tensor(eos_token_ids(model, tokenizer), device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
     uniforms = row_uniforms(prompt_tokens.shape[0], max_new_tokens, seed, first_row).to(device) if do_sample else None
-    cache_keyword = _cache_keyword(model)
     was_training = model.training
     model.eval()
+    # inference mode skips autograd's version counters and views (a few % of a small model's decode); the tensors
+    # it makes stay inside: the outputs below are built from them outside it, so the loss can use them. Not under
+    # FSDP2, which keeps its all-gathered parameters for the training forward that follows.
+    sharded = hasattr(next(model.parameters()), "full_tensor")
     try:
-        positions = (distinct_mask.cumsum(dim=1) - 1).clamp(min=0)
-        output = model(
-            input_ids=distinct_tokens,
-            attention_mask=distinct_mask if padded else None,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = output.logits[:, -1, :].index_select(0, index)
-        cache = output.cache if hasattr(output, "cache") else output.past_key_values
-        cache.reorder_cache(index)  # (D, ...) -> (B, ...): row b gets the cache of its prompt
-        attention = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], max_new_tokens)], dim=1)
-        position = positions.index_select(0, index)[:, -1:]
-        finished = torch.zeros(prompt_tokens.shape[0], dtype=torch.bool, device=device)
-        columns: list[torch.Tensor] = []
-        scores: list[torch.Tensor] = []
-        for step in range(max_new_tokens):
-            token, logprob = _sample(logits, temperature, top_p, None if uniforms is None else uniforms[:, step])
-            token = torch.where(finished, torch.full_like(token, pad), token)
-            columns.append(token)
-            scores.append(logprob)
-            finished = finished | torch.isin(token, eos)
-            if step + 1 == max_new_tokens or (stop_early and bool(finished.all())):
-                break
-            position = position + 1
-            output = model(
-                input_ids=token[:, None],
-                attention_mask=attention[:, : prompt_mask.shape[1] + step + 1] if padded else None,
-                position_ids=position,
-                use_cache=True,
-                **{cache_keyword: cache},
-            )
-            logits = output.logits[:, -1, :]
+        with contextlib.nullcontext() if sharded else torch.inference_mode():
+            columns, scores = _decode(
+                model, distinct_tokens, distinct_mask, index, prompt_mask, padded, eos, pad, uniforms,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_early=stop_early,
+            )  # fmt: skip
     finally:
         model.train(was_training)
     completion_tokens = torch.stack(columns, dim=1)
@@ -176,6 +152,61 @@ def generate(
     if return_logprobs:
         logprobs = torch.where(mask, torch.stack(scores, dim=1), torch.zeros((), device=device))
     return Rollout(prompt_tokens, prompt_mask, completion_tokens, mask, texts, logprobs)
+
+
+def _decode(
+    model: Any,
+    distinct_tokens: torch.Tensor,
+    distinct_mask: torch.Tensor,
+    index: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    padded: bool,
+    eos: torch.Tensor,
+    pad: int,
+    uniforms: torch.Tensor | None,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop_early: bool,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The KV-cache loop of ``generate``: tokens (B,) and their log-probabilities (B,), one pair per step."""
+    device = distinct_tokens.device
+    cache_keyword = _cache_keyword(model)
+    positions = (distinct_mask.cumsum(dim=1) - 1).clamp(min=0)
+    output = model(
+        input_ids=distinct_tokens,
+        attention_mask=distinct_mask if padded else None,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    logits = output.logits[:, -1, :].index_select(0, index)
+    cache = output.cache if hasattr(output, "cache") else output.past_key_values
+    cache.reorder_cache(index)  # (D, ...) -> (B, ...): row b gets the cache of its prompt
+    attention = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], max_new_tokens)], dim=1)
+    position = positions.index_select(0, index)[:, -1:]
+    finished = torch.zeros(prompt_mask.shape[0], dtype=torch.bool, device=device)
+    columns: list[torch.Tensor] = []
+    scores: list[torch.Tensor] = []
+    for step in range(max_new_tokens):
+        token, logprob = _sample(logits, temperature, top_p, None if uniforms is None else uniforms[:, step])
+        token = torch.where(finished, torch.full_like(token, pad), token)
+        columns.append(token)
+        scores.append(logprob)
+        finished = finished | torch.isin(token, eos)
+        if step + 1 == max_new_tokens or (stop_early and bool(finished.all())):
+            break
+        position = position + 1
+        output = model(
+            input_ids=token[:, None],
+            attention_mask=attention[:, : prompt_mask.shape[1] + step + 1] if padded else None,
+            position_ids=position,
+            use_cache=True,
+            **{cache_keyword: cache},
+        )
+        logits = output.logits[:, -1, :]
+    return columns, scores
 
 
 def row_uniforms(rows: int, length: int, seed: int | None, first_row: int = 0) -> torch.Tensor:

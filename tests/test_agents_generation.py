@@ -135,3 +135,19 @@ def test_top_p_renormalises_the_sampler_over_the_nucleus(tiny_loaded):
     mask = rollout.completion_mask
     assert torch.all(rollout.logprobs[mask] >= logp[mask] - 1e-5)
     assert torch.any(rollout.logprobs[mask] > logp[mask] + 1e-3)
+
+
+def test_rollout_tensors_can_enter_the_training_graph(tiny_loaded):
+    """The decode loop runs in inference mode; what it returns must be ordinary tensors, or the loss's backward
+    fails ("inference tensors cannot be saved for backward"), and the model is left in the mode it was in."""
+    model, tokenizer = tiny_loaded
+    model.train()
+    rollout = generate(model, tokenizer, PROMPTS, max_new_tokens=5, seed=2, return_logprobs=True)
+    assert model.training
+    tensors = [rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask]
+    assert not any(t.is_inference() for t in [*tensors, rollout.logprobs])
+    logp = completion_logprobs(model, *tensors)
+    logp[rollout.completion_mask].sum().backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    model.eval()
