@@ -234,6 +234,7 @@ class Agent:
         env: str | gym.Env | VectorEnv | None = None,
         *,
         env_kwargs: dict[str, Any] | None = None,
+        verified: bool = False,
         **config_overrides: Any,
     ) -> Agent:
         """Rebuild an agent from :meth:`save`'s folder, or from a run folder's newest intact checkpoint (damaged
@@ -241,10 +242,12 @@ class Agent:
         records of steps after the checkpoint (those of a crashed run) before appending.
 
         ``env`` defaults to the saved env id and kwargs; pass the env when it was built by hand. Config overrides
-        (e.g. ``progress_bar=False``, ``device="cpu"``) apply on top of the saved config.
+        (e.g. ``progress_bar=False``, ``device="cpu"``) apply on top of the saved config. ``verified=True``:
+        ``path`` is a checkpoint folder that :func:`~ospo_gym.agents.checkpoint.find_checkpoint` just returned, so
+        its files are not hashed again (seconds per GB).
         """
         given = Path(path)
-        path = find_checkpoint(given)  # verifies the manifest
+        path = given if verified else find_checkpoint(given)  # verifies the manifest
         meta, state = read_checkpoint(path, verified=True)
         config = AgentConfig.from_dict({**meta["config"], **config_overrides})
         if env is None:

@@ -450,7 +450,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_kwargs = {**(saved if env_id == meta["env_id"] else {}), **opts.env_kwargs}
     make_single_env(env_id, env_kwargs).close()  # reports a bad env or argument in one line
     _quiet_transformers()
-    agent = Agent.load(path, env=env_id, env_kwargs=env_kwargs, progress_bar=False, tensorboard=False)
+    agent = Agent.load(path, env=env_id, env_kwargs=env_kwargs, verified=True, progress_bar=False, tensorboard=False)
     reward = agent.evaluate(opts.samples, deterministic=opts.deterministic, seed=opts.seed)
     print(
         json.dumps(

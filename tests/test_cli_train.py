@@ -82,6 +82,21 @@ def test_eval_prints_json_reward(trained):
     assert record["num_prompts"] == 3 and record["step"] == 2
 
 
+
+def test_eval_of_a_run_folder_hashes_each_checkpoint_file_once(trained, capsys, monkeypatch):
+    """`eval` resolves the run folder (verifying the manifest) and loads that folder without hashing it again:
+    a 7B checkpoint is ~15 GB, seconds per GB."""
+    from ospo_gym.agents import checkpoint as checkpoint_module
+
+    hashed: list[str] = []
+    original = checkpoint_module._sha256
+    monkeypatch.setattr(checkpoint_module, "_sha256", lambda file: hashed.append(str(file)) or original(file))
+    code, out, err = run_main(["eval", trained["run_dir"], "--samples", "1"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["step"] == 2
+    manifest = json.loads((Path(trained["checkpoint"]) / "manifest.json").read_text())
+    assert len(hashed) == len(manifest["files"]) == len(set(hashed))
+
 def test_train_resume_continues_a_copied_run_folder(trained, tmp_path):
     copy = tmp_path / "moved_run"
     shutil.copytree(trained["run_dir"], copy)
