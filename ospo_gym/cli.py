@@ -1,5 +1,6 @@
 """The ``ospo-gym`` command line: ``envs`` lists the environments, ``credit`` shows segment credit for a text,
-``data`` downloads or checks the real datasets, ``train`` / ``eval`` / ``bench`` train, score and compare agents.
+``data`` downloads or checks the real datasets, ``cache`` lists and cleans the on-disk caches, ``train`` /
+``eval`` / ``bench`` train, score and compare agents.
 
 Errors in what the user typed exit with status 2 and a one-line message, never a traceback.
 """
@@ -12,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ospo_gym.cache_cli import add_cache_command
 from ospo_gym.registration import ENV_IDS
 from ospo_gym.train_cli import add_agent_commands
 
@@ -185,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     hm = data_sub.add_parser("hm", help="print the Kaggle download steps for H&M, or check downloaded files")
     hm.add_argument("--verify", default=None, metavar="DIR", help="check the three CSV files in DIR")
     hm.set_defaults(func=cmd_data_hm)
+    add_cache_command(sub)  # cache dir|info|list|remove|purge (ospo_gym.cache_cli)
     add_agent_commands(sub)  # train, eval, bench (ospo_gym.train_cli; torch only when one of them runs)
     return parser
 

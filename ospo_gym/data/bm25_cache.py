@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ospo_gym.data.cache import FORMAT_VERSION, TaskCache, pack_strings, unpack_strings
+from ospo_gym.data.cache import FORMAT_VERSION, TaskCache, mark_used, pack_strings, unpack_strings
 
 __all__ = ["INDEX_FORMAT", "BM25IndexCache", "index_key", "texts_digest"]
 
@@ -111,6 +111,7 @@ class BM25IndexCache(TaskCache):
         except Exception as err:  # untrusted bytes: any failure to read them means "rebuild"
             warnings.warn(f"ignoring the unreadable {self.description} entry {folder} ({err}); rebuilding it", stacklevel=3)
             return False
+        mark_used(folder)
         # In the order bm25s's own index() sets them, so that a loaded index pickles to the same bytes.
         bm25.nonoccurrence_array = restored["nonoccurrence"]
         bm25.scores = restored["scores"]

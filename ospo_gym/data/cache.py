@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "TaskCache", "cache_key", "fingerprint", "pack_strings", "unpack_strings"]
+__all__ = [
+    "FORMAT_VERSION",
+    "TaskCache",
+    "cache_key",
+    "fingerprint",
+    "mark_used",
+    "pack_strings",
+    "unpack_strings",
+]
 
 FORMAT_VERSION = 1
 _MIB = 1 << 20
@@ -71,6 +79,18 @@ def unpack_strings(packed: np.ndarray, count: int) -> list[str]:
     return out
 
 
+def mark_used(folder: str | os.PathLike) -> None:
+    """Record that the cache entry ``folder`` was just loaded: set its ``meta.json``'s mtime to now.
+
+    ``ospo-gym cache list`` shows that time as "last used" and ``ospo-gym cache remove --unused-days N`` goes by it.
+    Best effort: on a read-only cache the entry still loads, its time just stays as it was.
+    """
+    try:
+        os.utime(Path(folder) / "meta.json")
+    except OSError:
+        pass
+
+
 class TaskCache:
     """A folder of cache entries of one ``kind`` (``"esci"``, ``"hm"``): ``<directory>/<kind>-<key>/``."""
 
@@ -94,6 +114,7 @@ class TaskCache:
                 arrays = {name: archive[name] for name in archive.files}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
+        mark_used(folder)
         return arrays, meta
 
     def save(self, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path | None:
