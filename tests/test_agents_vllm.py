@@ -173,3 +173,45 @@ def test_vllm_engine_starts_on_a_bm25_env(wide_policy, tmp_path):
         assert 0.0 <= metrics["reward/mean"] <= 1.0 and isinstance(agent.rollout_engine, V.VllmRollout)
     finally:
         agent.close()
+
+
+CLOSED_ENGINE_SCRIPT = """
+import gc, json, sys, weakref
+import ospo_gym
+from ospo_gym.agents import Agent, AgentConfig
+
+def weighted_layer(model):
+    return weakref.ref(model.model.layers[0].self_attn.o_proj)  # a layer with weights of its own
+
+if __name__ == "__main__":
+    config = AgentConfig.tiny_cpu(rollout="vllm", run_dir=sys.argv[2], vllm_gpu_memory_utilization=0.1,
+                                  vllm_max_model_len=256, progress_bar=False, tensorboard=False)
+    agent = Agent(sys.argv[3], policy=sys.argv[1], config=config, env_kwargs=json.loads(sys.argv[4]))
+    agent.train_step()  # starts the engine (the first import of vLLM's engine modules) and syncs weights once
+    refs = {"agent": weakref.ref(agent), "learner": weakref.ref(agent.model),
+            "engine layer": agent.rollout_engine.llm.apply_model(weighted_layer)[0]}
+    agent.close()
+    del agent
+    gc.collect()
+    print(json.dumps(sorted(name for name, ref in refs.items() if ref() is not None)))
+"""
+
+
+@pytest.mark.slow
+def test_a_closed_vllm_agent_leaves_nothing_behind(wide_policy, tmp_path):
+    """After ``close()`` the agent, its learner and the engine's layers are freed (a fresh process, so that the
+    first import of vLLM's engine modules happens under the agent, as in a user's script). Two vLLM leaks pinned
+    them: an import error kept with its traceback, and the in-place reload's per-layer records."""
+    require_vllm()
+    import json
+    import subprocess
+
+    script = tmp_path / "closed_engine.py"
+    script.write_text(CLOSED_ENGINE_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    result = subprocess.run(
+        [sys.executable, str(script), str(wide_policy), str(tmp_path / "runs"), ENV_ID, json.dumps(ENV_KWARGS)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
