@@ -425,10 +425,12 @@ class Agent:
             for key, value in step_parts.items():
                 totals[key] = totals.get(key, 0.0) + float(value) / config.num_iterations
         self.model.eval()
+        synced = time.perf_counter()
         if self.rollout_engine is not None:
             self.rollout_engine.sync_weights(self.model)
         return {
             **sampler_metrics,
+            M.PERF_SYNC_SECONDS: time.perf_counter() - synced,
             M.LOSS_POLICY: totals["policy"],
             M.LOSS_KL: totals["kl"],
             M.LOSS_CLIP_FRACTION: totals["clip_fraction"],

@@ -37,6 +37,7 @@ PERF_STEP_SECONDS = "perf/step_seconds"
 PERF_GENERATE_SECONDS = "perf/generate_seconds"
 PERF_CREDIT_SECONDS = "perf/credit_seconds"
 PERF_UPDATE_SECONDS = "perf/update_seconds"
+PERF_SYNC_SECONDS = "perf/sync_seconds"  # of the update: loading the new weights into the rollout engine (vllm)
 PERF_COMPLETION_TOKENS = "perf/completion_tokens_mean"
 
 METRIC_PREFIXES = ("reward/", "loss/", "credit/", "perf/")

@@ -16,7 +16,7 @@ vLLM engine starts in the first) and ``--steps`` timed ones from the same initia
 
 Rollouts: ``hf`` always, ``vllm`` where ``import vllm`` works (else the JSON says it was skipped). Per row: median
 step seconds (the agent's clock and a wall clock around ``train_step`` with CUDA synchronised), the
-generation / credit / update split, completion tokens per step, tokens/s (per step and per generation phase),
+generation / credit / update split (and the weight sync to the vLLM engine inside the update), completion tokens per step, tokens/s (per step and per generation phase),
 and ``torch.cuda.max_memory_allocated`` (reset before each row; with vLLM it includes the engine's KV cache,
 ``--vllm-memory`` of the GPU). The JSON is rewritten after each row, so a run cut short keeps what it measured.
 
@@ -181,6 +181,7 @@ def run_row(policy: Path, rollout: str, algo: str, args: argparse.Namespace, dev
         "generate_seconds_median": median(generate),
         "credit_seconds_median": median([r[M.PERF_CREDIT_SECONDS] for r in timed]),
         "update_seconds_median": median([r[M.PERF_UPDATE_SECONDS] for r in timed]),
+        "weight_sync_seconds_median": median([r.get(M.PERF_SYNC_SECONDS, 0.0) for r in timed]),
         "completion_tokens_per_step_mean": round(float(np.mean(tokens)), 1),
         "tokens_per_second_step": round(float(np.median([t / s for t, s in zip(tokens, timed_walls, strict=True)])), 1),
         "tokens_per_second_generation": round(float(np.median([t / g for t, g in zip(tokens, generate, strict=True)])), 1),

@@ -154,6 +154,7 @@ def test_vllm_grpo_steps_give_finite_metrics(wide_policy, tmp_path):
         for row in agent.history:
             assert np.isfinite(row["loss/policy"]) and 0 < row[V.IS_WEIGHT_MEAN] <= agent.config.vllm_is_cap
             assert row["perf/completion_tokens_mean"] > 0
+            assert 0 < row["perf/sync_seconds"] <= row["perf/update_seconds"]  # the engine takes each update
     finally:
         agent.close()
 
