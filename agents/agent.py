@@ -122,7 +122,9 @@ class Agent:
         self.env_kwargs = dict(env_kwargs or {})
         self.envs = GroupedEnv(make_env(env, env_kwargs, self.local_batch_size), self.local_batch_size, config.seed)
         device = distributed.device_for(self.world, config.device)
-        self.model, self.tokenizer = resolve_policy(policy, device=device, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha)
+        self.model, self.tokenizer = resolve_policy(
+            policy, device=device, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, seed=config.seed
+        )
         self.device = next(self.model.parameters()).device
         # KL reference: a frozen copy of the initial policy; with LoRA, the base model (adapters disabled)
         self.reference = frozen_copy(self.model) if config.beta > 0 and not is_lora(self.model) else None

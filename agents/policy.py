@@ -36,11 +36,13 @@ def load_policy(
     dtype: torch.dtype | None = None,
     lora_rank: int | None = None,
     lora_alpha: float = 16.0,
+    seed: int = 0,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` with ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a local path or hub name.
 
     The tokenizer pads on the left (for batched generation) and gets ``pad = eos`` if it has no pad token.
-    With ``lora_rank`` the model is wrapped in LoRA adapters on every linear layer (needs ``peft``).
+    With ``lora_rank`` the model is wrapped in LoRA adapters on every linear layer (needs ``peft``), initialised
+    from ``seed``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -50,17 +52,23 @@ def load_policy(
     prepare_tokenizer(tokenizer)
     model.to(device)
     if lora_rank is not None:
-        model = add_lora(model, lora_rank, lora_alpha)
+        model = add_lora(model, lora_rank, lora_alpha, seed=seed)
     return model, tokenizer
 
 
 def resolve_policy(
-    policy: Any, *, device: str | torch.device | None = None, lora_rank: int | None = None, lora_alpha: float = 16.0
+    policy: Any,
+    *,
+    device: str | torch.device | None = None,
+    lora_rank: int | None = None,
+    lora_alpha: float = 16.0,
+    seed: int = 0,
 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` from what a user passes as a policy.
 
     Accepts a path or hub name (:func:`load_policy`; a folder with ``adapter_config.json`` is a saved LoRA policy),
-    a ``(model, tokenizer)`` pair, or a model whose tokenizer is loaded from ``model.name_or_path``.
+    a ``(model, tokenizer)`` pair, or a model whose tokenizer is loaded from ``model.name_or_path``. ``lora_rank``
+    wraps a model that has no adapters yet in new ones initialised from ``seed``.
     """
     if policy is None:
         raise ValueError(
@@ -70,7 +78,7 @@ def resolve_policy(
     if isinstance(policy, str | Path):
         if (Path(policy) / "adapter_config.json").is_file():
             return load_lora_policy(policy, device=device)
-        return load_policy(policy, device=device, lora_rank=lora_rank, lora_alpha=lora_alpha)
+        return load_policy(policy, device=device, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed)
     if isinstance(policy, tuple) and len(policy) == 2:
         model, tokenizer = policy
     else:
@@ -79,6 +87,8 @@ def resolve_policy(
         model, tokenizer = policy, AutoTokenizer.from_pretrained(policy.name_or_path)
     if device is not None:
         model.to(device)
+    if lora_rank is not None and not is_lora(model):
+        model = add_lora(model, lora_rank, lora_alpha, seed=seed)
     return model, prepare_tokenizer(tokenizer)
 
 
@@ -118,14 +128,22 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def add_lora(model: Any, rank: int, alpha: float) -> Any:
-    """Wrap ``model`` with LoRA adapters (rank ``rank``) on all linear layers; only the adapters train."""
+def add_lora(model: Any, rank: int, alpha: float, *, seed: int = 0) -> Any:
+    """Wrap ``model`` with LoRA adapters (rank ``rank``) on all linear layers; only the adapters train.
+
+    peft draws the ``A`` matrices from torch's global generator; here they come from ``seed`` instead (the
+    global RNG state is left as it was), so that a run repeats, and every process of a torchrun job starts
+    from the adapters a single process would have.
+    """
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
         raise ImportError("LoRA needs the peft package: pip install peft (or set lora_rank=None)") from error
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Any:

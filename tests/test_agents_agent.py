@@ -156,6 +156,30 @@ def test_lora_trains_adapters_only_and_reloads(tiny_policy, tmp_path):
     loaded.learn(1)
 
 
+
+def test_lora_adapters_start_from_the_seed(tiny_policy, tmp_path):
+    """peft draws the A matrices from torch's global RNG: same seed, same adapters; another seed, others; the
+    global RNG state is left alone; a (model, tokenizer) policy gets adapters too."""
+    pytest.importorskip("peft")
+    from ospo_gym.agents.policy import load_policy
+
+    def adapters(agent):
+        return {n: p.detach().clone() for n, p in agent.model.named_parameters() if "lora_A" in n}
+
+    first = adapters(make_agent(tiny_policy, tmp_path / "a", lora_rank=4, seed=3))
+    torch.manual_seed(1234)  # the global generator must not matter
+    second = adapters(make_agent(tiny_policy, tmp_path / "b", lora_rank=4, seed=3))
+    other = adapters(make_agent(tiny_policy, tmp_path / "c", lora_rank=4, seed=4))
+    assert first and all(torch.equal(first[n], second[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)
+    pair = Agent(ENV_ID, policy=load_policy(tiny_policy, device="cpu"), config=fast_config(lora_rank=4, seed=3,
+                 run_dir=str(tmp_path / "runs")), env_kwargs=ENV_KWARGS)  # fmt: skip
+    from_pair = adapters(pair)
+    assert sorted(from_pair) == sorted(first) and all(torch.equal(first[n], from_pair[n]) for n in first)
+    before = torch.get_rng_state()
+    make_agent(tiny_policy, tmp_path / "d", lora_rank=4, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+
 def test_token_offsets_are_computed_only_for_estimators_that_read_them(tiny_policy, tmp_path, monkeypatch):
     import ospo_gym.agents.agent as agent_module
 
