@@ -476,6 +476,14 @@ class Agent:
             self._logger = None
         self.envs.env.close()
 
+    def __enter__(self) -> Agent:
+        """``with Agent(...) as agent:`` closes it on the way out (as Gymnasium envs do), errors included: a vLLM
+        engine holds memory until then."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 _TOKEN_FRACTIONS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "kl")
 

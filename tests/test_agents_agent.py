@@ -180,6 +180,16 @@ def test_lora_adapters_start_from_the_seed(tiny_policy, tmp_path):
     make_agent(tiny_policy, tmp_path / "d", lora_rank=4, seed=5)
     assert torch.equal(torch.get_rng_state(), before)
 
+
+def test_agent_is_a_context_manager_that_closes(tiny_policy, tmp_path):
+    closed = []
+    with pytest.raises(RuntimeError, match="boom"), make_agent(tiny_policy, tmp_path) as agent:
+        agent.envs.env.close = lambda: closed.append(True)
+        agent.learn(1)
+        assert agent._logger is not None
+        raise RuntimeError("boom")
+    assert closed == [True] and agent._logger is None
+
 def test_token_offsets_are_computed_only_for_estimators_that_read_them(tiny_policy, tmp_path, monkeypatch):
     import ospo_gym.agents.agent as agent_module
 
