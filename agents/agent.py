@@ -19,6 +19,7 @@ checkpoints. With the same seed and global batch, N processes compute what one p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -363,64 +364,86 @@ class Agent:
     def _update(self, rollout: Rollout, advantages: np.ndarray, flat: np.ndarray) -> dict[str, Any]:
         """``num_iterations`` optimizer steps on the batch; returns loss metrics averaged over them.
 
-        Rows of skipped (zero-variance) groups are left out of the forward pass; a rank whose rows are all skipped
-        still runs one row with no tokens in the loss, so that every rank runs the same collectives. The loss is
-        normalised by the denominator of the whole global batch and multiplied by the world size, which DDP /
-        FSDP2's gradient averaging divides out again.
+        Rows of skipped (zero-variance) groups are left out of the forward pass. The loss is normalised by the
+        denominator of the whole global batch and multiplied by the world size, which DDP / FSDP2's gradient
+        averaging divides out again. With ``micro_batch_size`` the rows go through forward and backward in
+        chunks of that many (gradients accumulate; one optimizer step per iteration); every rank runs the same
+        number of chunks, and a chunk (or a rank) whose rows are all skipped runs one row with no tokens in the
+        loss, so that every rank runs the same collectives.
         """
         config = self.config
         keep = ~flat if config.skip_zero_variance_groups else np.ones(len(flat), dtype=bool)
+        kept = torch.as_tensor(keep, device=self.device)[:, None]
         rows = torch.as_tensor(np.flatnonzero(keep) if keep.any() else [0], device=self.device)
-        mask = (rollout.completion_mask & torch.as_tensor(keep, device=self.device)[:, None]).index_select(0, rows)
-        local_tokens = float(mask.sum())
+        mask = (rollout.completion_mask & kept).index_select(0, rows)
         normaliser = float(self.world.sum(loss_denominator(mask, config.loss_aggregation, config.max_new_tokens)))
         if normaliser == 0:  # no completion of the whole batch is in the loss: every rank skips alike
             return {M.LOSS_POLICY: None}
-        token_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device).index_select(0, rows)
-        sampler = rollout.logprobs.index_select(0, rows) if self.rollout_engine is not None else None
+        chunks = [(rows, False)] if config.micro_batch_size is None else self._micro_batches(keep)
         tensors = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
-        inputs = tuple(t.index_select(0, rows) for t in tensors)
-        old = ref = None
-        with torch.no_grad():
-            if config.num_iterations > 1:
-                old = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
-            if self.reference is not None:
-                ref = completion_logprobs(self.reference, *inputs, temperature=config.temperature)
-            elif config.beta > 0:
-                with self.model.disable_adapter():
-                    ref = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
+        all_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device)
+        pieces = []  # per chunk: inputs, loss mask, token advantages, sampler log-probs, old and reference log-probs
+        for chunk, padding in chunks:
+            inputs = tuple(t.index_select(0, chunk) for t in tensors)
+            old = ref = None
+            with torch.no_grad():
+                if config.num_iterations > 1:
+                    old = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
+                if self.reference is not None:
+                    ref = completion_logprobs(self.reference, *inputs, temperature=config.temperature)
+                elif config.beta > 0:
+                    with self.model.disable_adapter():
+                        ref = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
+            sampler = rollout.logprobs.index_select(0, chunk) if self.rollout_engine is not None else None
+            chunk_mask = (rollout.completion_mask & kept & (not padding)).index_select(0, chunk)
+            pieces.append([inputs, chunk_mask, all_advantages.index_select(0, chunk), sampler, old, ref])
         self.model.train()
         totals: dict[str, float] = {}
-        sampler_metrics: dict[str, float] = {}
+        sampler_sums: dict[str, float] = {}
         for _ in range(config.num_iterations):
-            logprobs = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
-            old = logprobs.detach() if old is None else old
-            if sampler is not None:  # another engine sampled: truncated importance weights (TRL, verl)
-                from ospo_gym.agents.vllm_rollout import importance_weights
-
-                weights, sampler_metrics = importance_weights(old, sampler, mask, config.vllm_is_cap)
-                token_advantages, sampler = token_advantages * weights, None  # w > 0: scales the clipped surrogate
-            loss, parts = policy_loss(
-                logprobs,
-                old,
-                token_advantages,
-                mask,
-                epsilon=config.epsilon,
-                epsilon_high=config.epsilon_high,
-                beta=config.beta,
-                ref_logprobs=ref,
-                aggregation=config.loss_aggregation,
-                max_tokens=config.max_new_tokens,
-                normaliser=normaliser,
-            )
             self.optimizer.zero_grad(set_to_none=True)
-            (loss * self.world.size).backward()
+            local = [0.0] * (len(_TOKEN_FRACTIONS) + 2)  # loss, token-weighted fractions, tokens
+            for index, piece in enumerate(pieces):
+                inputs, chunk_mask, token_advantages, sampler, old, ref = piece
+                tokens = float(chunk_mask.sum())
+                last = index == len(pieces) - 1
+                # DDP all-reduces once, on the last chunk's backward; sums of chunk gradients are the batch's
+                sync = contextlib.nullcontext() if last or not hasattr(self.learner, "no_sync") else self.learner.no_sync()
+                with sync:
+                    logprobs = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
+                    old = logprobs.detach() if old is None else old
+                    if sampler is not None:  # another engine sampled: truncated importance weights (TRL, verl)
+                        from ospo_gym.agents.vllm_rollout import importance_weights
+
+                        weights, metrics = importance_weights(old, sampler, chunk_mask, config.vllm_is_cap)
+                        for key, value in metrics.items():  # token means: weighted by the chunk's tokens
+                            sampler_sums[key] = sampler_sums.get(key, 0.0) + value * tokens
+                        token_advantages = token_advantages * weights  # w > 0: scales the clipped surrogate
+                        piece[2], piece[3] = token_advantages, None  # the first iteration's weights stay
+                    piece[4] = old
+                    loss, parts = policy_loss(
+                        logprobs,
+                        old,
+                        token_advantages,
+                        chunk_mask,
+                        epsilon=config.epsilon,
+                        epsilon_high=config.epsilon_high,
+                        beta=config.beta,
+                        ref_logprobs=ref,
+                        aggregation=config.loss_aggregation,
+                        max_tokens=config.max_new_tokens,
+                        normaliser=normaliser,
+                    )
+                    (loss * self.world.size).backward()
+                local[0] += float(loss.detach())
+                for i, key in enumerate(_TOKEN_FRACTIONS):
+                    local[1 + i] += parts[key] * tokens
+                local[-1] += tokens
             limit = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable, limit)
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
             self.optimizer.step()
             # this rank's share: the loss adds up over ranks, the token fractions are token-weighted means
-            local = [float(loss.detach())] + [parts[k] * local_tokens for k in _TOKEN_FRACTIONS] + [local_tokens]
             summed = self.world.sum(local)
             step_parts = {"policy": summed[0], "grad_norm": float(grad_norm)}
             step_parts.update({k: summed[1 + i] / max(summed[-1], 1.0) for i, k in enumerate(_TOKEN_FRACTIONS)})
@@ -430,8 +453,9 @@ class Agent:
         synced = time.perf_counter()
         if self.rollout_engine is not None:
             self.rollout_engine.sync_weights(self.model)
+        sampled_tokens = sum(float(piece[1].sum()) for piece in pieces)
         return {
-            **sampler_metrics,
+            **{key: value / max(sampled_tokens, 1.0) for key, value in sampler_sums.items()},
             M.PERF_SYNC_SECONDS: time.perf_counter() - synced,
             M.LOSS_POLICY: totals["policy"],
             M.LOSS_KL: totals["kl"],
@@ -441,6 +465,17 @@ class Agent:
             M.LOSS_RATIO_MEAN: totals["ratio_mean"],
             M.LOSS_GRAD_NORM: totals["grad_norm"],
         }
+
+    def _micro_batches(self, keep: np.ndarray) -> list[tuple[torch.Tensor, bool]]:
+        """The kept rows in chunks of ``micro_batch_size``, as ``(row indices, padding)``; ranks with fewer chunks
+        than the busiest rank get padding chunks (one row, no tokens in the loss), so that all run the same
+        number of forward / backward passes."""
+        size = self.config.micro_batch_size
+        kept_rows = np.flatnonzero(keep)
+        chunks = [(torch.as_tensor(kept_rows[i : i + size], device=self.device), False) for i in range(0, len(kept_rows), size)]
+        count = int(self.world.max([max(len(chunks), 1)])[0])
+        padding = torch.zeros(1, dtype=torch.long, device=self.device)
+        return chunks + [(padding, True)] * (count - len(chunks))
 
     def _reward_metrics(self, rewards: np.ndarray, group_index: np.ndarray) -> dict[str, float]:
         flat = zero_variance_groups(rewards, group_index)

@@ -85,6 +85,11 @@ class AgentConfig:
     """Optimiser updates per batch (μ); the ratio is 1 on the first update."""
     max_grad_norm: float | None = 1.0
     """Clip the gradient's global norm; ``None`` does not clip."""
+    micro_batch_size: int | None = None
+    """Completions per forward / backward pass of the update (per process); gradients accumulate over the
+    batch and the optimizer steps once, as with TRL's ``per_device_train_batch_size`` and gradient
+    accumulation. Bounds the update's activation memory (logits are completions × tokens × vocabulary);
+    ``None``: the whole batch at once. The loss is the same either way, up to float rounding."""
 
     # -- policy ----------------------------------------------------------------------------------------------
     lora_rank: int | None = None
@@ -156,6 +161,10 @@ class AgentConfig:
         _check(self.epsilon_high > 0, f"epsilon_high must be > 0 or None (= epsilon), got {self.epsilon_high}")
         _check(self.beta >= 0, f"beta must be >= 0 (0 turns the KL term and the reference model off), got {self.beta}")
         _check(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
+        _check(
+            self.micro_batch_size is None or self.micro_batch_size >= 1,
+            f"micro_batch_size must be >= 1 or None (the whole batch at once), got {self.micro_batch_size}",
+        )
         _check(
             self.max_grad_norm is None or self.max_grad_norm > 0,
             f"max_grad_norm must be > 0, or None to turn clipping off, got {self.max_grad_norm}",

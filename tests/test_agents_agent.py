@@ -190,6 +190,38 @@ def test_agent_is_a_context_manager_that_closes(tiny_policy, tmp_path):
         raise RuntimeError("boom")
     assert closed == [True] and agent._logger is None
 
+
+def test_micro_batches_accumulate_to_the_whole_batch_update(tiny_policy, tmp_path):
+    """Forward / backward in chunks of 3 completions (8 per step: 3 + 3 + 2, fewer where flat groups are
+    skipped) gives the whole-batch update: same metrics and weights up to float rounding, with a KL reference,
+    two updates per batch and skipped groups in play."""
+    settings = dict(algo="ospo_prop", beta=0.05, num_iterations=2, skip_zero_variance_groups=True, seed=2)
+    whole = make_agent(tiny_policy, tmp_path / "whole", **settings)
+    chunked = make_agent(tiny_policy, tmp_path / "chunked", micro_batch_size=3, **settings)
+    calls = []
+    forward = chunked.learner.forward
+    def counting(*args, **kwargs):  # the update's forwards are the ones without a KV cache
+        if kwargs.get("use_cache") is False:
+            calls.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    chunked.learner.forward = counting
+    # as on a rank with fewer chunks than the busiest one: one padding chunk (a row, no tokens) per update
+    busiest = chunked.world.max
+    object.__setattr__(chunked.world, "max", lambda values: busiest(values) + (len(np.atleast_1d(values)) == 1))
+    whole.learn(3)
+    chunked.learn(3)
+    assert max(calls) == 3 < chunked.config.batch_size  # the update never saw more than 3 completions at once
+    assert 1 in calls  # the padding chunks ran
+    for a, b in zip(comparable(whole.history), comparable(chunked.history), strict=True):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            assert b[key] == (value if value is None else pytest.approx(value, rel=1e-4, abs=1e-6)), key
+    assert any(row[M.LOSS_POLICY] is not None for row in whole.history)
+    for (name, p), q in zip(whole.model.named_parameters(), chunked.model.parameters(), strict=True):
+        # Adam turns last-bit differences of near-zero gradients into steps of up to ~lr (2e-3): a few 1e-6
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
+
 def test_token_offsets_are_computed_only_for_estimators_that_read_them(tiny_policy, tmp_path, monkeypatch):
     import ospo_gym.agents.agent as agent_module
 

@@ -48,6 +48,7 @@ def test_roundtrip_through_dict():
         ("epsilon_high", -0.1, "epsilon_high"),
         ("beta", -1.0, "beta must be >= 0"),
         ("num_iterations", 0, "num_iterations"),
+        ("micro_batch_size", 0, "micro_batch_size must be >= 1 or None"),
         ("max_grad_norm", 0.0, "None to turn clipping off"),
         ("lora_rank", 0, "lora_rank"),
         ("torch_threads", 0, "torch_threads"),

@@ -149,6 +149,7 @@ def test_vllm_rollouts_train_and_the_engine_follows_the_weights(wide_policy, tmp
 @pytest.mark.slow
 def test_vllm_grpo_steps_give_finite_metrics(wide_policy, tmp_path):
     agent = vllm_agent(wide_policy, tmp_path, "grpo")
+    agent.config.micro_batch_size = 3  # importance weights per chunk, their metrics token-weighted
     try:
         agent.learn(2)
         for row in agent.history:
