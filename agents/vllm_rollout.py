@@ -20,6 +20,7 @@ keep the model's head_dim >= 64. Scripts that start an engine need an ``if __nam
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -54,6 +55,7 @@ def import_vllm() -> Any:
     return vllm
 
 
+@functools.cache  # once per process: import_vllm runs on every rollout step, the thread only the first time
 def _import_engine_modules(vllm: Any) -> None:
     """Import vLLM's engine modules (``vllm.LLM`` is imported lazily) on a thread of their own.
 
