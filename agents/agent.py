@@ -376,13 +376,14 @@ class Agent:
         kept = torch.as_tensor(keep, device=self.device)[:, None]
         rows = torch.as_tensor(np.flatnonzero(keep) if keep.any() else [0], device=self.device)
         mask = (rollout.completion_mask & kept).index_select(0, rows)
+        local_tokens = float(mask.sum())  # padding chunks add none
         normaliser = float(self.world.sum(loss_denominator(mask, config.loss_aggregation, config.max_new_tokens)))
         if normaliser == 0:  # no completion of the whole batch is in the loss: every rank skips alike
             return {M.LOSS_POLICY: None}
         chunks = [(rows, False)] if config.micro_batch_size is None else self._micro_batches(keep)
         tensors = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
         all_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device)
-        pieces = []  # per chunk: inputs, loss mask, token advantages, sampler log-probs, old and reference log-probs
+        pieces: list[_Chunk] = []
         for chunk, padding in chunks:
             inputs = tuple(t.index_select(0, chunk) for t in tensors)
             old = ref = None
@@ -396,7 +397,7 @@ class Agent:
                         ref = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
             sampler = rollout.logprobs.index_select(0, chunk) if self.rollout_engine is not None else None
             chunk_mask = (rollout.completion_mask & kept & (not padding)).index_select(0, chunk)
-            pieces.append([inputs, chunk_mask, all_advantages.index_select(0, chunk), sampler, old, ref])
+            pieces.append(_Chunk(inputs, chunk_mask, all_advantages.index_select(0, chunk), sampler, old, ref))
         self.model.train()
         totals: dict[str, float] = {}
         sampler_sums: dict[str, float] = {}
@@ -404,32 +405,31 @@ class Agent:
             self.optimizer.zero_grad(set_to_none=True)
             local = [0.0] * (len(_TOKEN_FRACTIONS) + 2)  # loss, token-weighted fractions, tokens
             for index, piece in enumerate(pieces):
-                inputs, chunk_mask, token_advantages, sampler, old, ref = piece
-                tokens = float(chunk_mask.sum())
+                tokens = float(piece.mask.sum())
                 last = index == len(pieces) - 1
                 # DDP all-reduces once, on the last chunk's backward; sums of chunk gradients are the batch's
                 sync = contextlib.nullcontext() if last or not hasattr(self.learner, "no_sync") else self.learner.no_sync()
                 with sync:
-                    logprobs = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
-                    old = logprobs.detach() if old is None else old
-                    if sampler is not None:  # another engine sampled: truncated importance weights (TRL, verl)
+                    logprobs = completion_logprobs(self.learner, *piece.inputs, temperature=config.temperature)
+                    if piece.old is None:  # one update per batch: the ratio is 1, at the current weights
+                        piece.old = logprobs.detach()
+                    if piece.sampler is not None:  # another engine sampled: truncated importance weights (TRL, verl)
                         from ospo_gym.agents.vllm_rollout import importance_weights
 
-                        weights, metrics = importance_weights(old, sampler, chunk_mask, config.vllm_is_cap)
+                        weights, metrics = importance_weights(piece.old, piece.sampler, piece.mask, config.vllm_is_cap)
                         for key, value in metrics.items():  # token means: weighted by the chunk's tokens
                             sampler_sums[key] = sampler_sums.get(key, 0.0) + value * tokens
-                        token_advantages = token_advantages * weights  # w > 0: scales the clipped surrogate
-                        piece[2], piece[3] = token_advantages, None  # the first iteration's weights stay
-                    piece[4] = old
+                        # w > 0 scales the clipped surrogate; the first iteration's weights stay
+                        piece.advantages, piece.sampler = piece.advantages * weights, None
                     loss, parts = policy_loss(
                         logprobs,
-                        old,
-                        token_advantages,
-                        chunk_mask,
+                        piece.old,
+                        piece.advantages,
+                        piece.mask,
                         epsilon=config.epsilon,
                         epsilon_high=config.epsilon_high,
                         beta=config.beta,
-                        ref_logprobs=ref,
+                        ref_logprobs=piece.ref,
                         aggregation=config.loss_aggregation,
                         max_tokens=config.max_new_tokens,
                         normaliser=normaliser,
@@ -453,9 +453,8 @@ class Agent:
         synced = time.perf_counter()
         if self.rollout_engine is not None:
             self.rollout_engine.sync_weights(self.model)
-        sampled_tokens = sum(float(piece[1].sum()) for piece in pieces)
         return {
-            **{key: value / max(sampled_tokens, 1.0) for key, value in sampler_sums.items()},
+            **{key: value / max(local_tokens, 1.0) for key, value in sampler_sums.items()},
             M.PERF_SYNC_SECONDS: time.perf_counter() - synced,
             M.LOSS_POLICY: totals["policy"],
             M.LOSS_KL: totals["kl"],
@@ -518,6 +517,20 @@ class Agent:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """One micro-batch of an update: model inputs, loss mask (R, T), token advantages (R, T), the sampler's
+    log-probs (R, T; vLLM, until the first iteration has weighted the advantages), the log-probs before the update
+    (set by the first iteration unless computed up front) and the reference's (KL)."""
+
+    inputs: tuple[torch.Tensor, ...]
+    mask: torch.Tensor
+    advantages: torch.Tensor
+    sampler: torch.Tensor | None
+    old: torch.Tensor | None
+    ref: torch.Tensor | None
 
 
 _TOKEN_FRACTIONS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "kl")
