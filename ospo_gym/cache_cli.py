@@ -12,7 +12,8 @@ loaders do not look at, and then deleted, so an interrupted removal leaves an ``
 entry that looks valid.
 
 Commands: ``dir``, ``info``, ``list [--kind K] [--json]``, ``remove [--kind K] [--unused-days N] [--all]
-[--dry-run]``, ``purge [--dry-run]``. Only the standard library is imported here, so ``ospo-gym`` stays light.
+[--dry-run]``, ``purge [--dry-run]``. Only the standard library and light ``ospo_gym`` modules are imported
+here, so ``ospo-gym`` stays light.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ospo_gym.data.paths import processed_cache_dir
+from ospo_gym.train_cli import UsageError  # the CLI's one-line, exit-2 error (stdlib only)
 
 __all__ = [
     "INCOMPLETE",
@@ -55,11 +57,6 @@ _KIND_ALTERNATIVES = "|".join(KINDS)
 _ENTRY_NAME = re.compile(rf"(?:{_KIND_ALTERNATIVES})-[0-9a-f]{{32}}")
 _INCOMPLETE_NAME = re.compile(rf"\.(?:{_KIND_ALTERNATIVES})-[0-9a-f]{{32}}-.+")
 _DAY = 86400.0
-
-
-class UsageError(ValueError):
-    """Bad user input: one line on stderr, exit status 2. A ``ValueError``, which ``ospo_gym.cli.main`` reports that
-    way (also when ``cli`` runs as ``__main__`` and has a second copy of its own exception classes)."""
 
 
 @dataclass(frozen=True)
