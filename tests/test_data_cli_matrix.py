@@ -7,6 +7,10 @@ The cases are the loader tests' own (``_breakers`` of ``test_data_esci`` / ``tes
 fixtures of ``fixtures_real``), plus damaged files (truncated, not the format, empty) and missing files. Most runs
 call ``ospo_gym.cli.main`` in this process; two go through a real process (``python -m ospo_gym.cli`` and the
 ``ospo-gym`` console script) to see exactly what a user sees on stderr.
+
+The other side (issue 13): odd but valid files (CSVs with a UTF-8 byte-order mark, uint64 query ids above 2**63)
+are accepted, and every damaged processed-data cache entry of ``test_data_paths_cache.DAMAGES`` is rebuilt with a
+warning, then loaded cleanly, by the same commands.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import test_data_esci
 import test_data_hm
-from fixtures_real import hm_dir
+import test_data_paths_cache
+from fixtures_real import esci_dir, hm_dir
 
 from ospo_gym.cli import main
 from ospo_gym.data.esci import EXAMPLES_FILE, PRODUCTS_FILE
@@ -233,6 +240,77 @@ def test_every_case_of_the_loader_tests_is_in_the_matrix():
         assert ("train", name) in matrix and ("eval", name) in matrix
         if case.dataset == "hm":
             assert ("data hm --verify", name) in matrix
+    assert {"esci: NUL in a product id", "hm: NUL in an article id", "hm: NUL in a customer id"} <= names
+    cache_matrix = {p.values for p in _cache_matrix()}
+    assert {(d, k) for d in ENV_IDS for k in test_data_paths_cache.DAMAGES} == cache_matrix
+
+
+# --- odd but valid data, and damaged caches: accepted (issue 13) ----------------------------------------------
+
+
+def _with_byte_order_marks(folder: Path) -> None:
+    """The H&M fixture as Excel saves CSV files: each starts with a UTF-8 byte-order mark."""
+    folder.mkdir(parents=True)
+    for path in hm_dir().iterdir():
+        (folder / path.name).write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def _uint64_query_ids(folder: Path) -> None:
+    products, examples = test_data_esci.frames()
+    test_data_esci._write(folder, products, examples.assign(query_id=examples.query_id.astype(np.uint64) + np.uint64(2**63)))
+
+
+ACCEPTED = {  # name -> (dataset, build)
+    "hm: UTF-8 byte-order marks": ("hm", _with_byte_order_marks),
+    "esci: uint64 query ids above 2**63": ("esci", _uint64_query_ids),
+}
+
+
+def _train_0_steps(dataset: str, folder: Path, tmp_path: Path) -> list[str]:
+    return ["train", "--tiny", "--steps", "0", "--run-dir", str(tmp_path / "runs"), "--env", ENV_IDS[dataset],
+            "--env-arg", f"data_dir={folder}", "--env-arg", f"cache_dir={tmp_path / 'cache'}", *QUIET]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ACCEPTED))
+def test_odd_but_valid_data_is_accepted(name, tmp_path):
+    pytest.importorskip("torch")
+    dataset, build = ACCEPTED[name]
+    folder = tmp_path / "data"
+    build(folder)
+    before = snapshot(folder)
+    code, out, err = run_main(_train_0_steps(dataset, folder, tmp_path))
+    assert code == 0 and "Traceback" not in err, err
+    if dataset == "hm":
+        code, out, err = run_main(["data", "hm", "--verify", str(folder)])
+        assert code == 0 and err == "" and str(folder) in out
+    else:  # the task the run used, as cached: ids kept exact, not wrapped negative
+        (entry,) = (tmp_path / "cache").glob("esci-*")
+        with np.load(entry / "arrays.npz", allow_pickle=False) as arrays:
+            assert arrays["query_ids"].dtype == np.uint64 and int(arrays["query_ids"].min()) >= 2**63
+    assert snapshot(folder) == before
+
+
+def _cache_matrix() -> list:
+    return [pytest.param(d, k, id=f"train | {d}: {k}") for d in ENV_IDS for k in test_data_paths_cache.DAMAGES]
+
+
+@pytest.mark.parametrize(("dataset", "damage"), _cache_matrix())
+def test_a_damaged_cache_entry_is_rebuilt_then_used(dataset, damage, tmp_path):
+    pytest.importorskip("torch")
+    folder = esci_dir() if dataset == "esci" else hm_dir()
+    before = snapshot(folder)
+    argv = _train_0_steps(dataset, folder, tmp_path)
+    assert run_main(argv)[0] == 0
+    (entry,) = (tmp_path / "cache").glob(f"{dataset}-*")
+    test_data_paths_cache.DAMAGES[damage](entry)
+    with pytest.warns(UserWarning, match="unreadable processed-data cache entry .*; rebuilding it"):
+        code, out, err = run_main(argv)
+    assert code == 0 and "Traceback" not in err, err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_main(argv)[0] == 0
+    assert not [w for w in caught if "cache entry" in str(w.message)]  # the rebuilt entry loads cleanly
+    assert snapshot(folder) == before
 
 
 # --- what a user sees: real processes ------------------------------------------------------------------------

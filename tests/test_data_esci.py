@@ -11,6 +11,7 @@ from fixtures_real import esci_dir
 
 from ospo_gym.data import DataError
 from ospo_gym.data.esci import EXAMPLES_FILE, LABELS, PRODUCTS_FILE, load_esci
+from ospo_gym.envs.esci import judged_from_arrays
 from ospo_gym.envs.retrieval import judged_queries_from_esci
 from ospo_gym.synthetic_catalog import catalog_texts, write_esci_parquet
 
@@ -194,6 +195,11 @@ def _breakers():
         e.loc[0, "product_id"] = "B0NOTTHERE"
         return p, e
 
+    def nul_in_product_id(p, e):  # in both files, so that the judgements still find the product
+        old = p.product_id[3]
+        new = f"{old[:2]}\x00{old[2:]}"
+        return p.assign(product_id=p.product_id.replace(old, new)), e.assign(product_id=e.product_id.replace(old, new))
+
     return {
         "missing column": (drop_label, "lacks column"),
         "wrong dtype": (string_query_id, "wrong type"),
@@ -206,6 +212,7 @@ def _breakers():
         "split outside train/test": (bad_split, "'dev'"),
         "duplicate judgement": (duplicate_judgement, "judged twice"),
         "judged product missing": (unknown_product, "B0NOTTHERE"),
+        "NUL in a product id": (nul_in_product_id, "'product_id' has 1 value.* NUL character"),
     }
 
 
@@ -219,6 +226,43 @@ def test_malformed_tables_raise_one_clear_error(case, tmp_path):
     message = str(err.value)
     assert str(tmp_path) in message and "ospo-gym data esci" in message
     assert err.value.__cause__ is None
+
+
+def test_a_nul_in_a_product_id_names_the_file_column_and_row(tmp_path):
+    products, examples = _breakers()["NUL in a product id"][0](*frames())
+    _write(tmp_path, products, examples)
+    for use_cache in (False, True):  # it used to pass without the cache and fail without a file name with it
+        with pytest.raises(DataError) as err:
+            load_esci(tmp_path, cache_dir=tmp_path / "cache", use_cache=use_cache)
+        message = str(err.value)
+        assert message.startswith(f"{tmp_path / PRODUCTS_FILE}: column 'product_id' has 1 value(s) with a NUL")
+        assert f"row 3 of locale 'us' ({products.product_id[3]!r})" in message and "\n" not in message
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_uint64_query_ids_above_2_63_stay_exact(tmp_path):
+    products, examples = frames()
+    want = load(esci_dir())
+    big = examples.assign(query_id=examples.query_id.astype(np.uint64) + np.uint64(2**63))
+    _write(tmp_path / "big", products, big)
+    assert pq.read_schema(tmp_path / "big" / EXAMPLES_FILE).field("query_id").type == pa.uint64()
+    first = load_esci(tmp_path / "big", cache_dir=tmp_path / "cache")
+    cached = load_esci(tmp_path / "big", cache_dir=tmp_path / "cache")
+    assert not first.info["cached"] and cached.info["cached"]
+    for data in (first, cached):
+        assert data.query_ids.dtype == np.uint64
+        assert [int(q) for q in data.query_ids] == [int(q) + 2**63 for q in want.query_ids]
+        np.testing.assert_array_equal(data.pool_docs, want.pool_docs)
+        np.testing.assert_array_equal(data.pool_labels, want.pool_labels)
+        judged = judged_from_arrays(
+            data.query_ids, data.queries, data.pool_offsets, data.pool_docs, data.pool_labels,
+            np.arange(len(data.query_ids)), "graded",
+        )  # fmt: skip
+        assert min(judged.queries) >= 2**63 and list(judged.queries.values()) == want.queries
+    # uint64 ids that fit int64 load as int64, as before
+    _write(tmp_path / "small", products, examples.assign(query_id=examples.query_id.astype(np.uint64)))
+    small = load(tmp_path / "small")
+    assert small.query_ids.dtype == np.int64 and small.query_ids.tobytes() == want.query_ids.tobytes()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not parquet", "empty file"])

@@ -191,6 +191,14 @@ def _breakers():
     def unknown_customer(a, c, t):
         return a, c.iloc[1:], t
 
+    def nul_in_article_id(a, c, t):  # in both files, so that the transactions still find the article
+        old, new = a.article_id[5], f"{a.article_id[5][:4]}\x00{a.article_id[5][5:]}"
+        return a.assign(article_id=a.article_id.replace(old, new)), c, t.assign(article_id=t.article_id.replace(old, new))
+
+    def nul_in_customer_id(a, c, t):
+        old, new = c.customer_id[2], f"{c.customer_id[2][:8]}\x00{c.customer_id[2][9:]}"
+        return a, c.assign(customer_id=c.customer_id.replace(old, new)), t.assign(customer_id=t.customer_id.replace(old, new))
+
     return {
         "missing column": (drop_colour, "lacks column"),
         "leading zeros lost": (lost_zeros, "leading zeros"),
@@ -200,6 +208,8 @@ def _breakers():
         "no articles": (no_articles, "no articles"),
         "no transactions": (no_transactions, "no transactions"),
         "unknown customer": (unknown_customer, "not in customers.csv"),
+        "NUL in an article id": (nul_in_article_id, r"articles.csv: column 'article_id' has 1 value.* NUL character.* row 5 "),
+        "NUL in a customer id": (nul_in_customer_id, r"customers.csv: column 'customer_id' has 1 value.* NUL character.* row 2 "),
     }
 
 
@@ -214,6 +224,16 @@ def test_malformed_files_raise_one_clear_error(case, tmp_path):
     assert err.value.__cause__ is None
     with pytest.raises(DataError):
         verify_hm(tmp_path)
+
+
+def test_csv_files_with_a_utf8_byte_order_mark_load(tmp_path):
+    for path in hm_dir().iterdir():  # as Excel saves them
+        (tmp_path / path.name).write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    data, want = load(tmp_path), load()
+    assert data.article_ids == want.article_ids and data.customer_ids == want.customer_ids
+    assert data.texts == want.texts and data.histories == want.histories
+    np.testing.assert_array_equal(data.pool_docs, want.pool_docs)
+    assert verify_hm(tmp_path) == {**verify_hm(hm_dir()), "folder": str(tmp_path)}
 
 
 def test_truncated_and_missing_files(tmp_path):

@@ -7,7 +7,8 @@
 * :mod:`ospo_gym.data.paths` — where data is looked for: ``data_dir=``, else ``$OSPO_GYM_DATA``, else the user
   cache dir (``~/.cache/ospo-gym``).
 * :mod:`ospo_gym.data.cache` — processed tasks cached as ``.npz`` + JSON (no pickle), keyed by the source
-  files' size, mtime and head/tail hash plus the loader options.
+  files' size, mtime and head/tail hash plus the loader options; every part of an entry is checked on load and a
+  damaged entry is rebuilt with a warning.
 * :mod:`ospo_gym.data.bm25_cache` — built BM25 indexes cached next to them, the same way, keyed by the catalog
   texts and the BM25 / tokenizer settings (the real-data envs' ``index_cache=``).
 * :mod:`ospo_gym.data.download` — ``ospo-gym data esci`` (resumable, checksum-verified download).

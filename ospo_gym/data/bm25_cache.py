@@ -36,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from ospo_gym.data.cache import FORMAT_VERSION, TaskCache, mark_used, pack_strings, unpack_strings
+from ospo_gym.data.cache import (
+    FORMAT_VERSION,
+    TaskCache,
+    check_meta_keys,
+    entry_int,
+    mark_used,
+    pack_strings,
+    read_entry,
+    unpack_strings,
+)
 
 __all__ = ["INDEX_FORMAT", "BM25IndexCache", "index_key", "texts_digest"]
 
@@ -99,14 +108,12 @@ class BM25IndexCache(TaskCache):
         ``num_docs`` documents warns, leaves both objects untouched and returns False (the caller rebuilds).
         """
         folder = self.entry(key)
-        if not folder.exists():
+        if not os.path.lexists(folder):
             return False
         try:
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            if meta.get("key") != key or meta.get("format") != FORMAT_VERSION or meta.get("index_format") != INDEX_FORMAT:
-                raise ValueError("its meta.json belongs to another key or format")
-            with np.load(folder / "arrays.npz", allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
+            arrays, meta = read_entry(folder, key, _KIND)
+            if meta.get("index_format") != INDEX_FORMAT:
+                raise ValueError("its meta.json belongs to another index format")
             restored = _restore(arrays, meta, num_docs)
         except Exception as err:  # untrusted bytes: any failure to read them means "rebuild"
             warnings.warn(f"ignoring the unreadable {self.description} entry {folder} ({err}); rebuilding it", stacklevel=3)
@@ -160,8 +167,12 @@ class BM25IndexCache(TaskCache):
 
 def _restore(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], num_docs: int) -> dict[str, Any]:
     """The index objects of an entry, after checking that they form a valid index; ValueError otherwise."""
-    if int(meta["num_docs"]) != num_docs:
+    check_meta_keys(meta, ("index_format", "num_docs", "sizes", "settings"))
+    if entry_int(meta["num_docs"], "num_docs") != num_docs:
         raise ValueError(f"it indexes {meta['num_docs']} documents, not {num_docs}")
+    sizes = meta["sizes"]
+    if not isinstance(sizes, dict) or set(sizes) != {*_INT_DICTS, *_STR_DICTS}:
+        raise ValueError(f"its sizes are {sizes!r}, expected one per dictionary {[*_INT_DICTS, *_STR_DICTS]}")
     data, indices, indptr = arrays["data"], arrays["indices"], arrays["indptr"]
     if data.dtype != np.float32 or indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
         raise ValueError(f"unexpected dtypes {data.dtype}, {indices.dtype}, {indptr.dtype}")
@@ -179,7 +190,7 @@ def _restore(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], num_docs
     # pickle bytes as a freshly built index when there is no stemmer).
     pool: dict[str, str] = {}
     for name in (*_INT_DICTS, *_STR_DICTS):
-        size = int(meta["sizes"][name])
+        size = entry_int(sizes[name], f"sizes.{name}")
         keys = [pool.setdefault(k, k) for k in unpack_strings(arrays[f"{name}_keys"], size)]
         if name in _STR_DICTS:
             values: list = [pool.setdefault(v, v) for v in unpack_strings(arrays[f"{name}_values"], size)]

@@ -26,9 +26,19 @@ from typing import Any
 import numpy as np
 
 from ospo_gym.data import DataError
-from ospo_gym.data.cache import TaskCache, cache_key, pack_strings, unpack_strings
+from ospo_gym.data.cache import (
+    TaskCache,
+    cache_key,
+    check_meta_keys,
+    entry_array,
+    entry_codes,
+    entry_int,
+    entry_offsets,
+    entry_strings,
+    pack_strings,
+)
 from ospo_gym.data.paths import find_dataset_dir, processed_cache_dir
-from ospo_gym.data.tables import check_no_nulls, check_unique, read_parquet_columns
+from ospo_gym.data.tables import check_no_nul_characters, check_no_nulls, check_unique, read_parquet_columns
 
 __all__ = [
     "CATALOGS",
@@ -91,7 +101,8 @@ class EsciData:
     Attributes:
         product_ids: ``(N,)`` catalog product ids; a document's id in the retriever is its position here.
         texts: ``(N,)`` catalog texts (the chosen fields, HTML stripped, whitespace collapsed).
-        query_ids: ``(Q,)`` int64, ascending.
+        query_ids: ``(Q,)`` int64, ascending (uint64 when the file stores them as uint64 and one exceeds
+            2**63 - 1: ids are kept exact, never wrapped).
         queries: ``(Q,)`` the shoppers' raw queries.
         query_split: ``(Q,)`` uint8, 0 = train, 1 = test (the dataset's own ``split``).
         pool_offsets: ``(Q + 1,)`` int64; query ``i``'s judgements are rows ``pool_offsets[i]:pool_offsets[i+1]``
@@ -185,9 +196,9 @@ def load_esci(
     paths = (folder / EXAMPLES_FILE, folder / PRODUCTS_FILE)
     cache = TaskCache(processed_cache_dir(cache_dir), "esci") if use_cache else None
     key = cache_key("esci", paths, options) if cache is not None else ""
-    hit = cache.load(key) if cache is not None else None
+    hit = cache.load(key, lambda arrays, meta: _from_arrays(arrays, meta, options)) if cache is not None else None
     if hit is not None:
-        data = _from_arrays(*hit)
+        data = hit
     else:
         data = _build(paths, **options)
         if cache is not None:
@@ -271,6 +282,7 @@ def _build(
             f"(locales in the file: {_locales(products_path, how)}). {how}"
         )
     check_no_nulls(products, ["product_id"], products_path, how)
+    check_no_nul_characters(products.column("product_id"), "product_id", products_path, how, f" of locale {locale!r}")
     check_unique(products.column("product_id"), f"product ids of locale {locale!r}", products_path, how)
     if catalog == "judged":
         products = products.filter(pc.is_in(products.column("product_id"), value_set=examples.column("product_id")))
@@ -282,7 +294,7 @@ def _build(
             f"{examples_path} judges {doc.null_count} product(s) of locale {locale!r} that are not in "
             f"{products_path} (e.g. {unknown}); the two files do not belong together. {how}"
         )
-    query_id = examples.column("query_id").to_numpy().astype(np.int64)
+    query_id = _exact_ids(examples.column("query_id"))
     doc_np = doc.to_numpy(zero_copy_only=False).astype(np.int64)
     label_np = labels.to_numpy(zero_copy_only=False).astype(np.uint8)
     split_np = splits.to_numpy(zero_copy_only=False).astype(np.uint8)
@@ -326,6 +338,15 @@ def _build(
     )
 
 
+def _exact_ids(column: Any) -> np.ndarray:
+    """An integer id column as int64, or as uint64 when it is unsigned and holds ids above 2**63 - 1 (which
+    int64 would wrap to negative numbers)."""
+    values = column.to_numpy()
+    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        return values.astype(np.uint64)
+    return values.astype(np.int64)
+
+
 def _check_values(codes: Any, column: Any, name: str, allowed: list[str], path: Path, how: str) -> None:
     import pyarrow.compute as pc
 
@@ -361,15 +382,35 @@ def _to_arrays(data: EsciData) -> dict[str, np.ndarray]:
     }
 
 
-def _from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> EsciData:
+_ARRAYS = ("product_ids", "texts", "queries", "query_ids", "query_split", "pool_offsets", "pool_docs", "pool_labels")
+_COUNTS = ("num_products", "num_queries", "num_judgements")
+
+
+def _from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], options: dict[str, Any]) -> EsciData:
+    """The task of a cache entry, after checking every part of it against the others (the entry is untrusted).
+
+    Raises:
+        ValueError: what does not fit (the cache then rebuilds the entry).
+    """
+    check_meta_keys(meta, ("options", "counts"))
+    if meta["options"] != options:
+        raise ValueError(f"its options {meta['options']!r} are not the ones asked for")
     counts = meta["counts"]
+    if not isinstance(counts, dict) or sorted(counts) != sorted(_COUNTS):
+        raise ValueError(f"its counts are {counts!r}, expected {list(_COUNTS)}")
+    n, q, j = (entry_int(counts[name], name) for name in _COUNTS)
+    if sorted(arrays) != sorted(_ARRAYS):
+        raise ValueError(f"arrays.npz holds {sorted(arrays)}, expected {sorted(_ARRAYS)}")
+    query_ids = entry_array(arrays, "query_ids", ("int64", "uint64"), q)
+    if np.any(query_ids[1:] <= query_ids[:-1]):
+        raise ValueError("query_ids are not strictly ascending")
     return EsciData(
-        product_ids=unpack_strings(arrays["product_ids"], counts["num_products"]),
-        texts=unpack_strings(arrays["texts"], counts["num_products"]),
-        query_ids=arrays["query_ids"],
-        queries=unpack_strings(arrays["queries"], counts["num_queries"]),
-        query_split=arrays["query_split"],
-        pool_offsets=arrays["pool_offsets"],
-        pool_docs=arrays["pool_docs"],
-        pool_labels=arrays["pool_labels"],
+        product_ids=entry_strings(arrays, "product_ids", n),
+        texts=entry_strings(arrays, "texts", n),
+        query_ids=query_ids,
+        queries=entry_strings(arrays, "queries", q),
+        query_split=entry_codes(arrays, "query_split", "uint8", q, len(SPLIT_NAMES)),
+        pool_offsets=entry_offsets(arrays, "pool_offsets", q, j),
+        pool_docs=entry_codes(arrays, "pool_docs", "int64", j, n),
+        pool_labels=entry_codes(arrays, "pool_labels", "uint8", j, len(LABELS)),
     )

@@ -34,10 +34,21 @@ from typing import Any
 import numpy as np
 
 from ospo_gym.data import DataError
-from ospo_gym.data.cache import TaskCache, cache_key, pack_strings, unpack_strings
+from ospo_gym.data.cache import (
+    TaskCache,
+    cache_key,
+    check_meta_keys,
+    entry_array,
+    entry_codes,
+    entry_int,
+    entry_offsets,
+    entry_strings,
+    pack_strings,
+)
 from ospo_gym.data.paths import find_dataset_dir, processed_cache_dir
 from ospo_gym.data.tables import (
     check_csv_header,
+    check_no_nul_characters,
     check_no_nulls,
     check_unique,
     corrupt_error,
@@ -175,9 +186,9 @@ def load_hm(
     paths = tuple(folder / name for name in FILES)
     cache = TaskCache(processed_cache_dir(cache_dir), "hm") if use_cache else None
     key = cache_key("hm", paths, options) if cache is not None else ""
-    hit = cache.load(key) if cache is not None else None
+    hit = cache.load(key, lambda arrays, meta: _from_arrays(arrays, meta, options)) if cache is not None else None
     if hit is not None:
-        data = _from_arrays(*hit)
+        data = hit
     else:
         data = _build(paths, **options)
         if cache is not None:
@@ -187,7 +198,7 @@ def load_hm(
         "options": options,
         "cached": hit is not None,
         "seconds": round(time.perf_counter() - started, 3),
-        **(hit[1]["windows"] if hit is not None else data.info),
+        **data.info,
         **_counts(data),
     }
     return HmData(**{**data.__dict__, "info": info})
@@ -274,6 +285,7 @@ def _read_articles(path: Path, fields: Sequence[str]) -> tuple[Any, Any, Any]:
     check_no_nulls(table, ["article_id"], path, how)
     ids = table.column("article_id")
     _check_ids(ids, "article_id", path, how)
+    check_no_nul_characters(ids, "article_id", path, how)
     check_unique(ids, "article_id values", path, how)
     return table, ids, how
 
@@ -285,6 +297,7 @@ def _read_customers(path: Path) -> Any:
         raise DataError(f"{path} has no customers. {how}")
     ids = table.column("customer_id")
     _check_ids(ids, "customer_id", path, how)
+    check_no_nul_characters(ids, "customer_id", path, how)
     check_unique(ids, "customer_id values", path, how)
     return ids
 
@@ -453,7 +466,8 @@ def _histories(
     rank_from_end = ends[who] - np.arange(len(who))
     keep = rank_from_end <= max_history
     who, art = who[keep], art[keep]
-    labels = [", ".join(p for p in parts if p) for parts in zip(
+    # NULs become spaces, as in the catalog texts (histories are stored NUL-separated in the cache).
+    labels = [", ".join(p for p in parts if p).replace("\x00", " ") for parts in zip(
         *(pc.fill_null(articles.column(f), "").to_pylist() for f in HISTORY_FIELDS), strict=True
     )]
     out: list[list[str]] = [[] for _ in range(n)]
@@ -562,15 +576,44 @@ def _to_arrays(data: HmData) -> dict[str, np.ndarray]:
     }
 
 
-def _from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> HmData:
-    counts = meta["counts"]
+_ARRAYS = ("article_ids", "texts", "customer_ids", "histories", "pool_offsets", "pool_docs", "pool_gains")
+_COUNTS = ("num_articles", "num_customers", "num_pool_entries")
+_WINDOWS = ("history_before", "target_from", "target_to")
+
+
+def _from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], options: dict[str, Any]) -> HmData:
+    """The task of a cache entry, after checking every part of it against the others (the entry is untrusted).
+
+    Raises:
+        ValueError: what does not fit (the cache then rebuilds the entry).
+    """
+    check_meta_keys(meta, ("options", "counts", "windows"))
+    if meta["options"] != options:
+        raise ValueError(f"its options {meta['options']!r} are not the ones asked for")
+    counts, windows = meta["counts"], meta["windows"]
+    if not isinstance(counts, dict) or sorted(counts) != sorted(_COUNTS):
+        raise ValueError(f"its counts are {counts!r}, expected {list(_COUNTS)}")
+    n, q, j = (entry_int(counts[name], name) for name in _COUNTS)
+    if not isinstance(windows, dict) or sorted(windows) != sorted(_WINDOWS) or not all(isinstance(v, str) for v in windows.values()):
+        raise ValueError(f"its windows are {windows!r}, expected ISO dates {list(_WINDOWS)}")
+    first, last = dt.date.fromisoformat(windows["target_from"]), dt.date.fromisoformat(windows["target_to"])
+    if windows["history_before"] != windows["target_from"] or (last - first).days + 1 != options["window_days"]:
+        raise ValueError(f"its windows {windows!r} do not span window_days={options['window_days']}")
+    if sorted(arrays) != sorted(_ARRAYS):
+        raise ValueError(f"arrays.npz holds {sorted(arrays)}, expected {sorted(_ARRAYS)}")
+    customer_ids = entry_strings(arrays, "customer_ids", q)
+    if any(a >= b for a, b in zip(customer_ids, customer_ids[1:], strict=False)):
+        raise ValueError("customer_ids are not strictly ascending")
+    gains = entry_array(arrays, "pool_gains", "float64", j)
+    if not np.all((gains == 0.0) | (gains == 1.0)):
+        raise ValueError("pool_gains holds values other than 0 and 1")
     return HmData(
-        article_ids=unpack_strings(arrays["article_ids"], counts["num_articles"]),
-        texts=unpack_strings(arrays["texts"], counts["num_articles"]),
-        customer_ids=unpack_strings(arrays["customer_ids"], counts["num_customers"]),
-        histories=unpack_strings(arrays["histories"], counts["num_customers"]),
-        pool_offsets=arrays["pool_offsets"],
-        pool_docs=arrays["pool_docs"],
-        pool_gains=arrays["pool_gains"],
-        info=dict(meta.get("windows", {})),
+        article_ids=entry_strings(arrays, "article_ids", n),
+        texts=entry_strings(arrays, "texts", n),
+        customer_ids=customer_ids,
+        histories=entry_strings(arrays, "histories", q),
+        pool_offsets=entry_offsets(arrays, "pool_offsets", q, j),
+        pool_docs=entry_codes(arrays, "pool_docs", "int64", j, n),
+        pool_gains=gains,
+        info=dict(windows),
     )

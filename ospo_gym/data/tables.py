@@ -18,6 +18,7 @@ from ospo_gym.data import DataError
 
 __all__ = [
     "check_csv_header",
+    "check_no_nul_characters",
     "check_no_nulls",
     "check_unique",
     "column_strings",
@@ -119,9 +120,12 @@ def csv_error(path: Path, err: Exception, expected: str, how_to_get: str) -> Dat
 
 
 def check_csv_header(path: Path, columns: Mapping[str, str] | Sequence[str], how_to_get: str) -> None:
-    """Raise :class:`DataError` unless the CSV file's header names every column in ``columns``."""
+    """Raise :class:`DataError` unless the CSV file's header names every column in ``columns``.
+
+    A UTF-8 byte-order mark (Excel writes one) is not part of the first column's name; pyarrow skips it too.
+    """
     try:
-        with path.open("r", encoding="utf-8", newline="") as handle:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
             header = next(csv.reader(handle), None)
     except (OSError, UnicodeDecodeError) as err:
         raise corrupt_error(path, err, how_to_get) from None
@@ -167,6 +171,25 @@ def check_no_nulls(table: Any, names: Sequence[str], path: Path, how_to_get: str
         nulls = column.null_count
         if nulls:
             raise DataError(f"{path}: column {name!r} has {nulls} null value(s); every row needs one. {how_to_get}")
+
+
+def check_no_nul_characters(values: Any, name: str, path: Path, how_to_get: str, where: str = "") -> None:
+    """Raise :class:`DataError` if the string id column ``values`` (pyarrow) holds a NUL character.
+
+    An id with a NUL is malformed (no published id has one, and ids are stored NUL-separated in the cache). The
+    message names the file, the column, how many values, and the first one with its row (0-based, counting the
+    rows read; ``where`` says which rows those are, e.g. ``" of locale 'us'"``).
+    """
+    import pyarrow.compute as pc
+
+    has_nul = pc.fill_null(pc.match_substring(values, "\x00"), False)
+    count = pc.sum(has_nul).as_py() or 0
+    if count:
+        row = pc.index(has_nul, True).as_py()
+        raise DataError(
+            f"{path}: column {name!r} has {count} value(s) with a NUL character, the first at row {row}{where} "
+            f"({values[row].as_py()!r}); ids must not contain NUL. The file looks corrupt or edited. {how_to_get}"
+        )
 
 
 def check_unique(values: Any, what: str, path: Path, how_to_get: str) -> None:
