@@ -4,7 +4,7 @@ An algorithm is an advantage estimator registered by name (:func:`register_estim
 surrogate loss, logging and checkpoints are shared (:class:`Agent`).
 """
 
-from ospo_gym.agents.agent import Agent, Callback
+from ospo_gym.agents.agent import Agent, Callback, TrainingDivergedError
 from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import (
     AdvantageEstimator,
@@ -25,6 +25,7 @@ __all__ = [
     "Callback",
     "Rollout",
     "RolloutBatch",
+    "TrainingDivergedError",
     "build_tiny_qwen2",
     "completion_logprobs",
     "generate",

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,17 @@ from ospo_gym.agents.policy import frozen_copy, is_lora, load_policy, resolve_po
 
 Callback = Callable[["Agent", dict[str, Any]], bool | None]
 """Called after every step with ``(agent, metrics)``; returning ``False`` stops :meth:`Agent.learn`."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training met a non-finite loss, gradient norm, parameter or advantage and stopped before keeping it.
+
+    The message names the (1-based) step, the quantity and what to change. Nothing of that step was logged or
+    saved: periodic checkpoints written before it are intact, and none was pruned because of it. A loss,
+    gradient or advantage is caught before the optimizer step (the weights in memory are still the previous
+    step's); a parameter that turned non-finite in the step leaves the weights in memory unusable: resume from
+    the last checkpoint rather than saving them.
+    """
 
 
 def _scoped_threads(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -143,7 +155,12 @@ class Agent:
     # -- SB3-like surface ---------------------------------------------------------------------------------
     @_scoped_threads
     def learn(self, total_steps: int, callback: Callback | None = None) -> Agent:
-        """Run ``total_steps`` more training steps (the step counter continues after :meth:`load`)."""
+        """Run ``total_steps`` more training steps (the step counter continues after :meth:`load`).
+
+        A step whose loss, gradient norm, advantages or new weights are not finite raises
+        :class:`TrainingDivergedError` (``config.on_nonfinite="skip"`` skips updates with a non-finite loss or
+        gradient instead); the failed step is neither logged nor saved, and no checkpoint is pruned after it.
+        """
         if total_steps < 0:
             raise ValueError(f"total_steps must be >= 0, got {total_steps}")
         logger = self._run_logger()  # None on ranks other than 0
@@ -205,7 +222,14 @@ class Agent:
         """Write a resumable checkpoint folder atomically (see :mod:`ospo_gym.agents.checkpoint`).
 
         Data-parallel: call it on every rank (FSDP2 gathers the full weights); rank 0 writes, the others wait.
+        Raises ``ValueError`` (and writes nothing) when a parameter holds inf or NaN.
         """
+        bad = self._nonfinite_parameter(trainable_only=False)  # every rank: the verdict is collective
+        if bad is not None:
+            raise ValueError(
+                f"refusing to save {path}: parameter {bad!r} holds inf or NaN, and a checkpoint never keeps "
+                "non-finite weights; load an earlier checkpoint of the run instead"
+            )
         model_state, optimizer_state = distributed.full_state_dicts(self.model, self.optimizer, sharded=self._sharded)
         path = Path(path)
         if not self.world.is_main:
@@ -241,29 +265,71 @@ class Agent:
         **config_overrides: Any,
     ) -> Agent:
         """Rebuild an agent from :meth:`save`'s folder, or from a run folder's newest intact checkpoint (damaged
-        ones are skipped with a warning); ``.learn`` then continues the run, and its metrics.jsonl drops the
-        records of steps after the checkpoint (those of a crashed run) before appending.
+        ones are skipped with a warning); ``.learn`` then continues the run.
+
+        Where the resumed run writes (metrics, periodic and final checkpoints) follows from ``path`` alone,
+        never from a file inside the checkpoint: a run folder, or a checkpoint lying in one
+        (``<run>/checkpoints/step-N`` or ``<run>/checkpoint``), continues that run folder (``agent.run_dir``); a
+        checkpoint anywhere else has no run folder (``agent.run_dir is None``), so ``.learn`` starts a fresh one
+        under the default parent ``runs/`` (not the saved ``config.run_dir``), as a new agent does (pass
+        ``run_dir=...`` to choose that parent, or set ``agent.run_dir`` before ``.learn``).
+
+        Continuing a run folder, ``.learn`` drops the metrics.jsonl records of steps after the checkpoint
+        (those of a crashed run) before appending. Resuming from an older checkpoint than the run's newest
+        starts a new branch: when ``.learn`` starts, the run's checkpoints of later steps and their metrics
+        records are moved (on rank 0) to ``<run>/abandoned/after-step-<step>__<time>/``, so that the run
+        folder holds one timeline and nothing is deleted (loading alone, e.g. to evaluate, moves nothing).
 
         ``env`` defaults to the saved env id and kwargs; pass the env when it was built by hand. Config overrides
         (e.g. ``progress_bar=False``, ``device="cpu"``) apply on top of the saved config. ``verified=True``:
         ``path`` is a checkpoint folder that :func:`~ospo_gym.agents.checkpoint.find_checkpoint` just returned, so
         its files are not hashed again (seconds per GB).
+
+        Raises:
+            CheckpointError: the checkpoint is missing, damaged or malformed (its manifest, agent.json,
+                trainer_state.pt, or policy files that do not load), naming the file.
         """
+        from ospo_gym.agents.checkpoint import AGENT_JSON, TRAINER_STATE, CheckpointError, run_folder_of
+        from ospo_gym.agents.policy import PolicyLoadError
+
         given = Path(path)
         path = given if verified else find_checkpoint(given)  # verifies the manifest
-        meta, state = read_checkpoint(path, verified=True)
-        config = AgentConfig.from_dict({**meta["config"], **config_overrides})
+        meta, state = read_checkpoint(path, verified=True)  # checks agent.json's fields, trainer_state's layout
+        saved = dict(meta["config"])
+        if run_folder_of(path) is None and "run_dir" not in config_overrides:
+            # a standalone checkpoint's fresh run folder goes under the default parent, not under a parent
+            # that its agent.json names (that would be a file deciding where we write)
+            saved["run_dir"] = AgentConfig.run_dir
+        try:
+            config = AgentConfig.from_dict({**saved, **config_overrides})
+        except (TypeError, ValueError) as err:
+            try:  # whose fault: the saved config's, or the overrides'?
+                AgentConfig.from_dict(meta["config"])
+            except (TypeError, ValueError):
+                raise CheckpointError(f"{path / AGENT_JSON} holds a config that is not valid: {err}") from err
+            raise
         if env is None:
             if meta["env_kwargs"] is None:
                 raise ValueError(f"the env of {path} had kwargs that are not JSON; pass env=... to Agent.load")
             env, env_kwargs = meta["env_id"], meta["env_kwargs"]
-        agent = cls(env, policy=path / POLICY_DIR, config=config, env_kwargs=env_kwargs)
-        if agent.reference is not None and (path / REFERENCE_DIR).is_dir():
-            agent.reference = frozen_copy(load_policy(path / REFERENCE_DIR, device=agent.device)[0])
-        distributed.load_optimizer_state(agent.model, agent.optimizer, state["optimizer"], sharded=agent._sharded)
-        agent.num_steps = int(meta["step"])
-        # a run folder given by the user (maybe moved or copied since) is where the resumed run goes on
-        agent.run_dir = given if path != given else Path(meta["run_dir"]) if meta.get("run_dir") else None
+        try:
+            agent = cls(env, policy=path / POLICY_DIR, config=config, env_kwargs=env_kwargs)
+            if agent.reference is not None and (path / REFERENCE_DIR).is_dir():
+                agent.reference = frozen_copy(load_policy(path / REFERENCE_DIR, device=agent.device)[0])
+        except PolicyLoadError as err:
+            raise CheckpointError(f"cannot load the checkpoint's policy: {err}; use another checkpoint") from err
+        try:
+            distributed.load_optimizer_state(
+                agent.model, agent.optimizer, state["optimizer"], sharded=agent._sharded
+            )
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+            message = " ".join(str(err).split())[:300]
+            raise CheckpointError(
+                f"{path / TRAINER_STATE} holds an optimizer state that does not fit the policy "
+                f"({type(err).__name__}: {message}); the checkpoint is damaged or mixed from two runs"
+            ) from err
+        agent.num_steps = meta["step"]
+        agent.run_dir = run_folder_of(path)  # where the checkpoint lies, never what it says
         restore_rng(state["rng"], meta["rng"])
         return agent
 
@@ -289,11 +355,7 @@ class Agent:
         oracle = self.envs.oracle
         calls, values = oracle.num_calls, oracle.num_values
         advantages = np.asarray(self.estimator(batch, oracle, config), dtype=np.float64)
-        if advantages.shape != batch.completion_mask.shape or not np.all(np.isfinite(advantages)):
-            raise ValueError(
-                f"estimator {config.algo!r} returned shape {advantages.shape} (finite: "
-                f"{bool(np.all(np.isfinite(advantages)))}); expected finite (B, T) = {batch.completion_mask.shape}"
-            )
+        self._check_advantages(advantages, batch.completion_mask.shape, step)
         credited = time.perf_counter()
 
         update = self._update(rollout, advantages, zero_variance_groups(rewards, group_index))
@@ -322,6 +384,35 @@ class Agent:
         }
         self.history.append({M.STEP: self.num_steps, **metrics})
         return metrics
+
+    def _check_advantages(self, advantages: np.ndarray, shape: tuple[int, ...], step: int) -> None:
+        """Raise unless the estimator's output has the batch's (B, T) shape and is finite in float32, the
+        precision of the loss (1e39 passes a float64 check, then overflows to inf). Every rank stops if one
+        rank's is bad."""
+        shaped = advantages.shape == shape
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range is inf: counted as bad
+            bad = int(np.count_nonzero(~np.isfinite(advantages.astype(np.float32)))) if shaped else 0
+        if not self.world.sum([float(not shaped or bad > 0)])[0]:  # how many ranks got bad advantages
+            return
+        algo = self.config.algo
+        if not shaped:
+            raise ValueError(
+                f"estimator {algo!r} returned shape {advantages.shape} (finite: "
+                f"{bool(np.all(np.isfinite(advantages)))}); expected finite (B, T) = {shape}"
+            )
+        if bad == 0:
+            raise TrainingDivergedError(
+                f"training stopped at step {step + 1}: estimator {algo!r} returned bad advantages on another "
+                "process; nothing of this step was applied or saved (see that process's message)"
+            )
+        finite = np.isfinite(advantages)
+        largest = float(np.abs(advantages[finite]).max()) if finite.any() else float("nan")
+        raise TrainingDivergedError(
+            f"training stopped at step {step + 1}: estimator {algo!r} returned {bad} of {advantages.size} "
+            f"advantages that are not finite in float32, the precision of the loss (NaN, inf or |A| > "
+            f"{_FLOAT32_MAX:.3g}; largest finite |A| in float64: {largest:.3g}); nothing of this step was "
+            "applied or saved. The estimator must return finite (B, T) token advantages in float32's range"
+        )
 
     def _sample(self, prompts: list[str], seed: int, first_row: int = 0) -> Rollout:
         """Completions of the step's prompts from the configured backend (``config.rollout``); row ``b`` is row
@@ -401,7 +492,8 @@ class Agent:
         self.model.train()
         totals: dict[str, float] = {}
         sampler_sums: dict[str, float] = {}
-        for _ in range(config.num_iterations):
+        skipped = 0
+        for iteration in range(config.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             local = [0.0] * (len(_TOKEN_FRACTIONS) + 2)  # loss, token-weighted fractions, tokens
             for index, piece in enumerate(pieces):
@@ -442,9 +534,18 @@ class Agent:
             limit = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable, limit)
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
-            self.optimizer.step()
             # this rank's share: the loss adds up over ranks, the token fractions are token-weighted means
             summed = self.world.sum(local)
+            # decided before the step, on what every rank holds alike: the summed loss, the global grad norm
+            problem = _nonfinite_update(float(summed[0]), float(grad_norm))
+            if problem is None:
+                self._optimizer_step(iteration)
+                self._check_parameters(iteration)
+            elif config.on_nonfinite == "skip":
+                self.optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+            else:
+                raise self._diverged(problem, iteration, applied=False)
             step_parts = {"policy": summed[0], "grad_norm": float(grad_norm)}
             step_parts.update({k: summed[1 + i] / max(summed[-1], 1.0) for i, k in enumerate(_TOKEN_FRACTIONS)})
             for key, value in step_parts.items():
@@ -463,7 +564,69 @@ class Agent:
             M.LOSS_CLIP_HIGH_FRACTION: totals["clip_high_fraction"],
             M.LOSS_RATIO_MEAN: totals["ratio_mean"],
             M.LOSS_GRAD_NORM: totals["grad_norm"],
+            M.LOSS_SKIPPED_UPDATES: skipped,
         }
+
+    def _optimizer_step(self, iteration: int) -> None:
+        """``optimizer.step()``; a step size or decay factor beyond float32 (learning_rate 1e39, or as large a
+        learning_rate × weight_decay) makes torch refuse the scalar midway, some moments updated: stop."""
+        try:
+            self.optimizer.step()
+        except RuntimeError as err:
+            if "overflow" not in str(err):
+                raise
+            problem = f"the optimizer's step overflows float32 ({' '.join(str(err).split())})"
+            raise self._diverged(problem, iteration, applied=True) from err
+
+    def _check_parameters(self, iteration: int) -> None:
+        """Raise :class:`TrainingDivergedError` if a trainable parameter is not finite after the update."""
+        bad = self._nonfinite_parameter(trainable_only=True)
+        if bad is not None:
+            problem = f"parameter {bad!r} is not finite after the optimizer step"
+            raise self._diverged(problem, iteration, applied=True)
+
+    def _nonfinite_parameter(self, *, trainable_only: bool) -> str | None:
+        """The name of the first parameter holding inf or NaN, else ``None``; the same answer on every rank.
+
+        One fused pass, as for the gradient norm: the parameters' L2 norms are all finite only if every
+        weight is (squares and sums carry inf and NaN through); only if they are not is each parameter
+        checked exactly, as a norm also overflows on huge finite weights. FSDP2: each rank checks its own
+        shards, and every rank gets the verdict.
+        """
+        named_all = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad or not trainable_only]
+        local = [_local(p) for _, p in named_all] if self._sharded else [p.detach() for _, p in named_all]
+        bad = None
+        with torch.no_grad():
+            if local and not bool(torch.stack(torch._foreach_norm(local, 2)).sum().isfinite()):
+                bad = next((n for (n, _), t in zip(named_all, local, strict=True) if not bool(torch.isfinite(t).all())), None)
+        if self._sharded and self.world.sum([float(bad is not None)])[0]:  # every rank takes the same branch
+            bad = next(name for name in self.world.gather(bad) if name is not None)
+        return bad
+
+    def _diverged(self, problem: str, iteration: int, *, applied: bool) -> TrainingDivergedError:
+        """The error that stops training at this step, naming it, the quantity and what to change; the model
+        is put back in eval mode, as a finished update leaves it."""
+        self.model.eval()
+        config = self.config
+        where = f"step {self.num_steps + 1}" + (
+            f" (update {iteration + 1} of {config.num_iterations})" if config.num_iterations > 1 else ""
+        )
+        if applied:
+            state = (
+                "the weights in memory are unusable; nothing of this step was logged or saved "
+                "(resume from the last checkpoint)"
+            )
+        else:
+            state = "the update was not applied; nothing of this step was logged or saved"
+        fixes = [f"lower learning_rate (now {config.learning_rate:g})"]
+        if config.weight_decay:
+            fixes.append(f"lower weight_decay (now {config.weight_decay:g})")
+        if config.max_grad_norm is None:
+            fixes.append("clip gradients with max_grad_norm=1.0")
+        if not applied and config.on_nonfinite != "skip":
+            fixes.append('set on_nonfinite="skip" to skip such updates')
+        fix = "; ".join(fixes)
+        return TrainingDivergedError(f"training diverged at {where}: {problem}; {state}. To recover: {fix}")
 
     def _micro_batches(self, keep: np.ndarray) -> list[tuple[torch.Tensor, bool]]:
         """The kept rows in chunks of ``micro_batch_size``, as ``(row indices, padding)``; ranks with fewer chunks
@@ -487,9 +650,11 @@ class Agent:
 
     def _run_logger(self) -> M.RunLogger | None:
         """The metric writer of rank 0 (``None`` on other ranks); fixes the run folder on every rank."""
-        if self.run_dir is None:
-            name = M.run_name(self.env_id, self.config.algo, self.config.seed)
-            self.run_dir = Path(self.world.broadcast(str(Path(self.config.run_dir) / name)))  # one clock decides
+        if self.run_dir is None:  # a new run: a folder of its own, even if another started in the same second
+            config = self.config
+            self.run_dir = M.create_run_dir(
+                config.run_dir, self.env_id, config.algo, config.seed, world=self.world
+            )
         if not self.world.is_main:
             return None
         if self._logger is None:
@@ -534,6 +699,21 @@ class _Chunk:
 
 
 _TOKEN_FRACTIONS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "ratio_mean", "kl")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _local(parameter: torch.Tensor) -> torch.Tensor:
+    """This rank's values of a parameter (its shard under FSDP2, where parameters are DTensors)."""
+    return (parameter.to_local() if hasattr(parameter, "to_local") else parameter).detach()
+
+
+def _nonfinite_update(loss: float, grad_norm: float) -> str | None:
+    """What makes an update unsafe to apply (``None``: nothing), from the batch's loss and grad norm."""
+    if not math.isfinite(loss):
+        return f"the loss is {loss}"
+    if not math.isfinite(grad_norm):
+        return f"the gradient norm is {grad_norm}"
+    return None
 
 
 def _row_stds(advantages: np.ndarray, mask: np.ndarray) -> np.ndarray:

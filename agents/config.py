@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 REWARD_SCALINGS = ("group", "batch", "none")
 ROLLOUTS = ("hf", "vllm")
 PARALLELISMS = ("ddp", "fsdp")
+ON_NONFINITE = ("stop", "skip")
 
 
 @dataclass
@@ -85,6 +87,12 @@ class AgentConfig:
     """Optimiser updates per batch (μ); the ratio is 1 on the first update."""
     max_grad_norm: float | None = 1.0
     """Clip the gradient's global norm; ``None`` does not clip."""
+    on_nonfinite: str = "stop"
+    """When the loss or the gradient norm of an update is not finite (checked on the whole batch before the
+    optimizer step, so every process decides alike): ``"stop"`` raises ``TrainingDivergedError`` before the
+    update is applied or anything is saved; ``"skip"`` drops that optimizer step (gradients zeroed), counts it
+    in ``loss/skipped_updates`` and goes on, as large-scale trainers skip overflowing steps. Weights that are
+    not finite after a step stop training either way: there is nothing to skip back to."""
     micro_batch_size: int | None = None
     """Completions per forward / backward pass of the update (per process); gradients accumulate over the
     batch and the optimizer steps once, as with TRL's ``per_device_train_batch_size`` and gradient
@@ -125,6 +133,10 @@ class AgentConfig:
             self.epsilon_high = self.epsilon
         _check(isinstance(self.algo, str) and self.algo != "", f"algo must be an estimator name, got {self.algo!r}")
         _check(
+            isinstance(self.seed, int) and 0 <= self.seed < 2**63,
+            f"seed must be an int in [0, 2**63) (numpy and gymnasium take non-negative seeds), got {self.seed!r}",
+        )
+        _check(
             self.group_size >= 2,
             f"group_size must be >= 2: a group of one is its own baseline and has zero advantage (got {self.group_size})",
         )
@@ -138,15 +150,23 @@ class AgentConfig:
             f"max_coalitions must be >= 2 (the empty and the full coalition are always kept), got {self.max_coalitions}",
         )
         _check(
-            self.clip_token_advantages is None or self.clip_token_advantages > 0,
-            f"clip_token_advantages must be > 0 (a multiple of std(Â), e.g. 2.0) or None, got {self.clip_token_advantages}",
+            self.clip_token_advantages is None or _positive(self.clip_token_advantages),
+            f"clip_token_advantages must be > 0 and finite (a multiple of std(Â), e.g. 2.0) or None (no "
+            f"clipping), got {self.clip_token_advantages}",
         )
         _check(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        _check(self.temperature > 0, f"temperature must be > 0 (use Agent.predict(deterministic=True) for greedy), got {self.temperature}")
+        _check(
+            _positive(self.temperature),
+            f"temperature must be > 0 and finite (use Agent.predict(deterministic=True) for greedy), "
+            f"got {self.temperature}",
+        )
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1] (1.0 turns nucleus sampling off), got {self.top_p}")
         _check_choice("rollout", self.rollout, ROLLOUTS)
         _check_choice("parallelism", self.parallelism, PARALLELISMS)
-        _check(self.vllm_is_cap > 0, f"vllm_is_cap must be > 0 (e.g. 2.0), got {self.vllm_is_cap}")
+        _check(
+            _positive(self.vllm_is_cap),
+            f"vllm_is_cap must be > 0 and finite (e.g. 2.0), got {self.vllm_is_cap}",
+        )
         _check(
             0 < self.vllm_gpu_memory_utilization <= 1,
             f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}",
@@ -155,22 +175,37 @@ class AgentConfig:
             self.vllm_max_model_len is None or self.vllm_max_model_len > self.max_new_tokens,
             f"vllm_max_model_len must exceed max_new_tokens ({self.max_new_tokens}) or be None, got {self.vllm_max_model_len}",
         )
-        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(
+            _positive(self.learning_rate),
+            f"learning_rate must be > 0 and finite (e.g. 1e-6 for an LLM, 2e-3 for the tiny CPU policy), "
+            f"got {self.learning_rate}",
+        )
+        _check(
+            _finite(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be >= 0 and finite (0: none), got {self.weight_decay}",
+        )
         _check(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}")
-        _check(self.epsilon_high > 0, f"epsilon_high must be > 0 or None (= epsilon), got {self.epsilon_high}")
-        _check(self.beta >= 0, f"beta must be >= 0 (0 turns the KL term and the reference model off), got {self.beta}")
+        _check(
+            _positive(self.epsilon_high),
+            f"epsilon_high must be > 0 and finite, or None (= epsilon), got {self.epsilon_high}",
+        )
+        _check(
+            _finite(self.beta) and self.beta >= 0,
+            f"beta must be >= 0 and finite (0 turns the KL term and the reference model off), "
+            f"got {self.beta}",
+        )
         _check(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
         _check(
             self.micro_batch_size is None or self.micro_batch_size >= 1,
             f"micro_batch_size must be >= 1 or None (the whole batch at once), got {self.micro_batch_size}",
         )
         _check(
-            self.max_grad_norm is None or self.max_grad_norm > 0,
-            f"max_grad_norm must be > 0, or None to turn clipping off, got {self.max_grad_norm}",
+            self.max_grad_norm is None or _positive(self.max_grad_norm),
+            f"max_grad_norm must be > 0 and finite, or None to turn clipping off, got {self.max_grad_norm}",
         )
+        _check_choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _check(self.lora_rank is None or self.lora_rank >= 1, f"lora_rank must be >= 1 or None, got {self.lora_rank}")
-        _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        _check(_positive(self.lora_alpha), f"lora_alpha must be > 0 and finite, got {self.lora_alpha}")
         _check(
             self.torch_threads is None or self.torch_threads >= 1,
             f"torch_threads must be >= 1 or None, got {self.torch_threads}",
@@ -217,6 +252,18 @@ class AgentConfig:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+def _finite(value: Any) -> bool:
+    """A number that is neither infinite nor NaN (comparisons alone let ``inf`` through: ``inf > 0``)."""
+    try:
+        return math.isfinite(value)
+    except TypeError:  # not a number at all: reported by the caller's message
+        return False
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

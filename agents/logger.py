@@ -7,7 +7,10 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ospo_gym.agents.distributed import World
 
 STEP = "step"
 
@@ -23,6 +26,7 @@ LOSS_CLIP_LOW_FRACTION = "loss/clip_low_fraction"
 LOSS_CLIP_HIGH_FRACTION = "loss/clip_high_fraction"
 LOSS_RATIO_MEAN = "loss/ratio_mean"
 LOSS_GRAD_NORM = "loss/grad_norm"
+LOSS_SKIPPED_UPDATES = "loss/skipped_updates"  # updates dropped for a non-finite loss or grad norm ("skip")
 
 CREDIT_SEQUENCE_ADVANTAGE_ABS = "credit/sequence_advantage_abs_mean"
 CREDIT_TOKEN_ADVANTAGE_MEAN = "credit/token_advantage_mean"
@@ -48,6 +52,47 @@ def run_name(env_id: str, algo: str, seed: int, when: float | None = None) -> st
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if when is None else when))
     safe_env = re.sub(r"[^A-Za-z0-9._-]+", "_", env_id)
     return f"{safe_env}__{algo}__{seed}__{stamp}"
+
+
+_MAX_SUFFIX = 999  # a run folder name taken this many times over is a leftover loop, not a race
+
+
+def create_run_dir(
+    parent: str | Path,
+    env_id: str,
+    algo: str,
+    seed: int,
+    *,
+    when: float | None = None,
+    world: World | None = None,
+) -> Path:
+    """Create a new, empty run folder ``<parent>/<run_name(...)>`` and return its path.
+
+    The folder is created exclusively: when the name is taken (another run of the same env, algo and seed
+    started in the same second, in this process or another), ``-1``, ``-2``, ... is appended until a name is
+    free, so two runs never share a folder. Under torchrun pass the
+    :class:`~ospo_gym.agents.distributed.World` and call this on every rank: rank 0 creates the folder (its
+    clock decides) and broadcasts the name.
+    """
+    path: Path | None = None
+    if world is None or world.is_main:
+        base = Path(parent) / run_name(env_id, algo, seed, when)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(_MAX_SUFFIX + 1):
+            candidate = base if attempt == 0 else base.with_name(f"{base.name}-{attempt}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:  # taken: try the next suffix
+                continue
+            path = candidate
+            break
+        else:
+            raise FileExistsError(
+                f"{base} and {_MAX_SUFFIX} suffixed variants of it exist already; clean up {base.parent}"
+            )
+    if world is None:
+        return path
+    return Path(world.broadcast(str(path) if path is not None else None))
 
 
 class RunLogger:
@@ -82,15 +127,25 @@ class RunLogger:
                     self._writer.add_scalar(key, value, step)
 
     def _truncate_after(self, step: int) -> None:
-        """Keep the records with ``step <= step`` (and drop a last line cut short by a crash), atomically."""
-        kept = []
+        """Keep the records with ``step <= step`` (and drop a last line cut short by a crash), atomically.
+
+        When the run also has checkpoints of later steps, the resume starts a new branch: those checkpoints
+        and the records after ``step`` are moved to ``<run>/abandoned/...``
+        (:func:`~ospo_gym.agents.checkpoint.set_aside_later_checkpoints`) before metrics.jsonl is rewritten.
+        Without such checkpoints (a crash after the last one) the later records are dropped: the resumed run
+        repeats those steps.
+        """
+        kept, later = [], []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue  # a line cut short by the crash
-            if isinstance(record, dict) and isinstance(record.get(STEP), int) and record[STEP] <= step:
-                kept.append(line)
+            if isinstance(record, dict) and isinstance(record.get(STEP), int):
+                (kept if record[STEP] <= step else later).append(line)
+        from ospo_gym.agents.checkpoint import set_aside_later_checkpoints  # torch: only on a resume
+
+        set_aside_later_checkpoints(self.run_dir, step, later)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
         tmp.replace(self.path)

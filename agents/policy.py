@@ -24,6 +24,32 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: :func:`default_device`).
+
+    Raises ``ValueError`` for a name torch does not know, or a CUDA device this machine does not have (torch built
+    without CUDA, no GPU visible, or an index past the last GPU), before any model is moved there.
+    """
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device {str(device)!r} is not a device torch knows; use cpu, cuda or cuda:N (or mps, xpu, ...)"
+        ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {str(device)!r} needs CUDA, but torch {torch.__version__} sees no CUDA GPU; use device "
+                "'cpu' or leave the device unset (cuda when available, else cpu)"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    return resolved
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on CUDA, fp32 elsewhere."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -46,9 +72,13 @@ def load_policy(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = torch.device(device) if device is not None else default_device()
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype or default_dtype(device))
+    device = resolve_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype or default_dtype(device))
+    except Exception as err:
+        _raise_for_folder(name_or_path, err)
+        raise
     prepare_tokenizer(tokenizer)
     model.to(device)
     if lora_rank is not None:
@@ -100,9 +130,29 @@ def load_lora_policy(path: str | Path, *, device: str | torch.device | None = No
         raise ImportError(f"{path} holds LoRA adapters; loading them needs peft: pip install peft") from error
     from transformers import AutoTokenizer
 
-    device = torch.device(device) if device is not None else default_device()
-    model = AutoPeftModelForCausalLM.from_pretrained(str(path), is_trainable=True, dtype=default_dtype(device))
-    return model.to(device), prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    device = resolve_device(device)
+    try:
+        dtype = default_dtype(device)
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path), is_trainable=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as err:
+        _raise_for_folder(path, err)
+        raise
+    return model.to(device), prepare_tokenizer(tokenizer)
+
+
+class PolicyLoadError(OSError):
+    """A local model folder whose files do not load (damaged, or not a causal LM); the message names the
+    folder and the loader's error. An ``OSError``, like the loaders' own errors for a missing file."""
+
+
+def _raise_for_folder(path: str | Path, err: Exception) -> None:
+    """Re-raise a loader's failure on a local folder as one :class:`PolicyLoadError`; return for anything else
+    (hub names, a missing package, memory), which the caller then re-raises unchanged."""
+    if isinstance(err, ImportError | MemoryError) or not Path(path).is_dir():
+        return
+    message = " ".join(str(err).split())[:300] or "no details"
+    raise PolicyLoadError(f"{path} does not hold a loadable model ({type(err).__name__}: {message})") from err
 
 
 def is_lora(model: Any) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ospo_gym import bench_report
+from ospo_gym.output_files import check_output_file, check_output_folder, write_atomic
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -349,7 +350,7 @@ def _run(job: _RunJob, sink: Any = None) -> dict[str, Any]:
     agent = Agent(
         task.env_id, algo=variant.algo, policy=job.policy, config=config, env_kwargs=task.env_kwargs
     )
-    agent.run_dir = Path(job.run_parent) / M.run_name(task.env_id, variant.algo, job.seed)
+    agent.run_dir = M.create_run_dir(job.run_parent, task.env_id, variant.algo, job.seed)  # never shared
     shifted = None
     if task.eval_env_kwargs:
         shifted = GroupedEnv(
@@ -442,11 +443,12 @@ def run_bench(
     """Run every (task, variant, seed) of ``plan``; write results.json, results.md and the PNGs to ``out``."""
     from tqdm.auto import tqdm
 
+    out = Path(out)
+    runs_root = Path(runs_dir) if runs_dir is not None else out / "runs"
+    check_outputs(plan, out, runs_root)  # before any run: a results file that cannot be written fails now
     started = time.time()
     load_before = _load_average()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs_root = Path(runs_dir) if runs_dir is not None else out / "runs"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     policy_jobs = {
         (task.name, seed): _PolicyJob(
@@ -513,10 +515,21 @@ def run_bench(
         "runs": records,
     }
     results["summary"] = bench_report.summarise(results)
-    (out / RESULTS_JSON).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    write_atomic(out / RESULTS_JSON, json.dumps(results, indent=1))
     images = bench_report.plot_curves(results, out)
     bench_report.write_markdown(results, out / RESULTS_MD, images)
     return results
+
+
+def check_outputs(plan: Plan, out: str | Path, runs_dir: str | Path | None = None) -> None:
+    """Raise ``OutputPathError`` unless ``out`` and ``runs_dir`` (default ``<out>/runs``) are folders or can be
+    created, and every file :func:`run_bench` writes in ``out`` is new or a regular file (not a link, a pipe, a
+    device ...; see :mod:`ospo_gym.output_files`)."""
+    out = check_output_folder(out, what="bench output folder")
+    check_output_folder(out / "runs" if runs_dir is None else runs_dir, what="bench runs folder")
+    names = [RESULTS_JSON, RESULTS_MD, *(bench_report.curve_file(task.name) for task in plan.tasks)]
+    for name in names:
+        check_output_file(out / name, what="bench output file")
 
 
 def _run_parallel(

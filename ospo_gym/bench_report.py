@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ospo_gym.output_files import write_atomic
+
 THRESHOLD_FRACTION = 0.9
 
 
@@ -175,7 +177,7 @@ def render(out: str | Path) -> dict[str, Any]:
     path = Path(out) / "results.json"
     results = json.loads(path.read_text(encoding="utf-8"))
     results["summary"] = summarise(results)
-    path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    write_atomic(path, json.dumps(results, indent=1))
     write_markdown(results, Path(out) / "results.md", plot_curves(results, out))
     return results
 
@@ -236,8 +238,7 @@ def write_markdown(results: dict[str, Any], path: str | Path, images: list[Path]
             else "(no learning-curve PNG: matplotlib is not installed; pip install 'ospo-gym[bench]')",
             "",
         ]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_atomic(path, "\n".join(lines))
 
 
 def _load(results: dict[str, Any], when: str) -> str:
@@ -290,8 +291,9 @@ def plot_curves(results: dict[str, Any], out: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        path = Path(out) / curve_file(name)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        try:
+            path = write_atomic(Path(out) / curve_file(name), lambda tmp, f=fig: f.savefig(tmp, format="png", dpi=110))
+        finally:
+            plt.close(fig)
         written.append(path)
     return written

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ospo_gym.data.paths import processed_cache_dir
-from ospo_gym.train_cli import UsageError  # the CLI's one-line, exit-2 error (stdlib only)
+from ospo_gym.train_cli import UsageError, exit_usage_error  # the CLI's one-line, exit-2 errors (stdlib only)
 
 __all__ = [
     "INCOMPLETE",
@@ -151,7 +151,7 @@ def _describe(folder: Path, kind: str) -> CacheEntry:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
             raise ValueError("meta.json is not a JSON object")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         return CacheEntry(folder, kind, size, last_used, damaged=True)
     num_docs = meta.get("num_docs")
     settings = meta.get("settings") if kind == "bm25" else meta.get("options")
@@ -364,7 +364,7 @@ def _days(text: str) -> float:
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     def error(message: str) -> NoReturn:
-        parser.exit(2, f"{parser.prog}: error: {' '.join(message.split())}\n")
+        exit_usage_error(parser, message)
 
     parser.error = error  # type: ignore[method-assign]
     return parser

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
+import typing
 from collections.abc import Sequence
 
 from ospo_gym.cache_cli import add_cache_command
+from ospo_gym.output_files import check_output_file, check_output_folder
 from ospo_gym.registration import ENV_IDS
-from ospo_gym.train_cli import add_agent_commands
+from ospo_gym.train_cli import add_agent_commands, exit_usage_error, parse_kwargs
 
 
 class UsageError(Exception):
@@ -48,19 +51,6 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_kwargs(pairs: Sequence[str]) -> dict[str, object]:
-    kwargs: dict[str, object] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise UsageError(f"--env-arg expects NAME=VALUE, got {pair!r}")
-        name, raw = pair.split("=", 1)
-        try:
-            kwargs[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            kwargs[name] = raw
-    return kwargs
-
-
 def cmd_credit(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
@@ -69,8 +59,14 @@ def cmd_credit(args: argparse.Namespace) -> int:
 
     if args.env not in ENV_IDS:
         raise UsageError(f"unknown env {args.env!r}; known: {', '.join(ENV_IDS)}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    for flag, path in (("--html", args.html), ("--png", args.png)):
+        if path is not None:  # before the credit is computed: a bad path is reported at once
+            check_output_file(path, what=flag)
+    env_kwargs = parse_kwargs(args.env_arg)
     try:
-        env = gym.make(args.env, **_parse_kwargs(args.env_arg)).unwrapped
+        env = gym.make(args.env, **env_kwargs).unwrapped
     except (TypeError, ValueError) as err:
         raise UsageError(f"cannot build {args.env}: {err}") from None
     prompt_id = env.prompt_ids[0] if args.prompt_id is None else args.prompt_id
@@ -115,12 +111,10 @@ def cmd_credit(args: argparse.Namespace) -> int:
 
 
 def cmd_data_esci(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ospo_gym.data.download import ESCI_URL_BASE, download_esci
     from ospo_gym.data.paths import data_root
 
-    dest = Path(args.dest) if args.dest else data_root()[0] / "esci"
+    dest = check_output_folder(args.dest, what="--dest") if args.dest else data_root()[0] / "esci"
     url_base = args.url_base or ESCI_URL_BASE
     try:
         paths = download_esci(dest, url_base=url_base, force=args.force, progress=not args.quiet)
@@ -150,8 +144,16 @@ def cmd_data_hm(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with errors in one line (the error and a pointer to ``--help``, no usage block); its subparsers
+    are of this class too (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        exit_usage_error(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ospo-gym", description=__doc__)
+    parser = OneLineErrorParser(prog="ospo-gym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     envs = sub.add_parser("envs", help="list environment ids and their constructor arguments")
     envs.add_argument("--json", action="store_true", help="machine-readable output")
@@ -197,12 +199,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except UsageError as err:
-        print(f"ospo-gym: error: {err}", file=sys.stderr)
+    except (UsageError, ValueError) as err:  # ValueError: bad values only the library could check (spans, ...)
+        print(f"ospo-gym: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except ValueError as err:  # bad values that only the library could check (spans, sizes, ...)
-        print(f"ospo-gym: error: {err}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # `ospo-gym ... | head` closed our stdout: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not raise again
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the signal
+
+
+def _one_line(err: BaseException) -> str:
+    """An error message on one line: library messages may wrap (e.g. torch's)."""
+    return " ".join(str(err).split("\n")).strip()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import IO
 
 import numpy as np
 
+from ospo_gym.output_files import write_atomic  # re-exported: it was defined here first
+
 NEGATIVE_RGB = (215, 48, 39)  # ColorBrewer RdYlGn ends
 POSITIVE_RGB = (26, 152, 80)
 ZERO_RGB = (255, 255, 255)
@@ -196,7 +198,8 @@ def save_credit_png(path: str | os.PathLike, text: str, spans, credit, exact=Non
     One row per segment, top to bottom in text order, labelled with the segment text (cut to ``LABEL_CHARS``);
     bars are red below zero and green above. With ``exact`` ``(S,)`` the exact Shapley value is drawn as a grey
     bar beside each estimate. ``spans`` ``(S, 2)``, ``credit`` ``(S,)``. Needs matplotlib (Agg canvas, no pyplot
-    state is touched); the file is written to a temporary name and renamed.
+    state is touched); the file is written to a temporary name and renamed (:func:`write_atomic`: an existing
+    ``path`` that is not a regular file — a link, a pipe, a device — is refused with ``OutputPathError``).
     """
     spans, credit, exact = _check(text, spans, credit, exact)
     try:
@@ -228,25 +231,6 @@ def save_credit_png(path: str | os.PathLike, text: str, spans, credit, exact=Non
     ax.set_title((title or "segment credit").replace("$", r"\$"), fontsize="medium")
     path = Path(path)
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-
-
-def write_atomic(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
-
-    ``write`` is a ``str`` (written as UTF-8) or a callable taking the temporary path. A reader never sees a half
-    file; on failure the temporary file is removed and the ``OSError`` propagates.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if isinstance(write, str):
-            tmp.write_text(write, encoding="utf-8")
-        else:
-            write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 __all__ = [

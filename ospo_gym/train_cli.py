@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib.util
 import inspect
 import json
 import re
+import sys
 import textwrap
 import types
 import typing
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ospo_gym.output_files import check_output_folder
 from ospo_gym.registration import ENV_IDS
 
 ENV_ARG = {"flag": "--env-arg", "metavar": "NAME=VALUE"}
@@ -219,10 +222,16 @@ def load_yaml(path: str | None, allowed: set[str]) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise UsageError(f"cannot read --config {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--config {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise UsageError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise UsageError(
+            f"--config {path} is nested too deeply to read; a config is a flat mapping of option names to values"
+        ) from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UsageError(
@@ -300,6 +309,8 @@ def parse_kwargs(pairs: Sequence[str], flag: str = "--env-arg") -> dict[str, Any
             kwargs[name.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             kwargs[name.strip()] = raw
+        except RecursionError:  # json recurses once per nesting level
+            raise UsageError(f"{flag} {name.strip()}=...: the JSON value is nested too deeply") from None
     return kwargs
 
 
@@ -310,6 +321,12 @@ class UsageError(ValueError):
 
 def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+def exit_usage_error(parser: argparse.ArgumentParser, message: str) -> typing.NoReturn:
+    """Exit with status 2 and argparse's error as one line on stderr, pointing at ``--help`` (argparse's own
+    ``error`` prints the whole usage block first, which buries the one line that matters)."""
+    parser.exit(2, f"{parser.prog}: error: {' '.join(message.split())} (see {parser.prog} --help)\n")
 
 
 # -- shared checks -----------------------------------------------------------------------------------------------
@@ -338,6 +355,24 @@ def check_algo(algo: str) -> None:
         raise UsageError(f"unknown algo {algo!r}; known: {', '.join(list_estimators())}")
 
 
+def check_agent_config(config: Any) -> None:
+    """What ``AgentConfig`` accepts but only fails when used — a negative seed, a device this machine lacks, the
+    vLLM engine without vLLM — reported now, before any model, run folder or environment is built."""
+    from ospo_gym.agents.policy import resolve_device
+
+    if config.seed < 0:
+        raise UsageError(f"--seed must be >= 0 (numpy and gymnasium seeds are non-negative), got {config.seed}")
+    if config.device is not None:
+        try:
+            resolve_device(config.device)
+        except ValueError as err:
+            raise UsageError(f"--device {config.device}: {one_line(err)}") from None
+    if config.rollout == "vllm" and importlib.util.find_spec("vllm") is None:  # found, not imported: no side effects
+        from ospo_gym.agents.vllm_rollout import INSTALL_HINT
+
+        raise UsageError(f"--rollout vllm: vLLM is not installed; {INSTALL_HINT}")
+
+
 def _quiet_transformers() -> None:
     """No per-load progress bars or advisory warnings from transformers in CLI output."""
     try:
@@ -346,12 +381,17 @@ def _quiet_transformers() -> None:
         return
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:  # without a network, huggingface_hub logs every retry of every file: a screenful before the one error
+        from huggingface_hub.utils import logging as hub_logging
+    except ImportError:
+        return
+    hub_logging.set_verbosity_error()
 
 
 # -- train ---------------------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from ospo_gym.agents import Agent, AgentConfig
-    from ospo_gym.agents.logger import run_name
+    from ospo_gym.agents.logger import create_run_dir
 
     file_values = load_yaml(args.config, known_keys(TrainOptions, AgentConfig))
     opts = TrainOptions(**resolve_options(TrainOptions, args, file_values))
@@ -373,11 +413,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     config = (AgentConfig.tiny_cpu if opts.tiny else AgentConfig)(**agent_values)
     check_algo(config.algo)
+    check_agent_config(config)
+    check_output_folder(config.run_dir, what="--run-dir")
     env = make_single_env(opts.env, opts.env_kwargs)
     from ospo_gym.agents import distributed
 
-    world = distributed.setup(config.device)  # under torchrun: one run folder, chosen by rank 0's clock
-    run_dir = Path(world.broadcast(str(Path(config.run_dir) / run_name(opts.env, config.algo, config.seed))))
+    world = distributed.setup(config.device)  # under torchrun: one run folder, created by rank 0
+    # a new folder of its own (suffixed if another run took the name this second); with --policy, Agent.learn
+    # creates it, so that a policy which fails to load leaves no empty run folder behind
+    run_dir = None
+    if opts.tiny:
+        run_dir = create_run_dir(config.run_dir, opts.env, config.algo, config.seed, world=world)
     _quiet_transformers()
     if opts.tiny:
         from ospo_gym.tiny_policy import build_env_policy
@@ -391,23 +437,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     env.close()
     try:
         agent = Agent(opts.env, policy=policy, config=config, env_kwargs=opts.env_kwargs)
-    except OSError as err:  # a policy path that is not a model
-        raise UsageError(f"cannot load policy {policy}: {one_line(err)}") from None
-    agent.run_dir = run_dir
-    agent.learn(opts.steps)
+    except OSError as err:  # a policy path that is not a model, or a hub name neither cached nor downloadable
+        raise UsageError(_policy_error(policy, err, hub_name=opts.policy is not None and not local)) from None
+    if run_dir is not None:
+        agent.run_dir = run_dir
+    if not _learn(agent, opts.steps):
+        return DIVERGED_EXIT
     return _finish(agent, opts)
+
+
+def _policy_error(policy: Any, err: OSError, *, hub_name: bool) -> str:
+    """One line for a policy that would not load: a local folder that is not a model, or a hub name."""
+    if not hub_name:
+        return f"cannot load policy {policy}: {one_line(err)}"
+    reason = one_line(err).split(". ")[0].rstrip(".")  # transformers' first sentence; the rest is links and advice
+    return (
+        f"cannot load policy {policy!r}: not found locally and could not be downloaded from the Hugging Face Hub "
+        f"({reason}); pass --policy a local folder holding the model (saved with save_pretrained), or check the "
+        "hub name and the network"
+    )
 
 
 def _resume_training(opts: TrainOptions, agent_values: dict[str, Any]) -> int:
-    from ospo_gym.agents import Agent
+    """``train --resume``: a run folder, or a checkpoint inside one, continues that run folder; a checkpoint
+    anywhere else continues in a fresh run folder under --run-dir (default ``runs``). Where it writes never
+    comes from a file inside the checkpoint."""
+    from ospo_gym.agents import Agent, AgentConfig
+    from ospo_gym.agents.checkpoint import find_checkpoint, run_folder_of
 
     overrides = {k: v for k, v in agent_values.items() if k in ("progress_bar", "tensorboard")}
     _quiet_transformers()
-    agent = Agent.load(opts.resume, **overrides)  # a damaged or missing checkpoint is a CheckpointError: exit 2
-    if agent.run_dir is None:
-        agent.run_dir = Path(opts.resume)
-    agent.learn(max(opts.steps - agent.num_steps, 0))
+    checkpoint = find_checkpoint(opts.resume)  # a damaged or missing checkpoint is a CheckpointError: exit 2
+    if run_folder_of(checkpoint) is None:
+        overrides["run_dir"] = agent_values.get("run_dir", AgentConfig.run_dir)
+    agent = Agent.load(checkpoint, verified=True, **overrides)
+    if not _learn(agent, max(opts.steps - agent.num_steps, 0)):
+        return DIVERGED_EXIT
     return _finish(agent, opts)
+
+
+DIVERGED_EXIT = 1
+"""Exit status of ``train`` when training diverged: a failed run, not a usage error (2)."""
+
+
+def _learn(agent: Any, steps: int) -> bool:
+    """``agent.learn(steps)``; ``False`` if training diverged, reported in one line on stderr. The agent is
+    then closed without a final checkpoint (its weights may be non-finite); periodic checkpoints stay as they
+    are."""
+    from ospo_gym.agents import TrainingDivergedError
+
+    try:
+        agent.learn(steps)
+    except TrainingDivergedError as err:
+        agent.close()
+        if agent.world.is_main:  # every rank stops alike; one line for all of them
+            print(f"ospo-gym: error: {one_line(err)}", file=sys.stderr)
+        return False
+    return True
 
 
 def _finish(agent: Any, opts: TrainOptions) -> int:
@@ -444,6 +530,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if opts.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {opts.samples}")
+    if opts.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {opts.seed}")
     meta = json.loads((path / AGENT_JSON).read_text(encoding="utf-8"))
     env_id = opts.env or meta["env_id"]
     saved = meta.get("env_kwargs") or {}
@@ -505,12 +593,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 make_single_env(task.env_id, {**task.env_kwargs, **task.eval_env_kwargs}).close()
         for variant in plan.variants:
             check_algo(variant.algo)
-            AgentConfig.tiny_cpu(**{**variant.overrides, **overrides})  # every variant's config is valid
+            check_agent_config(AgentConfig.tiny_cpu(**{**variant.overrides, **overrides}))  # every variant's is valid
     except bench.PlanError as err:
         raise UsageError(str(err)) from None
     if opts.jobs < 0:
         raise UsageError(f"--jobs must be >= 0 (0: one per CPU core), got {opts.jobs}")
-    out = Path(opts.out) if opts.out else Path("bench_results") / opts.preset
+    out = check_output_folder(opts.out, what="--out") if opts.out else Path("bench_results") / opts.preset
+    if opts.runs_dir is not None:
+        check_output_folder(opts.runs_dir, what="--runs-dir")
+    bench.check_outputs(plan, out, opts.runs_dir)  # results.json, results.md, the PNGs: before any run starts
     command = command_line("bench", args)
     results = bench.run_bench(
         plan, out, runs_dir=opts.runs_dir, jobs=opts.jobs, progress=opts.progress, command=command
@@ -642,7 +733,7 @@ def _lazy_options(
         return namespace, extras
 
     def error(message: str) -> typing.NoReturn:
-        parser.exit(2, f"{parser.prog}: error: {message}\n")
+        exit_usage_error(parser, message)
 
     parser.parse_known_args = parse_with_options  # type: ignore[method-assign]
     parser.error = error  # type: ignore[method-assign]

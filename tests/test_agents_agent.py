@@ -89,10 +89,10 @@ def test_resume_continues_the_same_run(tiny_policy, tmp_path, algo):
     straight = make_agent(tiny_policy, tmp_path / "a", algo, **overrides).learn(4)
 
     first = make_agent(tiny_policy, tmp_path / "b", algo, **overrides).learn(2)
-    first.save(tmp_path / "ckpt")
+    first.save(first.run_dir / "checkpoint")  # inside its run folder: the resumed run goes on there
     first.predict("want: something", deterministic=False)  # consumes global randomness: must not matter
     np.random.default_rng().random()
-    resumed = Agent.load(tmp_path / "ckpt").learn(2)
+    resumed = Agent.load(first.run_dir / "checkpoint").learn(2)
 
     assert comparable(first.history + resumed.history) == comparable(straight.history)
     assert resumed.run_dir == first.run_dir

@@ -134,3 +134,43 @@ def test_shifted_evaluation_env_gets_its_own_curve_and_column(tmp_path, capsys):
     run = json.loads((tmp_path / bench.RESULTS_JSON).read_text())["runs"][0]
     assert [s for s, _ in run["shift_eval_curve"]] == [s for s, _ in run["eval_curve"]]
     assert "final reward, shifted env" in (tmp_path / bench.RESULTS_MD).read_text()
+
+
+def test_bench_refuses_results_files_it_must_not_replace_before_any_run(tmp_path):
+    """A link where results.json goes fails the benchmark at once (not after the runs), and is left as it was."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    target = tmp_path / "elsewhere.json"
+    target.write_text("keep me")
+    (out / bench.RESULTS_JSON).symlink_to(target)
+    plan = bench.make_plan(tasks=["additive"], seeds=1, steps=1, eval_every=1, eval_samples=1, algos=["grpo"])
+    with pytest.raises(ValueError, match="results.json is a symbolic link"):
+        bench.run_bench(plan, out, jobs=1, progress=False)
+    assert target.read_text() == "keep me" and [p.name for p in out.iterdir()] == [bench.RESULTS_JSON]
+
+
+def test_bench_output_check_names_a_pipe_where_a_png_goes(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / bench_report.curve_file("additive"))
+    plan = bench.make_plan(tasks=["additive"], seeds=1, algos=["grpo"])
+    with pytest.raises(ValueError, match="curves_additive.png is a named pipe"):
+        bench.check_outputs(plan, tmp_path)
+    bench.check_outputs(plan, tmp_path / "new")  # a folder still to be made is fine
+
+
+@pytest.mark.parametrize("flag", ["--out", "--runs-dir"])
+def test_bench_out_naming_a_file_exits_2_with_one_line(tmp_path, flag):
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    file = tmp_path / "results"
+    file.write_text("not a folder")
+    command = [sys.executable, "-m", "ospo_gym.cli", "bench", *SMOKE, flag, str(file)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"ospo-gym: error: {flag} {file} is a regular file, not a folder; give a new or existing folder"
+    ]
+    assert file.read_text() == "not a folder"

@@ -120,6 +120,11 @@ def test_an_entry_with_an_unreadable_meta_file_is_listed_as_damaged(cache, capsy
     assert "2 damaged entries" in out
 
 
+def test_a_deeply_nested_meta_file_is_listed_as_damaged(cache):
+    (cache["hm"] / "meta.json").write_text("[" * 100_000)
+    assert {e.name: e.damaged for e in scan_cache(cache["dir"])}[cache["hm"].name]
+
+
 def test_scan_of_a_missing_folder_is_empty_and_of_a_file_is_an_error(tmp_path, capsys):
     assert scan_cache(tmp_path / "nowhere") == []
     (tmp_path / "file").write_text("x")

@@ -44,3 +44,67 @@ def test_bad_input_exits_2_without_traceback(args, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["credit"], "the following arguments are required: --text"),
+        (["credit", "--text", "x", "--w-max", "x"], "argument --w-max: invalid int value: 'x'"),
+        (["nope"], "invalid choice: 'nope'"),
+        ([], "the following arguments are required: command"),
+        (["data", "esci", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_argparse_errors_are_one_line_pointing_at_help(args, message):
+    result = run(*args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--help)" in result.stderr
+    assert "usage:" not in result.stderr
+
+
+def test_help_still_prints_the_whole_usage():
+    result = run("credit", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: ospo-gym credit")
+    assert "--max-coalitions" in result.stdout and "--no-color" in result.stdout
+
+
+def test_credit_negative_seed_is_one_clear_line():
+    result = run("credit", "--text", "a b", "--seed", "-1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "ospo-gym: error: --seed must be >= 0, got -1"
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_data_esci_dest_naming_a_file_exits_2(tmp_path, below):
+    """Before any download: --dest is a regular file, or lies under one."""
+    file = tmp_path / "esci"
+    file.write_text("not a folder")
+    dest = file / "sub" if below else file
+    result = run("data", "esci", "--dest", str(dest), "--url-base", "http://127.0.0.1:9/none", "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"--dest {dest}" in result.stderr and f"{file} is a regular file, not a folder" in result.stderr
+    assert file.read_text() == "not a folder"
+
+
+def test_data_esci_refuses_a_link_where_a_file_goes(tmp_path):
+    """A link in --dest is not read, hashed, appended to or replaced: the downloads write only regular files."""
+    from ospo_gym.data.esci import EXAMPLES_FILE
+
+    target = tmp_path / "elsewhere.parquet"
+    target.write_bytes(b"keep me")
+    dest = tmp_path / "esci"
+    dest.mkdir()
+    (dest / EXAMPLES_FILE).symlink_to(target)
+    result = run("data", "esci", "--dest", str(dest), "--url-base", "http://127.0.0.1:9/none", "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{dest / EXAMPLES_FILE} is a symbolic link (to {target})" in result.stderr
+    assert (dest / EXAMPLES_FILE).is_symlink() and target.read_bytes() == b"keep me"
+
+
+def test_deeply_nested_env_arg_json_is_one_line():
+    result = run("credit", "--text", "x", "--env-arg", "vocab_size=" + "[" * 50_000)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "ospo-gym: error: --env-arg vocab_size=...: the JSON value is nested too deeply"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -189,3 +190,153 @@ def test_cli_import_stays_light():
     code = "import sys, ospo_gym.cli as c; c.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def _non_finite_tensors(run_dir: Path) -> list[str]:
+    """Where under ``run_dir`` a safetensors file or trainer state holds a non-finite float tensor."""
+    import torch
+    from safetensors.torch import load_file
+
+    def floats(value, where):
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                yield where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield from floats(item, f"{where}/{key}")
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                yield from floats(item, f"{where}/{i}")
+
+    bad = []
+    for path in run_dir.rglob("*.safetensors"):
+        bad += floats(load_file(path), str(path))
+    for path in run_dir.rglob("trainer_state.pt"):
+        bad += floats(torch.load(path, weights_only=True), str(path))
+    return bad
+
+
+def test_a_diverging_run_exits_1_in_one_line_and_keeps_only_finite_checkpoints(tmp_path, capsys):
+    args = ["train", "--tiny", "--steps", "3", "--learning-rate", "1e30", "--save-every", "1",
+            "--keep-checkpoints", "2", "--run-dir", str(tmp_path), *SMALL_ENV, *QUIET]  # fmt: skip
+    code, out, err = run_main(args, capsys)
+    assert code == 1 and out == ""  # a failed run, not a usage error (2): no summary
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    found = re.search(r"training diverged at step (\d+): the (loss|gradient norm) is", lines[0])
+    assert found and "learning_rate" in lines[0], lines[0]
+    (run_dir,) = tmp_path.iterdir()
+    assert not (run_dir / "checkpoint").exists()  # no final checkpoint of the diverged weights
+    failed = int(found.group(1))
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert kept == [f"step-{s:08d}" for s in range(max(failed - 2, 1), failed)]  # none pruned for the failure
+    assert _non_finite_tensors(run_dir) == []
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == failed - 1
+
+
+def test_two_train_runs_started_in_the_same_second_get_their_own_run_folders(tmp_path, capsys, monkeypatch):
+    from ospo_gym.agents import logger
+
+    stamp, second = logger.run_name, 1_900_000_000.0
+    monkeypatch.setattr(logger, "run_name", lambda env, algo, seed, when=None: stamp(env, algo, seed, second))
+    common = ["train", "--steps", "0", "--run-dir", str(tmp_path), *SMALL_ENV, *QUIET]
+    code, out, err = run_main([*common, "--tiny"], capsys)  # the command makes the folder (for the policy)
+    assert code == 0, err
+    first = Path(json.loads(out.strip().splitlines()[-1])["run_dir"])
+    code, out, err = run_main([*common, "--policy", str(first / "tiny_policy")], capsys)  # Agent.learn does
+    assert code == 0, err
+    again = Path(json.loads(out.strip().splitlines()[-1])["run_dir"])
+    assert first.parent == again.parent == tmp_path and again.name == first.name + "-1"
+    assert (first / "checkpoint" / "agent.json").is_file() and (again / "checkpoint" / "agent.json").is_file()
+
+
+# -- user errors through the real entry point: exit 2, one line, no traceback, nothing built (issue 13, item 10) --
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _no_cuda() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _no_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message", "applies"),
+    [
+        (["--device", "nope"], "--device nope: device 'nope' is not a device torch knows", True),
+        (["--device", "cuda"], "--device cuda: device 'cuda' needs CUDA", _no_cuda),
+        (["--seed", "-1"], "--seed must be >= 0", True),
+        (["--rollout", "vllm"], "--rollout vllm: vLLM is not installed; rollout='vllm' needs vLLM: pip install", _no_vllm),
+    ],
+    ids=["device-nope", "device-cuda-without-cuda", "seed-negative", "vllm-not-installed"],
+)
+def test_train_config_errors_exit_2_before_anything_is_built(tmp_path, flags, message, applies):
+    if callable(applies) and not applies():
+        pytest.skip("this machine has what the option needs")
+    runs = tmp_path / "runs"
+    line = _one_error_line(cli("train", "--tiny", "--steps", "1", "--run-dir", str(runs), *flags, *QUIET))
+    assert message in line
+    assert not runs.exists()  # failed before the tiny policy (or anything else) was built
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_train_run_dir_naming_a_file_exits_2(tmp_path, below):
+    file = tmp_path / "runs"
+    file.write_text("not a folder")
+    run_dir = file / "sub" if below else file
+    line = _one_error_line(cli("train", "--tiny", "--steps", "1", "--run-dir", str(run_dir), *QUIET))
+    assert f"--run-dir {run_dir}" in line and f"{file} is a regular file, not a folder" in line
+    assert file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000, "a:\n" + "".join("  " * depth + "b:\n" for depth in range(1, 3000))],
+    ids=["flow-sequences", "block-mappings"],
+)
+def test_deeply_nested_yaml_config_exits_2(tmp_path, text):
+    config = tmp_path / "deep.yaml"
+    config.write_text(text, encoding="utf-8")
+    line = _one_error_line(cli("train", "--tiny", "--config", str(config), "--run-dir", str(tmp_path / "runs")))
+    assert f"--config {config} is nested too deeply" in line
+
+
+def test_offline_hub_policy_is_one_line_saying_to_pass_a_local_folder(tmp_path):
+    import os
+
+    hub = str(tmp_path / "hf")  # an empty cache: the model cannot be there
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": hub, "HF_HUB_CACHE": hub}
+    command = [sys.executable, "-m", "ospo_gym.cli", "train", "--policy", "Qwen/Qwen2.5-0.5B", "--steps", "1",
+               "--run-dir", str(tmp_path / "runs"), *QUIET]  # fmt: skip
+    line = _one_error_line(subprocess.run(command, capture_output=True, text=True, timeout=120, env=env))
+    assert "cannot load policy 'Qwen/Qwen2.5-0.5B': not found locally and could not be downloaded" in line
+    assert "pass --policy a local folder" in line
+
+
+def test_pickled_trainer_state_is_refused_in_one_line(trained, tmp_path):
+    import torch
+
+    from ospo_gym.agents import checkpoint as ckpt
+
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(trained["checkpoint"], copy)
+    torch.save({"step": Path("x")}, copy / ckpt.TRAINER_STATE)  # an object of a class: needs pickle's GLOBAL
+    (copy / ckpt.MANIFEST).write_text(json.dumps(ckpt._manifest(copy)), encoding="utf-8")  # as anyone can
+    line = _one_error_line(cli("eval", str(copy), "--samples", "1"))
+    assert "trainer_state.pt holds a pickled Python object (pathlib.PosixPath), which is never loaded" in line
+
+
+def test_eval_negative_seed_exits_2(trained):
+    line = _one_error_line(cli("eval", trained["checkpoint"], "--seed", "-1"))
+    assert line == "ospo-gym: error: --seed must be >= 0, got -1"

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import html
+import os
 import re
+import stat
+import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +27,7 @@ from ospo_gym.credit_view import (
     use_colour,
     write_atomic,
 )
+from ospo_gym.output_files import OutputPathError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEGMENTS = ["good", '<script>alert("x")</script>', "&", "bad,", "zero", "$5 off"]
@@ -137,9 +143,85 @@ def test_png_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_write_atomic_leaves_no_temporary_file_on_failure(tmp_path):
-    with pytest.raises(IsADirectoryError):
-        write_atomic(tmp_path, "page")  # the target is a directory
+    def broken(tmp):
+        tmp.write_text("half a page")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(tmp_path / "page.html", broken)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_atomic_replaces_a_regular_file(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text("old")
+    assert write_atomic(path, "new ü") == path and path.read_text(encoding="utf-8") == "new ü"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
+
+
+SPECIAL_KINDS = {
+    "link": "symbolic link",
+    "dangling link": "symbolic link",
+    "fifo": "named pipe",
+    "char device": "character device",
+    "directory": "directory",
+}
+
+
+def _make_special(kind: str, path: Path) -> Callable[[], bool]:
+    """Put a non-regular file of ``kind`` at ``path``; return a check that it is still there, untouched."""
+    if kind == "link":
+        target = path.with_name("target.txt")
+        target.write_text("keep me")
+        path.symlink_to(target)
+        return lambda: path.is_symlink() and target.read_text() == "keep me"
+    if kind == "dangling link":
+        path.symlink_to(path.with_name("nowhere"))
+        return lambda: path.is_symlink() and not path.with_name("nowhere").exists()
+    if kind == "fifo":
+        os.mkfifo(path)
+        return lambda: stat.S_ISFIFO(os.lstat(path).st_mode)
+    if kind == "char device":
+        try:  # a second /dev/null: harmless if it were written to, but it must stay a device
+            os.mknod(path, stat.S_IFCHR | 0o600, os.stat("/dev/null").st_rdev)
+        except OSError:
+            pytest.skip("creating a device node needs root")
+        return lambda: stat.S_ISCHR(os.lstat(path).st_mode)
+    path.mkdir()
+    return lambda: path.is_dir() and not list(path.iterdir())
+
+
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+def test_write_atomic_refuses_what_is_not_a_regular_file(tmp_path, kind):
+    path = tmp_path / "out.html"
+    untouched = _make_special(kind, path)
+    with pytest.raises(OutputPathError, match=SPECIAL_KINDS[kind]):
+        write_atomic(path, "page")
+    assert untouched()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("flag", ["--html", "--png"])
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+def test_cli_refuses_to_replace_a_link_pipe_or_device(tmp_path, capsys, flag, kind):
+    path = tmp_path / "out"
+    untouched = _make_special(kind, path)
+    assert main([*CLI_ARGS, "--text", CLI_TEXT, flag, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {path} is a {SPECIAL_KINDS[kind]}" in err and len(err.strip().splitlines()) == 1
+    assert untouched()
+
+
+def test_cli_refuses_a_fifo_through_the_entry_point(tmp_path):
+    path = tmp_path / "credit.html"
+    untouched = _make_special("fifo", path)
+    result = subprocess.run(
+        [sys.executable, "-m", "ospo_gym.cli", *CLI_ARGS, "--text", CLI_TEXT, "--html", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "named pipe (FIFO)" in result.stderr
+    assert untouched()
 
 
 def test_cli_writes_html_and_png(tmp_path, capsys):
@@ -170,11 +252,13 @@ def test_cli_colours_only_on_a_tty_without_no_color(capsys, monkeypatch, no_colo
 
 
 @pytest.mark.parametrize("flag", ["--html", "--png"])
-@pytest.mark.parametrize("target", ["missing/out", "."])
-def test_cli_unwritable_path_exits_2_with_one_line(tmp_path, capsys, flag, target):
+@pytest.mark.parametrize(
+    ("target", "message"), [("missing/out", "cannot write"), (".", "is a directory, not a regular file")]
+)
+def test_cli_unwritable_path_exits_2_with_one_line(tmp_path, capsys, flag, target, message):
     path = tmp_path / target
     assert main([*CLI_ARGS, "--text", CLI_TEXT, flag, str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ospo-gym: error: cannot write") and len(err.strip().splitlines()) == 1
+    assert err.startswith("ospo-gym: error: ") and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
     assert not list(tmp_path.glob("**/*.tmp")) and not list(tmp_path.glob(".*.tmp"))

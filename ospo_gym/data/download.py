@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ospo_gym.data import DataError
 from ospo_gym.data.esci import EXAMPLES_FILE, PRODUCTS_FILE
+from ospo_gym.output_files import check_output_file, check_output_folder, write_atomic
 
 __all__ = ["ESCI_FILES", "ESCI_URL_BASE", "KnownFile", "download_esci", "download_file", "sha256_of"]
 
@@ -67,11 +68,12 @@ def download_file(
     Raises:
         DataError: the server or network failed (the partial file is kept, so a rerun resumes), or the
             result does not match ``expected`` (the partial file is deleted).
+        OutputPathError: ``dest`` or ``dest.part`` exists and is not a regular file (a link, a pipe, ...).
     """
     from tqdm import tqdm
 
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
+    dest = check_output_file(dest, what="download target")
+    part = check_output_file(dest.with_name(dest.name + ".part"), what="partial download")  # opened to append
     dest.parent.mkdir(parents=True, exist_ok=True)
     offset = part.stat().st_size if part.exists() else 0
     if expected is not None and offset > expected.size:
@@ -123,6 +125,7 @@ def download_file(
             f"{expected.size} bytes with SHA-256 {expected.sha256}. The partial download was deleted; rerun, "
             "or check the URL base."
         )
+    check_output_file(dest, what="download target")  # a link or a device that appeared meanwhile is not replaced
     os.replace(part, dest)
     return digest
 
@@ -151,8 +154,13 @@ def download_esci(
 
     Raises:
         DataError: a download failed, or a file (new or already there) does not match its checksum.
+        OutputPathError: ``dest`` is not a folder, or one of the files there is a link, a pipe, a device ...
+            (:mod:`ospo_gym.output_files`).
     """
-    dest = Path(dest)
+    dest = check_output_folder(dest, what="ESCI download folder")
+    names = (EXAMPLES_FILE, PRODUCTS_FILE)
+    for name in (*names, *(n + ".part" for n in names), CHECKSUMS_FILE):  # nothing read or written through a link
+        check_output_file(dest / name, what="ESCI download file")
     dest.mkdir(parents=True, exist_ok=True)
     url_base = url_base.rstrip("/")
     recorded_path = dest / CHECKSUMS_FILE
@@ -160,7 +168,7 @@ def download_esci(
     if checksums is None:
         checksums = ESCI_FILES if url_base == ESCI_URL_BASE else {}
     out = []
-    for name in (EXAMPLES_FILE, PRODUCTS_FILE):
+    for name in names:
         path = dest / name
         expected = checksums.get(name)
         if expected is None and name in recorded and recorded[name].get("url_base") == url_base:
@@ -178,7 +186,7 @@ def download_esci(
             digest = download_file(f"{url_base}/{name}", path, expected=expected, progress=progress, timeout=timeout)
         recorded[name] = {"sha256": digest, "size": path.stat().st_size, "url_base": url_base}
         out.append(path)
-    recorded_path.write_text(json.dumps(recorded, indent=1, sort_keys=True), encoding="utf-8")
+    write_atomic(recorded_path, json.dumps(recorded, indent=1, sort_keys=True))
     return out
 
 
