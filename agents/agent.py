@@ -199,16 +199,43 @@ class Agent:
         return rollout.texts[0]
 
     @_scoped_threads
-    def evaluate(self, samples_per_prompt: int = 8, *, deterministic: bool = False, seed: int = 12345) -> float:
-        """Mean reward over every prompt of the env, ``samples_per_prompt`` sampled completions each (or one greedy
-        completion with ``deterministic=True``). Seeded by ``seed``; the training streams are not touched."""
-        ids = self.envs.prompt_ids
+    def evaluate(
+        self,
+        samples_per_prompt: int = 8,
+        *,
+        deterministic: bool = False,
+        seed: int = 12345,
+        env: str | gym.Env | VectorEnv | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> float:
+        """Mean reward over every prompt of an env, ``samples_per_prompt`` sampled completions each (or one greedy
+        completion with ``deterministic=True``). Seeded by ``seed``; the training streams are not touched.
+
+        ``env`` is the training env by default; else an env id (built with ``env_kwargs`` for this call, then
+        closed) or an ospo-gym env / vector env (reset with the agent's seed, left open), e.g. the same retrieval
+        task scored by another retriever. The completions depend on ``seed`` and the prompts alone, so two envs
+        with the same prompts are scored on the same completions.
+        """
+        if env is None:
+            if env_kwargs:
+                raise ValueError("env_kwargs only apply with env=<an env id>; the training env is already built")
+            return self._mean_reward(self.envs, samples_per_prompt, deterministic, seed)
+        built = gym.make(env, **(env_kwargs or {})) if isinstance(env, str) else make_env(env, env_kwargs, 0)
+        try:
+            scorer = GroupedEnv(built, getattr(built, "num_envs", 1), self.config.seed)
+            return self._mean_reward(scorer, samples_per_prompt, deterministic, seed)
+        finally:
+            if isinstance(env, str):
+                built.close()
+
+    def _mean_reward(self, envs: GroupedEnv, samples_per_prompt: int, deterministic: bool, seed: int) -> float:
+        ids = envs.prompt_ids
         copies = 1 if deterministic else samples_per_prompt
         prompt_ids = [p for p in ids for _ in range(copies)]
         rollout = generate(
             self.model,
             self.tokenizer,
-            [self.envs.prompt(p) for p in prompt_ids],
+            [envs.prompt(p) for p in prompt_ids],
             max_new_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,
             top_p=self.config.top_p,
@@ -216,7 +243,7 @@ class Agent:
             seed=seed,
             stop_early=not self._sharded,
         )
-        return float(self.envs.score(prompt_ids, rollout.texts).mean())
+        return float(envs.score(prompt_ids, rollout.texts).mean())
 
     def save(self, path: str | Path) -> Path:
         """Write a resumable checkpoint folder atomically (see :mod:`ospo_gym.agents.checkpoint`).

@@ -6,7 +6,7 @@ contiguous groups ``r·P/W ... (r+1)·P/W − 1`` (every group on one rank, so g
 rows of those groups, ``first_row = r·B/W``. Sampling and coalition draws are keyed by global row, so the
 completions and credits a rank computes are the ones a single process computes for those rows.
 
-Run with ``torchrun --nproc_per_node N -m ospo_gym.agents.train ...``: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and
+Run with ``torchrun --nproc_per_node N -m ospo_gym.cli.train ...``: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and
 the rendezvous variables come from torchrun; the backend is ``nccl`` on GPUs and ``gloo`` on CPUs.
 """
 

@@ -55,6 +55,22 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars, advisory warnings or retry logs from transformers and the Hugging Face Hub:
+    what the CLI and the benchmark call before they load a model."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:  # without a network, huggingface_hub logs every retry of every file: a screenful before the one error
+        from huggingface_hub.utils import logging as hub_logging
+    except ImportError:
+        return
+    hub_logging.set_verbosity_error()
+
+
 def load_policy(
     name_or_path: str | Path,
     *,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -68,13 +70,42 @@ def test_predict_and_evaluate(tiny_policy, tmp_path):
     assert 0.0 <= score <= 1.0 and score == agent.evaluate(2)
 
 
+def test_evaluate_on_another_env_scores_the_same_completions_there(tiny_policy, tmp_path):
+    """``evaluate(env=...)``: what evaluating with the other env in place of the training env gave, by id or by
+    instance; the training env stays the one the agent trains on."""
+    from ospo_gym.agents.groups import GroupedEnv
+
+    agent = make_agent(tiny_policy, tmp_path)
+    own = agent.evaluate(2, seed=5)
+    other = {**ENV_KWARGS, "seed": 7}  # another task: other keywords, so other prompts and rewards
+    training_env = agent.envs
+    agent.envs = GroupedEnv(gym.make(ENV_ID, **other), 1, agent.config.seed)
+    swapped = agent.evaluate(2, seed=5)
+    agent.envs = training_env
+    assert swapped != own
+    assert agent.evaluate(2, seed=5, env=ENV_ID, env_kwargs=other) == swapped
+    instance = gym.make(ENV_ID, **other)
+    assert agent.evaluate(2, seed=5, env=instance) == swapped
+    vector = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", **other)
+    assert agent.evaluate(2, seed=5, env=vector) == swapped
+    assert agent.envs is training_env and agent.evaluate(2, seed=5) == own
+    assert agent.evaluate(2, seed=5, env=ENV_ID, env_kwargs=ENV_KWARGS) == own
+    with pytest.raises(ValueError, match="env_kwargs only apply"):
+        agent.evaluate(2, env_kwargs=other)
+    with pytest.raises(ValueError, match="env_kwargs only apply"):
+        agent.evaluate(2, env=instance, env_kwargs=other)
+    with pytest.raises(ValueError, match="not an ospo-gym generative-search env"):
+        agent.evaluate(2, env=gym.make("CartPole-v1"))
+
+
 def test_save_then_load_gives_identical_logprobs(tiny_policy, tmp_path):
     agent = make_agent(tiny_policy, tmp_path, "ospo_rank", beta=0.05)
     agent.learn(1)
     agent.save(tmp_path / "ckpt")
     agent.save(tmp_path / "ckpt")  # overwriting an existing checkpoint is atomic too
     loaded = Agent.load(tmp_path / "ckpt")
-    assert loaded.num_steps == 1 and loaded.config == agent.config
+    # a checkpoint outside any run folder starts a fresh run under the default parent, not the saved one
+    assert loaded.num_steps == 1 and loaded.config == dataclasses.replace(agent.config, run_dir="runs")
     rollout = generate(agent.model, agent.tokenizer, ["want: a", "avoid: b c"], max_new_tokens=6, seed=0)
     inputs = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
     with torch.no_grad():

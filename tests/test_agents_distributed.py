@@ -30,10 +30,10 @@ STEPS = 4
 
 
 def _train(run_root: Path, processes: int, *extra: str) -> dict:
-    launcher = [sys.executable, "-m", "ospo_gym.agents.train"]
+    launcher = [sys.executable, "-m", "ospo_gym.cli.train"]
     if processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                    "-m", "ospo_gym.agents.train"]  # fmt: skip
+                    "-m", "ospo_gym.cli.train"]  # fmt: skip
     result = subprocess.run(
         [*launcher, *ARGS, "--run-dir", str(run_root), *extra],
         capture_output=True,

@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from ospo_gym import bench, bench_report
+pytest.importorskip("torch")  # the harness is part of ospo_gym.agents
+
+from ospo_gym.agents import bench  # noqa: E402
+from ospo_gym.agents.bench import report  # noqa: E402
 
 SMOKE = ["--envs", "additive", "--seeds", "1", "--steps", "3", "--eval-every", "2", "--eval-samples", "2",
          "--env-arg", "num_prompts=4", "--jobs", "1", "--no-progress"]  # fmt: skip
@@ -88,7 +91,7 @@ def test_summary_threshold_censoring_and_ratio():
                  "tasks": [{"name": "t", "env_id": "ospo/X-v0", "steps": 20, "eval_every": 10}]},
         "runs": [_run(v, s, c) for v, cs in curves.items() for s, c in enumerate(cs)],
     }  # fmt: skip
-    task = bench_report.summarise(results)["t"]
+    task = report.summarise(results)["t"]
     assert task["best_variant"] == "ospo_prop" and task["threshold"] == pytest.approx(0.9 * 0.8)
     prop, grpo = task["variants"]["ospo_prop"], task["variants"]["grpo"]
     assert prop["steps_to_threshold"] == [10, 20] and prop["reached"] == 2 and not prop["steps_lower_bound"]
@@ -96,14 +99,14 @@ def test_summary_threshold_censoring_and_ratio():
         grpo["steps_to_threshold"] == [None, None] and grpo["steps_mean"] == 20 and grpo["steps_lower_bound"]
     )
     assert prop["steps_ratio_vs_baseline"] == {"value": pytest.approx(15 / 20), "bound": "upper"}
-    rows = bench_report.task_table("t", task)
+    rows = report.task_table("t", task)
     assert "not reached" in rows[2] and "0/2" in rows[2] and "≤ 0.75×" in rows[3]
 
 
 def test_tiny_policy_language_of_each_synthetic_env():
     import gymnasium as gym
 
-    from ospo_gym.tiny_policy import env_texts, language_pieces
+    from ospo_gym.agents.tiny_policy import env_texts, language_pieces
 
     pieces, separator = language_pieces(gym.make("ospo/Interaction-v0", num_prompts=2))
     assert separator == "," and all(len(p.split()) == 2 for p in pieces)
@@ -152,7 +155,7 @@ def test_bench_refuses_results_files_it_must_not_replace_before_any_run(tmp_path
 def test_bench_output_check_names_a_pipe_where_a_png_goes(tmp_path):
     import os
 
-    os.mkfifo(tmp_path / bench_report.curve_file("additive"))
+    os.mkfifo(tmp_path / report.curve_file("additive"))
     plan = bench.make_plan(tasks=["additive"], seeds=1, algos=["grpo"])
     with pytest.raises(ValueError, match="curves_additive.png is a named pipe"):
         bench.check_outputs(plan, tmp_path)

@@ -1,4 +1,4 @@
-"""``ospo-gym cache`` (ospo_gym.cache_cli): listing and cleaning real cache entries, and "last used" on load."""
+"""``ospo-gym cache`` (ospo_gym.cli.cache): listing and cleaning real cache entries, and "last used" on load."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ospo_gym.cache_cli import CacheEntry, format_size, remove_entries, scan_cache, select_entries
 from ospo_gym.cli import main
+from ospo_gym.cli.cache import CacheEntry, format_size, remove_entries, scan_cache, select_entries
 from ospo_gym.data.bm25_cache import BM25IndexCache
 from ospo_gym.data.cache import TaskCache
 from ospo_gym.retrievers import BM25Retriever

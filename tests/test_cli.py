@@ -108,3 +108,30 @@ def test_deeply_nested_env_arg_json_is_one_line():
     result = run("credit", "--text", "x", "--env-arg", "vocab_size=" + "[" * 50_000)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "ospo-gym: error: --env-arg vocab_size=...: the JSON value is nested too deeply"
+
+
+@pytest.mark.parametrize(
+    "args", [["envs"], ["credit", "--text", "alpha beta"], ["cache", "dir"], ["data", "hm"], ["envs", "--help"]]
+)
+def test_commands_without_agents_never_import_torch(args):
+    """The command table names each command's module by string: only the chosen one is imported."""
+    code = (
+        "import sys; from ospo_gym.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert result.stderr.strip().splitlines()[-1] == "False", result.stderr
+
+
+def test_every_command_names_functions_that_exist():
+    pytest.importorskip("torch")  # train, eval and bench live on the agents extra
+    import importlib
+
+    from ospo_gym.cli import COMMANDS
+
+    for name, command in COMMANDS.items():
+        for dotted in (command.options, command.body):
+            module, _, function = dotted.partition(":")
+            assert module.startswith("ospo_gym.cli."), (name, dotted)
+            assert callable(getattr(importlib.import_module(module), function)), (name, dotted)

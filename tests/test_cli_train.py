@@ -150,7 +150,8 @@ def test_bad_input_exits_2_with_one_line(args, message, capsys):
 
 
 def test_yaml_values_are_typed_like_flags(tmp_path, capsys):
-    from ospo_gym.train_cli import TrainOptions, load_yaml, resolve_options
+    from ospo_gym.cli.options import load_yaml, resolve_options
+    from ospo_gym.cli.train import TrainOptions
 
     config = tmp_path / "run.yaml"
     config.write_text("learning_rate: 1e-3\nepsilon_high: null\nsteps: 5\n", encoding="utf-8")
@@ -276,7 +277,7 @@ def _no_vllm() -> bool:
     [
         (["--device", "nope"], "--device nope: device 'nope' is not a device torch knows", True),
         (["--device", "cuda"], "--device cuda: device 'cuda' needs CUDA", _no_cuda),
-        (["--seed", "-1"], "--seed must be >= 0", True),
+        (["--seed", "-1"], "seed must be an int in [0, 2**63)", True),
         (["--rollout", "vllm"], "--rollout vllm: vLLM is not installed; rollout='vllm' needs vLLM: pip install", _no_vllm),
     ],
     ids=["device-nope", "device-cuda-without-cuda", "seed-negative", "vllm-not-installed"],

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ospo_gym import credit_view
-from ospo_gym.cli import main
-from ospo_gym.credit_view import (
+from ospo_gym.cli import credit_view, main
+from ospo_gym.cli.credit_view import (
     NEGATIVE_RGB,
     POSITIVE_RGB,
     ZERO_RGB,
@@ -25,9 +24,8 @@ from ospo_gym.credit_view import (
     credit_terminal,
     save_credit_png,
     use_colour,
-    write_atomic,
 )
-from ospo_gym.output_files import OutputPathError
+from ospo_gym.output_files import OutputPathError, write_atomic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEGMENTS = ["good", '<script>alert("x")</script>', "&", "bad,", "zero", "$5 off"]

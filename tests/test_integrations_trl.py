@@ -562,7 +562,7 @@ def test_ospo_prop_in_trl_raises_reward_on_synthetic_retrieval(integration, tmp_
     that of the first 10 (tiny Qwen2 warm-started on the env's words, as the head-to-head benchmark does)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ospo_gym.tiny_policy import build_env_policy
+    from ospo_gym.agents.tiny_policy import build_env_policy
 
     env = gym.make("ospo/SyntheticRetrieval-v0", num_products=300, num_queries=20)
     path = build_env_policy(env, tmp_path / "policy", seed=0, warm_start=50)

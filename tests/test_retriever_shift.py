@@ -10,13 +10,21 @@ import numpy as np
 import pytest
 
 import ospo_gym  # noqa: F401
-from ospo_gym import bench
 from ospo_gym.data.fast_bm25 import TopListBM25Retriever
 from ospo_gym.envs import esci, hm, retrieval
 from ospo_gym.retrievers import BM25Retriever
 
 ENV_ID = "ospo/SyntheticRetrieval-v0"
 SMALL = {"num_products": 200, "num_queries": 10}
+
+
+@pytest.fixture
+def bench():
+    """The benchmark harness (:mod:`ospo_gym.agents.bench`), which needs the agents extra."""
+    pytest.importorskip("torch")
+    from ospo_gym.agents import bench
+
+    return bench
 
 
 def make(**kwargs):
@@ -102,7 +110,7 @@ def test_every_retriever_choice_works(name, request):
     venv.close()
 
 
-def test_other_retrievers_change_the_reward(dense_model):
+def test_other_retrievers_change_the_reward(dense_model, bench):
     """The shifts are real: other BM25 parameters and a (random) dense encoder rank differently."""
     base = make()
     shifted = make(**bench.SHIFTED_BM25)
@@ -122,7 +130,7 @@ def test_unknown_retriever_lists_the_allowed_names(bad):
         retrieval.make_retriever(bad, ["a doc"])
 
 
-def test_retriever_shift_preset_plan():
+def test_retriever_shift_preset_plan(bench):
     plan = bench.make_plan("retriever-shift")
     assert [t.name for t in plan.tasks] == ["retrieval"]  # no data files needed
     task = plan.tasks[0]
@@ -132,7 +140,7 @@ def test_retriever_shift_preset_plan():
     assert esci_plan.tasks[0].eval_env_kwargs == bench.SHIFTED_BM25
 
 
-def test_retriever_shift_preset_runs_end_to_end(tmp_path, capsys):
+def test_retriever_shift_preset_runs_end_to_end(tmp_path, capsys, bench):
     pytest.importorskip("torch")
     from ospo_gym.cli import main
 

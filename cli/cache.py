@@ -28,20 +28,21 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from ospo_gym.cli.options import UsageError
 from ospo_gym.data.paths import processed_cache_dir
-from ospo_gym.train_cli import UsageError, exit_usage_error  # the CLI's one-line, exit-2 errors (stdlib only)
 
 __all__ = [
     "INCOMPLETE",
     "KINDS",
     "CacheEntry",
-    "add_cache_command",
+    "add_options",
+    "cmd_cache",
     "format_size",
     "remove_entries",
     "scan_cache",
@@ -362,16 +363,21 @@ def _days(text: str) -> float:
     return days
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    def error(message: str) -> NoReturn:
-        exit_usage_error(parser, message)
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "dir": ("print the cache folder", cmd_dir),
+    "info": ("entries and total size per kind", cmd_info),
+    "list": ("one line per entry: kind, size, last used, folder", cmd_list),
+    "remove": ("delete the entries chosen by --kind / --unused-days / --all", cmd_remove),
+    "purge": ("delete every entry (= remove --all)", cmd_purge),
+}
 
-    parser.error = error  # type: ignore[method-assign]
-    return parser
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    return SUBCOMMANDS[args.cache_command][1](args)
 
 
-def add_cache_command(sub: argparse._SubParsersAction) -> None:
-    """Add ``cache`` (with ``dir``, ``info``, ``list``, ``remove``, ``purge``) to the CLI's subparsers."""
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The subcommands of ``cache`` (:data:`SUBCOMMANDS`) and their options."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--cache-dir",
@@ -379,33 +385,18 @@ def add_cache_command(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="the cache folder (default: $OSPO_GYM_CACHE, else <user cache dir>/processed)",
     )
-    cache = _one_line_errors(
-        sub.add_parser(
-            "cache",
-            help="see and clean the on-disk caches (processed datasets, BM25 indexes)",
-            description="See and clean the on-disk caches. Example: ospo-gym cache remove --unused-days 30",
-        )
-    )
-    actions = cache.add_subparsers(dest="cache_command", required=True, metavar="{dir,info,list,remove,purge}")
-    commands: Sequence[tuple[str, str, Callable[[argparse.Namespace], int]]] = (
-        ("dir", "print the cache folder", cmd_dir),
-        ("info", "entries and total size per kind", cmd_info),
-        ("list", "one line per entry: kind, size, last used, folder", cmd_list),
-        ("remove", "delete the entries chosen by --kind / --unused-days / --all", cmd_remove),
-        ("purge", "delete every entry (= remove --all)", cmd_purge),
-    )
+    actions = parser.add_subparsers(dest="cache_command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     kinds = "|".join((*KINDS, INCOMPLETE))
-    for name, help_text, func in commands:
-        parser = _one_line_errors(actions.add_parser(name, help=help_text, description=help_text, parents=[common]))
-        parser.set_defaults(func=func)
+    for name, (help_text, _) in SUBCOMMANDS.items():
+        action = actions.add_parser(name, help=help_text, description=help_text, parents=[common])
         if name in ("list", "remove"):
-            parser.add_argument("--kind", type=_kind, default=None, metavar=kinds, help="only entries of this kind")
+            action.add_argument("--kind", type=_kind, default=None, metavar=kinds, help="only entries of this kind")
         if name == "list":
-            parser.add_argument("--json", action="store_true", help="machine-readable output")
+            action.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "remove":
-            parser.add_argument(
+            action.add_argument(
                 "--unused-days", type=_days, default=None, metavar="N", help="only entries not used for N days"
             )
-            parser.add_argument("--all", action="store_true", help="every entry (narrowed by --kind / --unused-days)")
+            action.add_argument("--all", action="store_true", help="every entry (narrowed by --kind / --unused-days)")
         if name in ("remove", "purge"):
-            parser.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
+            action.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")

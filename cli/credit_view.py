@@ -16,7 +16,7 @@ from typing import IO
 
 import numpy as np
 
-from ospo_gym.output_files import write_atomic  # re-exported: it was defined here first
+from ospo_gym.output_files import write_atomic
 
 NEGATIVE_RGB = (215, 48, 39)  # ColorBrewer RdYlGn ends
 POSITIVE_RGB = (26, 152, 80)
@@ -240,5 +240,4 @@ __all__ = [
     "credit_terminal",
     "save_credit_png",
     "use_colour",
-    "write_atomic",
 ]

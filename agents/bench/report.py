@@ -1,4 +1,4 @@
-"""Summaries, Markdown tables and learning-curve PNGs of a benchmark's ``results.json`` (:mod:`ospo_gym.bench`).
+"""Summaries, Markdown tables and learning-curve PNGs of a benchmark's ``results.json`` (:mod:`ospo_gym.agents.bench`).
 
 Definitions used in every table:
 
@@ -22,6 +22,8 @@ import numpy as np
 
 from ospo_gym.output_files import write_atomic
 
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
 THRESHOLD_FRACTION = 0.9
 
 
@@ -174,11 +176,11 @@ def render(out: str | Path) -> dict[str, Any]:
     """Recompute the summary of ``<out>/results.json`` and rewrite it, results.md and the PNGs (no training)."""
     import json
 
-    path = Path(out) / "results.json"
+    path = Path(out) / RESULTS_JSON
     results = json.loads(path.read_text(encoding="utf-8"))
     results["summary"] = summarise(results)
     write_atomic(path, json.dumps(results, indent=1))
-    write_markdown(results, Path(out) / "results.md", plot_curves(results, out))
+    write_markdown(results, Path(out) / RESULTS_MD, plot_curves(results, out))
     return results
 
 
@@ -297,3 +299,13 @@ def plot_curves(results: dict[str, Any], out: str | Path) -> list[Path]:
             plt.close(fig)
         written.append(path)
     return written
+
+
+def console_summary(results: dict[str, Any], out: str | Path) -> str:
+    """A few lines for the terminal: the tables and where the files are."""
+    lines = [
+        tables_text(results),
+        f"wrote {Path(out) / RESULTS_JSON}, {RESULTS_MD} and the PNG curves",
+    ]
+    lines.append(f"wall time {results['wall_seconds']:.0f} s with {results['workers']} worker(s)")
+    return "\n".join(lines)

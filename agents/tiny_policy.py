@@ -1,13 +1,11 @@
-"""A tiny Qwen2 policy for an env, built on this machine: the CLI's ``train --tiny`` and the benchmark use it.
+"""A tiny Qwen2 policy for an env, built on this machine: ``ospo-gym train --tiny`` and the benchmark use it.
 
-:func:`build_env_policy` trains the BPE tokenizer of :func:`ospo_gym.agents.build_tiny_qwen2` on the env's own
-texts (its prompts and its vocabulary) and, optionally, *warm-starts* the random model: a few supervised steps on
+:func:`build_env_policy` trains the BPE tokenizer of :func:`ospo_gym.agents.policy.build_tiny_qwen2` on the env's
+own texts (its prompts and its vocabulary) and, optionally, *warm-starts* the random model: a few supervised steps on
 completions made of random words (or, where the env has them, random phrases) of the env's vocabulary, whatever
 the prompt. That is the tiny model's "pre-training": it learns to write the task's language, not the task — which
 phrase helps which prompt is left to RL. Tasks whose reward needs multi-token units (``ospo/Interaction-v0``'s
 two-word phrases) give a random 100k-parameter model no reward signal at all without it.
-
-Torch and transformers are imported inside the functions; this module is light to import.
 """
 
 from __future__ import annotations
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ospo_gym.agents.policy import build_tiny_qwen2
 
 
 def env_texts(env: Any) -> list[str]:
@@ -61,8 +61,6 @@ def build_env_policy(
 ) -> Path:
     """Build the tiny Qwen2 for ``env`` in ``directory`` (weights seeded by ``seed``), warm-started for
     ``warm_start`` steps (0: the random model as built). Returns ``directory``."""
-    from ospo_gym.agents import build_tiny_qwen2
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = build_tiny_qwen2(env_texts(env), directory, seed=seed)

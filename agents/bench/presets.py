@@ -1,0 +1,141 @@
+"""The benchmark's tasks (an env with the settings every agent gets on it), agent variants and presets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """An env with the settings every agent of the benchmark gets on it."""
+
+    name: str
+    env_id: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    """AgentConfig overrides over ``AgentConfig.tiny_cpu()`` (prompts per step, new tokens, ...)."""
+    steps: int = 300
+    eval_every: int = 20
+    warm_start: int = 0
+    """Warm-start steps of the tiny policy (see :mod:`ospo_gym.agents.tiny_policy`)."""
+    eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """When set, every evaluation also scores on the env built with these arguments over ``env_kwargs``."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An agent: an estimator and AgentConfig overrides on top of the task's."""
+
+    label: str
+    algo: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named benchmark: its default tasks, its agent variants and, optionally, the arguments of a shifted
+    evaluation env (over each task's own)."""
+
+    description: str
+    tasks: tuple[str, ...]
+    variants: tuple[Variant, ...]
+    eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+TASKS: dict[str, Task] = {
+    "additive": Task(
+        "additive",
+        "ospo/AdditiveKeywords-v0",
+        dict(vocab_size=24, num_prompts=8, num_positive=3, num_negative=3, shared_weights=False),
+        config=dict(prompts_per_step=4),
+        steps=400,
+        eval_every=20,
+        note="per-prompt keyword weights: the policy must read the prompt; additive, so exact credit is known",
+    ),
+    "interaction": Task(
+        "interaction",
+        "ospo/Interaction-v0",
+        dict(num_phrases=16, num_prompts=8, num_targets=4, num_distractors=3, num_synergies=2),
+        config=dict(prompts_per_step=4, max_new_tokens=12),
+        steps=300,
+        eval_every=20,
+        warm_start=100,
+        note="two-word phrases with synergy between adjacent targets; the tiny policy is warm-started to write "
+        "random phrases of the vocabulary (no reward signal otherwise)",
+    ),
+    "retrieval": Task(
+        "retrieval",
+        "ospo/SyntheticRetrieval-v0",
+        dict(num_products=300, num_queries=20),
+        config=dict(prompts_per_step=4),
+        steps=300,
+        eval_every=20,
+        warm_start=50,
+        note="query rewriting against BM25 over a generated ESCI-schema catalog (pooled NDCG@10)",
+    ),
+    "esci": Task(
+        "esci",
+        "ospo/ESCI-v0",
+        dict(max_queries=32, prompt_template="query: {query}"),
+        config=dict(prompts_per_step=4),
+        steps=200,
+        eval_every=20,
+        warm_start=50,
+        note="real ESCI data: needs --env-arg data_dir=... (ospo-gym data esci)",
+    ),
+}
+
+_MAIN = (Variant("grpo", "grpo"), Variant("ospo_prop", "ospo_prop"), Variant("ospo_rank", "ospo_rank"))
+
+
+SHIFTED_BM25: dict[str, Any] = {"retriever": "bm25-full", "retriever_kwargs": {"k1": 0.9, "b": 0.4}}
+"""The retriever-shift preset's evaluation env arguments. ``"bm25"`` and ``"bm25-full"`` alone give the same
+rewards (same scores, only the fast path differs), so the shift is the BM25 parameters."""
+
+
+def _sweep(algo: str, name: str, values: Iterable[Any]) -> tuple[Variant, ...]:
+    return tuple(Variant(f"{algo}[{name}={v}]", algo, {name: v}) for v in values)
+
+
+PRESETS: dict[str, Preset] = {
+    "main": Preset("GRPO vs OSPO-PROP vs OSPO-RANK", ("additive", "interaction", "retrieval"), _MAIN),
+    "width": Preset(
+        "OSPO-PROP with coalition width w_max in {1, 2, 4, 8, 12} (GRPO for reference)",
+        ("interaction",),
+        (Variant("grpo", "grpo"), *_sweep("ospo_prop", "w_max", (1, 2, 4, 8, 12))),
+    ),
+    "budget": Preset(
+        "OSPO-PROP with coalition budget M in {8, 16, 32, 64, 96} (GRPO for reference)",
+        ("interaction",),
+        (Variant("grpo", "grpo"), *_sweep("ospo_prop", "max_coalitions", (8, 16, 32, 64, 96))),
+    ),
+    "contiguity": Preset(
+        "contiguous vs non-contiguous coalitions for OSPO-PROP and OSPO-RANK (GRPO for reference)",
+        ("interaction",),
+        (
+            Variant("grpo", "grpo"),
+            *_sweep("ospo_prop", "contiguous", (True, False)),
+            *_sweep("ospo_rank", "contiguous", (True, False)),
+        ),
+    ),
+    "group": Preset(
+        "group size G in {2, 4, 8} for every agent",
+        ("additive",),
+        tuple(
+            v for algo in ("grpo", "ospo_prop", "ospo_rank") for v in _sweep(algo, "group_size", (2, 4, 8))
+        ),
+    ),
+    "retriever-shift": Preset(
+        "train with one retriever, evaluate with another: BM25 k1=1.5, b=0.75 (bm25s' defaults) for training, "
+        "BM25 k1=0.9, b=0.4 (Anserini's defaults: weaker term-frequency saturation and length normalisation) "
+        "scored over the whole catalog for the shifted evaluation; on the synthetic retrieval task by default "
+        "(no data files), on ESCI with --envs esci --env-arg data_dir=...",
+        ("retrieval",),
+        _MAIN,
+        eval_env_kwargs=SHIFTED_BM25,
+    ),
+}
+

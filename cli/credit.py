@@ -1,0 +1,85 @@
+"""``ospo-gym credit``: the segment credit of one completion for one prompt of an env, estimated with sampled
+coalitions through the env's oracle (optionally beside the exact Shapley values), printed and optionally drawn
+(:mod:`ospo_gym.cli.credit_view`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ospo_gym.cli import credit_view
+from ospo_gym.cli.options import UsageError, parse_kwargs
+from ospo_gym.credit import owen_estimate, sample_coalitions
+from ospo_gym.output_files import check_output_file, write_atomic
+from ospo_gym.registration import ENV_IDS
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default=ENV_IDS[0], help=f"env id (default {ENV_IDS[0]})")
+    parser.add_argument("--env-arg", action="append", default=[], metavar="NAME=VALUE", help="constructor argument")
+    parser.add_argument("--prompt-id", default=None, help="prompt id (default: the first)")
+    parser.add_argument("--text", required=True, help="the completion to explain")
+    parser.add_argument("--w-max", type=int, default=8, help="widest coalition window")
+    parser.add_argument("--max-coalitions", type=int, default=96, help="coalition budget M")
+    parser.add_argument("--estimator", choices=["owen", "released"], default="owen")
+    parser.add_argument("--exact", action="store_true", help="also print exact Shapley values")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML heat-map")
+    parser.add_argument("--png", default=None, metavar="PATH", help="also write a PNG bar chart (needs matplotlib)")
+    parser.add_argument(
+        "--no-color", action="store_true", help="no ANSI colours (also when NO_COLOR is set or stdout is not a tty)"
+    )
+
+
+def cmd_credit(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    if args.env not in ENV_IDS:
+        raise UsageError(f"unknown env {args.env!r}; known: {', '.join(ENV_IDS)}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    for flag, path in (("--html", args.html), ("--png", args.png)):
+        if path is not None:  # before the credit is computed: a bad path is reported at once
+            check_output_file(path, what=flag)
+    env_kwargs = parse_kwargs(args.env_arg)
+    try:
+        env = gym.make(args.env, **env_kwargs).unwrapped
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"cannot build {args.env}: {err}") from None
+    prompt_id = env.prompt_ids[0] if args.prompt_id is None else args.prompt_id
+    if prompt_id not in env.prompt_ids:  # ids typed on a command line arrive as strings
+        matches = [p for p in env.prompt_ids if str(p) == str(prompt_id)]
+        if not matches:
+            raise UsageError(f"unknown prompt id {prompt_id!r}; e.g. {env.prompt_ids[:5]}")
+        prompt_id = matches[0]
+    text = args.text
+    spans = env.oracle.segment(text)
+    coalitions = sample_coalitions(len(spans), args.w_max, args.max_coalitions, rng=args.seed)
+    values = env.oracle.values(prompt_id, text, spans, coalitions)
+    credit = owen_estimate(coalitions, values, len(spans), estimator=args.estimator)
+    exact = env.ground_truth_credit(prompt_id, text) if args.exact else None
+    reward = float(env.rewards([prompt_id], [text])[0])
+    print(f"prompt: {env.prompt(prompt_id)}")
+    print(f"reward: {reward:.4f}   segments: {len(spans)}   coalitions: {len(coalitions)}")
+    colour = credit_view.use_colour(sys.stdout, no_color=args.no_color)
+    if len(spans):
+        print(credit_view.credit_terminal(text, spans, credit, exact=exact, colour=colour))
+    title = f"{args.env} · prompt {prompt_id}"
+    note = f"prompt: {env.prompt(prompt_id)} | reward {reward:.4f} | {len(coalitions)} coalitions, {args.estimator}"
+
+    def write_html(path: str):
+        return write_atomic(path, credit_view.credit_html(text, spans, credit, title=title, exact=exact, note=note))
+
+    def write_png(path: str):
+        return credit_view.save_credit_png(path, text, spans, credit, exact, title=title)
+
+    for path, write in ((args.html, write_html), (args.png, write_png)):
+        if path is None:
+            continue
+        try:
+            print(f"wrote {write(path)}")
+        except ImportError as err:
+            raise UsageError(str(err)) from None
+        except OSError as err:
+            raise UsageError(f"cannot write {path}: {err.strerror or err}") from None
+    return 0
