@@ -8,8 +8,21 @@ from typing import Any
 
 import numpy as np
 
-from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv, truncate_action
+from ospo_gym.envs.base import (
+    MAX_TABLE_CELLS,
+    GenerativeSearchEnv,
+    GenerativeSearchVectorEnv,
+    check_knob,
+    truncate_action,
+)
 from ospo_gym.vocab import pseudo_words
+
+MAX_VOCAB = 100_000
+MAX_PROMPTS = 100_000
+VOCAB_WHY = (
+    "pseudo-words are drawn until that many distinct ones are found, which slows down towards the 737,100 "
+    "that exist"
+)
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -45,9 +58,12 @@ class AdditiveKeywordsEnv(GenerativeSearchEnv):
     After one step (terminated).
 
     ## Arguments
-    * ``vocab_size=32``: number of keywords.
-    * ``num_prompts=16``: number of prompts, ids ``0..num_prompts-1``.
-    * ``num_positive=4``, ``num_negative=4``: helpful and harmful keywords per prompt.
+    * ``vocab_size=32``: number of keywords, at most 100,000 (pseudo-words are drawn until that many distinct
+      ones are found; 737,100 exist).
+    * ``num_prompts=16``: number of prompts, ids ``0..num_prompts-1``, at most 100,000, and
+      ``num_prompts * vocab_size`` at most ``2**25`` (the hidden weights are one float64 table).
+    * ``num_positive=4``, ``num_negative=4``: helpful and harmful keywords per prompt (together at most
+      ``vocab_size``).
     * ``shared_weights=False``: every prompt uses the same hidden weights (a context-free task).
     * ``hint_noise=0.0``: probability that a listed keyword is a neutral one instead.
     * ``seed=0``: generates the vocabulary, the weights and the prompts.
@@ -78,15 +94,20 @@ class AdditiveKeywordsEnv(GenerativeSearchEnv):
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
-        if num_positive < 1 or num_negative < 0:
-            raise ValueError(f"need num_positive >= 1 and num_negative >= 0, got {num_positive}, {num_negative}")
+        check_knob("vocab_size", vocab_size, 1, MAX_VOCAB, VOCAB_WHY)
+        check_knob("num_prompts", num_prompts, 1, MAX_PROMPTS, "every prompt is generated at construction")
+        check_knob("num_positive", num_positive, 1, vocab_size, "helpful keywords are drawn from the vocabulary")
+        check_knob("num_negative", num_negative, 0, vocab_size, "harmful keywords are drawn from the vocabulary")
         if vocab_size < num_positive + num_negative:
             raise ValueError(
                 f"vocab_size ({vocab_size}) must be at least num_positive + num_negative "
                 f"({num_positive + num_negative}); raise vocab_size or lower the counts"
             )
-        if num_prompts < 1:
-            raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
+        if num_prompts * vocab_size > MAX_TABLE_CELLS:
+            raise ValueError(
+                f"num_prompts * vocab_size must be at most {MAX_TABLE_CELLS} (the hidden weights are a float64 "
+                f"(num_prompts, vocab_size) table in memory), got {num_prompts} * {vocab_size}; lower either"
+            )
         if not 0.0 <= hint_noise <= 1.0:
             raise ValueError(f"hint_noise is a probability, got {hint_noise}")
         super().__init__(**base_kwargs)

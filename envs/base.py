@@ -22,6 +22,29 @@ from ospo_gym.spaces import UnicodeText
 
 RESET_OPTIONS = ("prompt_id",)
 VECTOR_RESET_OPTIONS = ("prompt_ids",)
+# Upper bounds of the shared size knobs (every knob has one, so that no setting can hang or exhaust memory).
+MAX_ACTION_CHARS = 10**9
+MAX_NUM_ENVS = 1 << 16
+MAX_TABLE_CELLS = 1 << 25
+"""Cells of the largest per-prompt table a synthetic env holds in memory (float64: 256 MiB)."""
+
+
+def check_knob(name: str, value: Any, low: int, high: int, why: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int in ``[low, high]``; the message names the knob, the range
+    and ``why`` the bound is there."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}] ({why}), got {value!r}")
+
+
+def check_batch(name: str, items: Any, what: str) -> list[Any]:
+    """``items`` as a list, refusing a bare ``str`` / ``bytes`` (one item, not a batch) and non-sequences."""
+    expected = f"{name} must be a sequence (a list) of {what}, one per batch entry, got {type(items).__name__}"
+    if isinstance(items, (str, bytes)):
+        raise ValueError(f"{expected}; wrap a single one in a list")
+    try:
+        return list(items)
+    except TypeError:  # not iterable (an int, None, a 0-d array)
+        raise ValueError(expected) from None
 
 
 def truncate_action(action: Any, max_chars: int) -> str:
@@ -43,7 +66,7 @@ class GenerativeSearchEnv(gym.Env[str, str]):
     """Base class: a prompt is shown, the agent answers with text once, the env scores it.
 
     Subclasses set ``self._prompts`` (an ordered ``{prompt_id: prompt text}``) and implement
-    :meth:`score_texts`. Actions longer than ``max_action_chars`` are truncated to their first
+    :meth:`score_texts`. Actions longer than ``max_action_chars`` (1 to 10**9) are truncated to their first
     ``max_action_chars`` characters before anything else (retrieval text, segments, reward).
     """
 
@@ -60,8 +83,7 @@ class GenerativeSearchEnv(gym.Env[str, str]):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}")
-        if max_action_chars < 1:
-            raise ValueError(f"max_action_chars must be >= 1, got {max_action_chars}")
+        check_knob("max_action_chars", max_action_chars, 1, MAX_ACTION_CHARS, "actions are cut to that many characters")
         self.render_mode = render_mode
         self.segmentation = segmentation or self.default_segmentation
         self.segmentation_backend = segmentation_backend
@@ -97,11 +119,23 @@ class GenerativeSearchEnv(gym.Env[str, str]):
         )
 
     def rewards(self, prompt_ids: Sequence[Hashable], actions: Sequence[str]) -> np.ndarray:
-        """Rewards of whole actions (completions) in one batch, shape (N,)."""
+        """Rewards of whole actions (completions) in one batch, shape (N,).
+
+        Raises:
+            ValueError: ``prompt_ids`` and ``actions`` are not sequences of the same length (a bare ``str`` is
+                one action, not a batch), or a prompt id is unknown.
+            TypeError: an action is not a ``str``.
+        """
+        prompt_ids = check_batch("prompt_ids", prompt_ids, "prompt ids")
+        actions = check_batch("actions", actions, "str actions")
+        if len(prompt_ids) != len(actions):
+            raise ValueError(
+                f"got {len(prompt_ids)} prompt_ids but {len(actions)} actions; pass one prompt id per action"
+            )
         for prompt_id in prompt_ids:
             self._check_prompt_id(prompt_id)
         texts = [retrieval_text(truncate_action(a, self.max_action_chars)) for a in actions]
-        return np.asarray(self.score_texts(list(prompt_ids), texts), dtype=np.float64)
+        return np.asarray(self.score_texts(prompt_ids, texts), dtype=np.float64)
 
     def ground_truth_credit(self, prompt_id: Hashable, text: str) -> np.ndarray:
         """Exact Shapley value of each segment of ``text`` (its :meth:`oracle` segments), shape (n,).
@@ -166,7 +200,7 @@ class GenerativeSearchEnv(gym.Env[str, str]):
 
 
 class GenerativeSearchVectorEnv(VectorEnv):
-    """``num_envs`` copies of one env that score all actions in one batched call.
+    """``num_envs`` copies (1 to 65,536) of one env that score all actions in one batched call.
 
     Built by ``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point", **kwargs)``. Episodes are one
     step, so every step ends all sub-episodes and (``SAME_STEP`` autoreset) the returned observations are the
@@ -179,8 +213,7 @@ class GenerativeSearchVectorEnv(VectorEnv):
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        check_knob("num_envs", num_envs, 1, MAX_NUM_ENVS, "each sub-env keeps its own random generator")
         self.env = self.env_class(**env_kwargs)
         self.num_envs = num_envs
         self.single_observation_space = self.env.observation_space
@@ -215,7 +248,7 @@ class GenerativeSearchVectorEnv(VectorEnv):
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(VECTOR_RESET_OPTIONS)}")
         if "prompt_ids" in options:
-            pinned = list(options["prompt_ids"])
+            pinned = check_batch("options['prompt_ids']", options["prompt_ids"], "prompt ids")
             if len(pinned) != self.num_envs:
                 raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({self.num_envs})")
             for prompt_id in pinned:
@@ -228,8 +261,9 @@ class GenerativeSearchVectorEnv(VectorEnv):
     def step(self, actions: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._prompt_ids is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        if isinstance(actions, str) or len(actions) != self.num_envs:
-            raise ValueError(f"expected a sequence of {self.num_envs} strings, one action per sub-env")
+        actions = check_batch("actions", actions, f"{self.num_envs} str actions")
+        if len(actions) != self.num_envs:
+            raise ValueError(f"got {len(actions)} actions; expected a sequence of {self.num_envs}, one per sub-env")
         actions = [truncate_action(a, self.env.max_action_chars) for a in actions]
         finished = self._prompt_ids
         rewards = self.env.rewards(finished, actions)

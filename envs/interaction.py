@@ -8,8 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv
+from ospo_gym.envs.base import MAX_TABLE_CELLS, GenerativeSearchEnv, GenerativeSearchVectorEnv, check_knob
 from ospo_gym.vocab import pseudo_words
+
+MAX_PHRASES = 4096
+MAX_PROMPTS = 100_000
+MAX_SYNERGY = 1000.0
+PHRASES_WHY = "each prompt holds a float64 (num_phrases, num_phrases) table of synergy bonuses"
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -47,9 +52,11 @@ class InteractionEnv(GenerativeSearchEnv):
     After one step (terminated).
 
     ## Arguments
-    * ``num_phrases=40``: size of the phrase vocabulary.
-    * ``num_prompts=16``, ``num_targets=4``, ``num_distractors=3``, ``num_synergies=2`` (at most
-      ``num_targets // 2``), ``synergy=0.8``: the bonus scale.
+    * ``num_phrases=40``: size of the phrase vocabulary, at most 4096, and ``num_prompts * num_phrases**2`` at
+      most ``2**25`` (each prompt holds a float64 table of synergy bonuses between phrases).
+    * ``num_prompts=16`` (at most 100,000), ``num_targets=4``, ``num_distractors=3`` (together at most
+      ``num_phrases``), ``num_synergies=2`` (at most ``num_targets // 2``), ``synergy=0.8``: the bonus scale,
+      in [0, 1000].
     * ``seed=0``; ``segmentation="phrase"`` and the base-class arguments.
 
     ## Version History
@@ -76,17 +83,26 @@ class InteractionEnv(GenerativeSearchEnv):
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
-        if num_targets < 1 or num_distractors < 0 or num_prompts < 1:
-            raise ValueError("need num_targets >= 1, num_distractors >= 0 and num_prompts >= 1")
+        check_knob("num_phrases", num_phrases, 1, MAX_PHRASES, PHRASES_WHY)
+        check_knob("num_prompts", num_prompts, 1, MAX_PROMPTS, "every prompt is generated at construction")
+        check_knob("num_targets", num_targets, 1, num_phrases, "targets are drawn from the phrases")
+        check_knob("num_distractors", num_distractors, 0, num_phrases, "distractors are drawn from the phrases")
         if num_phrases < num_targets + num_distractors:
             raise ValueError(
                 f"num_phrases ({num_phrases}) must be at least num_targets + num_distractors "
                 f"({num_targets + num_distractors})"
             )
-        if not 0 <= num_synergies <= num_targets // 2:
-            raise ValueError(f"num_synergies must be in [0, num_targets // 2 = {num_targets // 2}], got {num_synergies}")
-        if synergy < 0:
-            raise ValueError(f"synergy must be >= 0, got {synergy}")
+        if num_prompts * num_phrases**2 > MAX_TABLE_CELLS:
+            raise ValueError(
+                f"num_prompts * num_phrases**2 must be at most {MAX_TABLE_CELLS} (the synergy bonuses are a float64 "
+                f"(num_prompts, num_phrases, num_phrases) table in memory), got {num_prompts} * {num_phrases}**2; "
+                "lower either"
+            )
+        check_knob("num_synergies", num_synergies, 0, num_targets // 2, "pairs of distinct targets, num_targets // 2")
+        if not 0 <= synergy <= MAX_SYNERGY:
+            raise ValueError(
+                f"synergy must be in [0, {MAX_SYNERGY}] (the bonus scale; targets weigh at most 1), got {synergy}"
+            )
         super().__init__(**base_kwargs)
         rng = np.random.default_rng(seed)
         words = pseudo_words(2 * num_phrases, rng)

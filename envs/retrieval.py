@@ -10,14 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv
+from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv, check_knob
 from ospo_gym.metrics import BINARY_GAINS, ESCI_GAINS, ndcg_at_k
-from ospo_gym.retrievers import Retriever, pooled_ndcg
+from ospo_gym.retrievers import Retriever, check_ranking, pooled_ndcg
 from ospo_gym.synthetic_catalog import CatalogConfig, catalog_texts, generate_catalog
 
 RELEVANCE = {"graded": ESCI_GAINS, "binary": BINARY_GAINS}
 SPLITS = ("train", "test", "all")
 RETRIEVERS = ("bm25", "bm25-full", "dense")
+MAX_K = 10_000
+MAX_CUTOFF = 10**9
 
 RetrieverFactory = Callable[..., Retriever]
 """A callable ``(docs, **retriever_kwargs) -> Retriever``, accepted wherever a retriever name is."""
@@ -52,6 +54,13 @@ def make_retriever(
         built = retriever(docs, **kwargs)
         if not isinstance(built, Retriever):
             raise TypeError(f"the retriever factory returned {type(built).__name__}, which lacks num_docs/rank/scores")
+        num_docs = built.num_docs
+        # Pools are document positions in ``docs``: a retriever over another catalog would score the wrong ones.
+        if isinstance(num_docs, bool) or not isinstance(num_docs, (int, np.integer)) or num_docs != len(docs):
+            raise ValueError(
+                f"the retriever factory returned a {type(built).__name__} with num_docs={num_docs!r}; expected the "
+                f"catalog size {len(docs)} (document i of the retriever is docs[i])"
+            )
         return built
     if retriever in ("bm25", "bm25-full") and index_cache is not None:
         defaults["index_cache"] = index_cache
@@ -142,8 +151,9 @@ class RetrievalEnv(GenerativeSearchEnv):
     ) -> None:
         if pool not in self.POOLS:
             raise ValueError(f"unknown pool {pool!r}; expected one of {self.POOLS}")
-        if k < 1 or (cutoff is not None and cutoff < 1):
-            raise ValueError(f"k and cutoff must be >= 1 (cutoff may be None), got k={k}, cutoff={cutoff}")
+        check_knob("k", k, 1, MAX_K, "NDCG@k ranks k documents of every text in memory")
+        if cutoff is not None:
+            check_knob("cutoff", cutoff, 1, MAX_CUTOFF, "None retrieves the whole catalog")
         if "{query}" not in prompt_template:
             raise ValueError("prompt_template must contain '{query}' where the shopper's query goes")
         if not judged.queries:
@@ -160,7 +170,10 @@ class RetrievalEnv(GenerativeSearchEnv):
         gains = [self.judged.gains[p] for p in prompt_ids]
         if self.pool == "judged":
             return pooled_ndcg(self.retriever, list(texts), pools, gains, k=self.k, cutoff=self.cutoff)
-        ids, _ = self.retriever.rank(list(texts), self.k)
+        texts = list(texts)
+        ids, _ = check_ranking(
+            self.retriever.rank(texts, self.k), len(texts), self.k, self.retriever.num_docs, self.retriever
+        )
         ranked = np.zeros(ids.shape)
         ideal = np.zeros((len(texts), max((len(g) for g in gains), default=0)))
         for row, (pool_ids, pool_gains) in enumerate(zip(pools, gains, strict=True)):
@@ -201,9 +214,10 @@ class SyntheticRetrievalEnv(RetrievalEnv):
 
     ## Arguments
     * ``num_products=2000``, ``num_queries=200``, ``attributes_per_query=2`` (relevant attributes per query),
-      ``title_noise=0.1``, ``pool_size=40``, ``seed=0``: the generated catalog (:class:`CatalogConfig`).
-    * ``split="train"`` (or ``"test"``, ``"all"``), ``relevance="graded"``, ``k=10``, ``cutoff=1000``,
-      ``pool="judged"`` (or ``None``), ``prompt_template``.
+      ``title_noise=0.1``, ``pool_size=40``, ``seed=0``: the generated catalog (:class:`CatalogConfig`, which
+      bounds every size: at most 10**7 products, 10**6 queries, pools of 10**5, 10**7 judged examples).
+    * ``split="train"`` (or ``"test"``, ``"all"``), ``relevance="graded"``, ``k=10`` (at most 10,000),
+      ``cutoff=1000`` (at most 10**9, or None), ``pool="judged"`` (or ``None``), ``prompt_template``.
     * ``retriever="bm25"`` (or ``"bm25-full"``, ``"dense"``, a callable ``docs -> Retriever``) and
       ``retriever_kwargs`` (e.g. ``{"k1": 0.9, "b": 0.4}``; for ``"dense"`` ``{"model": <name or local dir>}``),
       resolved by :func:`make_retriever` as in ``ospo/ESCI-v0`` and ``ospo/HM-v0``. ``"bm25"`` and

@@ -15,6 +15,9 @@ _PROMPT_WORD = re.compile(r"([^\W_]+)(:?)")
 # The keyword arguments that belong to the wrapper in :func:`make_token_env`; every other one goes to the env.
 _WRAPPER_KWARGS = ("max_tokens", "separator")
 
+# float32 holds t / max_tokens exactly distinct for every step t only up to 2**24 steps.
+MAX_TOKENS = 1 << 24
+
 # The registered envs whose unwrapped has a `vocabulary` (for the error message and the docs).
 VOCABULARY_ENVS = ("ospo/AdditiveKeywords-v0", "ospo/Interaction-v0", "ospo/SyntheticRetrieval-v0")
 
@@ -72,7 +75,8 @@ class TokenLevelEnv(gym.Env[np.ndarray, np.int64]):
     ## Arguments
     * ``env``: an env id (made with ``gymnasium.make(env, **env_kwargs)``) or an env instance whose
       ``unwrapped`` has a non-empty ``vocabulary``; see ``VOCABULARY_ENVS``.
-    * ``max_tokens=8``: the most words an answer can have (EOS is not counted).
+    * ``max_tokens=8``: the most words an answer can have (EOS is not counted), at most ``2**24`` (the
+      observation's ``t / max_tokens`` tells steps apart in float32 up to there).
     * ``env_kwargs=None``: keyword arguments for ``gymnasium.make`` when ``env`` is an id.
     * ``separator=" "``: joins the words into the answer text.
 
@@ -100,8 +104,11 @@ class TokenLevelEnv(gym.Env[np.ndarray, np.int64]):
             env = gym.make(env, **(env_kwargs or {}))
         elif env_kwargs:
             raise ValueError("env_kwargs only apply when env is an id; pass a configured instance instead")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int | np.integer) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int | np.integer) or not 1 <= max_tokens <= MAX_TOKENS:
+            raise ValueError(
+                f"max_tokens must be an int in [1, {MAX_TOKENS}] (the observation holds step / max_tokens in float32, "
+                f"which tells steps apart only up to 2**24), got {max_tokens!r}"
+            )
         if not isinstance(separator, str):
             raise TypeError(f"separator must be a str, got {type(separator).__name__}")
         vocabulary = getattr(env.unwrapped, "vocabulary", None)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 
 from ospo_gym.credit.coalitions import Coalition
+from ospo_gym.credit.shapley import player_indices
 from ospo_gym.segment import SEGMENTATION_MODES, Span, segment_action
 
 ScoreTexts = Callable[[Sequence[Hashable], Sequence[str]], np.ndarray]
@@ -91,12 +92,9 @@ class CoalitionOracle:
         lookup: list[np.ndarray] = []
         for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
             check_spans(text, text_spans)
+            player_indices(text_coalitions, len(text_spans))  # ints naming segments of this text, or ValueError
             index = np.empty(len(text_coalitions), dtype=np.int64)
             for j, coalition in enumerate(text_coalitions):
-                if any(not 0 <= i < len(text_spans) for i in coalition):
-                    raise ValueError(
-                        f"coalition {coalition!r} names a segment outside 0..{len(text_spans) - 1}"
-                    )
                 key = (prompt_id, coalition_text(text, text_spans, coalition))
                 index[j] = keys.setdefault(key, len(keys))
             lookup.append(index)

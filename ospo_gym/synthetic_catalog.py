@@ -238,6 +238,13 @@ _BRAND_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v"
 _BRAND_VOWELS = ("a", "e", "i", "o", "u", "ia", "eo")
 _BRAND_CODAS = ("", "", "", "n", "r", "x", "s", "k")
 _ASIN_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+# Upper bounds of the size knobs: each keeps generation within minutes and memory, and every loop bounded.
+MAX_BRANDS = 5000
+MAX_PRODUCTS = 10**7
+MAX_QUERIES = 10**6
+MAX_POOL_SIZE = 10**5
+MAX_QUERY_PRODUCT_PAIRS = 10**10
+MAX_EXAMPLES = 10**7
 _HTML_TAG = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
 
@@ -281,21 +288,31 @@ class CatalogConfig:
             raise ValueError(f"locale must be one of {LOCALES}, got {self.locale!r}")
         max_types = 2 * len(_TYPE_PAIRS[self.locale])
         limits = {
-            "num_types": (2, max_types),
-            "num_colors": (1, len(_COLORS[self.locale])),
-            "num_materials": (1, len(_MATERIALS[self.locale])),
-            "num_brands": (1, 5000),
-            "num_products": (1, 10**8),
-            "num_queries": (1, 10**7),
-            "pool_size": (1, 10**6),
-            "attributes_per_query": (0, len(ATTRIBUTES)),
+            "num_types": (2, max_types, f"the {self.locale!r} locale has {max_types} product types"),
+            "num_colors": (1, len(_COLORS[self.locale]), f"the {self.locale!r} locale has that many colours"),
+            "num_materials": (1, len(_MATERIALS[self.locale]), f"the {self.locale!r} locale has that many materials"),
+            "num_brands": (1, MAX_BRANDS, "pseudo-brands are drawn until that many distinct ones are found"),
+            "num_products": (1, MAX_PRODUCTS, "the catalog is generated and indexed in memory, ~10 s per million"),
+            "num_queries": (1, MAX_QUERIES, "each query is generated and judged one at a time"),
+            "pool_size": (1, MAX_POOL_SIZE, "each judged product is one row of the examples frame"),
+            "attributes_per_query": (0, len(ATTRIBUTES), f"a query can name only {', '.join(ATTRIBUTES)}"),
         }
-        for name, (low, high) in limits.items():
+        for name, (low, high, why) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an int, got {value!r}")
             if not low <= value <= high:
-                raise ValueError(f"{name} must be in [{low}, {high}], got {value}; pick a value in that range")
+                raise ValueError(f"{name} must be in [{low}, {high}] ({why}), got {value}; pick a value in that range")
+        if self.num_queries * self.num_products > MAX_QUERY_PRODUCT_PAIRS:
+            raise ValueError(
+                f"num_queries * num_products must be at most {MAX_QUERY_PRODUCT_PAIRS:.0e} (every query labels the "
+                f"whole catalog, ~1 min at the bound), got {self.num_queries} * {self.num_products}; lower either"
+            )
+        if self.num_queries * min(self.pool_size, self.num_products) > MAX_EXAMPLES:
+            raise ValueError(
+                f"num_queries * pool_size must be at most {MAX_EXAMPLES:.0e} judged examples (rows held in memory; "
+                f"ESCI has 2.6 million), got {self.num_queries} * {self.pool_size}; lower either"
+            )
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not 0.0 <= self.title_noise <= 1.0:

@@ -238,6 +238,46 @@ def test_owen_estimate_rejects_bad_input():
         owen_estimate([(), (0,)], np.zeros(3), 1)
 
 
+@pytest.mark.parametrize(
+    ("coalitions", "message"),
+    [
+        ([(), (-1,)], "names player -1"),  # used to wrap around to the last player silently
+        ([(), (0, -2)], "names player -2"),
+        ([(), (3,)], "names player 3"),
+        ([(), (1.5,)], "not an int"),  # used to be truncated to player 1
+        ([(), (np.float64(1.0),)], "not an int"),
+        ([(), (True,)], "not an int"),
+        ([(), ("0",)], "not an int"),
+        ([(), (2**70,)], "names player"),
+        ([(), 0], r"write a single player i as \(i,\)"),
+        ([(), (0, 0)], "names a player twice"),
+    ],
+)
+@pytest.mark.parametrize("estimator", ["owen", "weighted", "released"])
+def test_owen_estimate_rejects_bad_player_indices(coalitions, message, estimator):
+    with pytest.raises(ValueError, match=message):
+        owen_estimate(coalitions, np.zeros(len(coalitions)), 3, estimator=estimator)
+
+
+def test_owen_estimate_checks_the_number_of_players():
+    for n in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="number of players"):
+            owen_estimate([()], np.zeros(1), n)
+    with pytest.raises(ValueError, match="names player 0"):
+        owen_estimate([(), (0,)], np.zeros(2), 0)
+    with pytest.raises(ValueError, match="names player -1"):
+        marginal_pairs([(), (-1,)], 2)
+
+
+def test_owen_estimate_of_valid_indices_is_unchanged_by_their_int_type():
+    coalitions = sample_coalitions(7, 3, 20, rng=1)
+    values = np.random.default_rng(0).random(len(coalitions))
+    expected = owen_estimate(coalitions, values, 7)
+    as_numpy = [tuple(np.int64(i) for i in c) for c in coalitions]
+    np.testing.assert_array_equal(owen_estimate(as_numpy, values, 7), expected)
+    np.testing.assert_array_equal(owen_estimate([list(c) for c in coalitions], values, np.int64(7)), expected)
+
+
 # -- tokens --------------------------------------------------------------------------------------------------
 
 

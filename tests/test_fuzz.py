@@ -79,3 +79,87 @@ def test_long_actions_are_truncated_by_the_documented_rule():
     env.reset(options={"prompt_id": 0})
     _, _, _, _, info = env.step("x" * 200)
     assert all(end <= 50 for _, end in info["segments"])
+
+
+# ---- bad arguments and bad user retrievers: one clear error each, never a wrong reward ------------------------
+
+
+def bad_rewards_arguments(env) -> list[tuple[tuple, type[Exception], str]]:
+    """(arguments of env.rewards, the error, a phrase of its message) for ``env``'s own prompt ids."""
+    ids = env.prompt_ids
+    return [
+        ((ids[:2], ["x"]), ValueError, "got 2 prompt_ids but 1 actions"),
+        ((ids[:1], ["x", "y"]), ValueError, "got 1 prompt_ids but 2 actions"),
+        ((ids[:1], "x"), ValueError, "wrap a single one in a list"),
+        ((ids[:1] * 3, "abc"), ValueError, "wrap a single one in a list"),
+        ((ids[:1], b"x"), ValueError, "actions must be a sequence"),
+        ((ids[:1], None), ValueError, "actions must be a sequence"),
+        ((ids[0], ["x"]), ValueError, "prompt_ids must be a sequence"),
+        ((None, ["x"]), ValueError, "prompt_ids must be a sequence"),
+        (([object()], ["x"]), ValueError, "unknown prompt_id"),
+        ((ids[:1], [None]), TypeError, "must be a str"),
+        ((ids[:1], [["x"]]), TypeError, "must be a str"),
+    ]
+
+
+@pytest.mark.parametrize("env_id", ospo_gym.ENV_IDS)
+def test_bad_rewards_arguments_get_one_clear_error(env_id):
+    env = gym.make(env_id, **SMALL[env_id]).unwrapped
+    for args, error, message in bad_rewards_arguments(env):
+        with pytest.raises(error, match=message):
+            env.rewards(*args)
+    vector = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **SMALL[env_id])
+    vector.reset(seed=0)
+    for actions in ("ab", ["x"], ["x", "y", "z"], None):
+        with pytest.raises(ValueError, match="actions"):
+            vector.step(actions)
+
+
+class ScriptedRetriever:
+    """A user retriever (no pool fast path) whose scores() output is ``self.output(q, n)``."""
+
+    def __init__(self, docs):
+        self.num_docs = len(docs)
+        self.output = lambda q, n: np.ones((q, n))
+
+    def scores(self, texts):
+        return self.output(len(texts), self.num_docs)
+
+    def rank(self, texts, k):
+        return np.full((len(texts), k), -1), np.full((len(texts), k), -np.inf)
+
+
+BAD_RETRIEVER_OUTPUTS = {
+    "one row for every text": lambda q, n: np.ones((1, n)),
+    "one column short": lambda q, n: np.ones((q, n - 1)),
+    "twice the catalog": lambda q, n: np.ones((q, 2 * n)),
+    "transposed": lambda q, n: np.ones((n, q)),
+    "1-D": lambda q, n: np.ones(n),
+    "None": lambda q, n: None,
+    "NaN": lambda q, n: np.full((q, n), np.nan),
+    "+inf": lambda q, n: np.full((q, n), np.inf),
+    "strings": lambda q, n: np.full((q, n), "1"),
+}
+RETRIEVAL_IDS = ("ospo/SyntheticRetrieval-v0", "ospo/ESCI-v0", "ospo/HM-v0")
+
+
+@pytest.mark.parametrize("env_id", RETRIEVAL_IDS)
+def test_bad_user_retriever_outputs_get_one_clear_error(env_id):
+    env = gym.make(env_id, **SMALL[env_id], retriever=ScriptedRetriever).unwrapped
+    retriever = env.retriever
+    prompt_id = env.prompt_ids[0]
+    text = "red running shoes, blue wool socks, and a yoga mat"
+    spans = env.oracle.segment(text)
+    coalitions = sample_coalitions(len(spans), 4, 24, rng=0)
+    assert len(coalitions) >= 3  # several texts in one scores() call
+    for name, output in BAD_RETRIEVER_OUTPUTS.items():
+        retriever.output = output
+        with pytest.raises(ValueError, match=r"ScriptedRetriever\.scores\(\) returned .*expected a \(\d+, \d+\)"):
+            env.oracle.values(prompt_id, text, spans, coalitions)
+        if name != "one row for every text":  # right for the single text of a step
+            env.reset(options={"prompt_id": prompt_id})
+            with pytest.raises(ValueError, match=rf"expected a \(1, {retriever.num_docs}\) array"):
+                env.step(text)
+    retriever.output = lambda q, n: np.ones((q, n))  # a valid (if useless) retriever still works
+    values = env.oracle.values(prompt_id, text, spans, coalitions)
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()

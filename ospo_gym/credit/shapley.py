@@ -59,21 +59,69 @@ def shapley_exact(value_fn: ValueFn, n: int) -> np.ndarray:
     return phi
 
 
+def check_players(n: object) -> None:
+    """Raise ``ValueError`` unless the number of players ``n`` is an int >= 0."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"the number of players n must be an int >= 0 (the number of segments), got {n!r}")
+
+
+def player_indices(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each coalition's size ``(K,)`` and all their player indices, flattened ``(sum of sizes,)`` int64.
+
+    Raises:
+        ValueError: a coalition is not a sequence of ints, or names a player outside ``0..n-1`` (a negative
+            index would otherwise silently wrap around to the last players).
+    """
+    if isinstance(coalitions, (str, bytes)) or not hasattr(coalitions, "__len__"):
+        raise ValueError(f"coalitions must be a sequence of tuples of player indices, got {type(coalitions).__name__}")
+    try:
+        lengths = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))
+    except TypeError:
+        bad = next(c for c in coalitions if not hasattr(c, "__len__"))
+        raise ValueError(
+            f"every coalition must be a tuple of player indices, got {bad!r}; write a single player i as (i,)"
+        ) from None
+    flat = [i for c in coalitions for i in c]
+    try:
+        players = np.asarray(flat) if flat else np.zeros(0, dtype=np.int64)
+    except (TypeError, ValueError):  # e.g. nested sequences of different lengths
+        players = np.asarray(flat, dtype=object)
+    if players.ndim != 1 or players.dtype.kind not in "iu" or (len(players) and (players.min() < 0 or players.max() >= n)):
+        rule = f"a coalition is a tuple of int player indices in 0..{n - 1}" if n else "with n = 0 every coalition is ()"
+        raise ValueError(f"{_first_bad_player(coalitions, n)}; {rule} (n = {n} players)")
+    return lengths, players.astype(np.int64, copy=False)
+
+
+def _first_bad_player(coalitions: Sequence[Coalition], n: int) -> str:
+    """Which coalition breaks :func:`player_indices`'s rules, for its error message."""
+    for coalition in coalitions:
+        for i in coalition:
+            if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)):
+                return f"coalition {coalition!r} holds {i!r} ({type(i).__name__}), which is not an int"
+            if not 0 <= i < n:
+                return f"coalition {coalition!r} names player {i}, " + (f"outside 0..{n - 1}" if n else "but n = 0")
+    return "the coalitions mix index types that do not form one int array"
+
+
 def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All sampled pairs ``(S, S ∪ {i})`` with both coalitions present.
 
     Returns:
         without_idx (P,), with_idx (P,): indices into ``coalitions``; player (P,): the added player ``i``.
     """
+    check_players(n)
+    lengths, cols = player_indices(coalitions, n)
     k = len(coalitions)
     if k == 0 or n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
     members = np.zeros((k, n), dtype=np.float32)
-    rows = np.repeat(np.arange(k), [len(c) for c in coalitions])
-    cols = np.fromiter((i for c in coalitions for i in c), dtype=np.int64, count=len(rows))
+    rows = np.repeat(np.arange(k), lengths)
     members[rows, cols] = 1.0
     sizes = members.sum(axis=1)
+    if not np.array_equal(sizes, lengths):
+        bad = int(np.flatnonzero(sizes != lengths)[0])
+        raise ValueError(f"coalition {bad} = {coalitions[bad]!r} names a player twice; a coalition is a set of players")
     overlap = members @ members.T  # (K, K): |S_a ∩ S_b|
     is_pair = (sizes[None, :] == sizes[:, None] + 1) & (overlap == sizes[:, None])
     without_idx, with_idx = np.nonzero(is_pair)
@@ -112,10 +160,12 @@ def owen_estimate(
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    check_players(n)
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (len(coalitions),):
         raise ValueError(f"values has shape {values.shape}, expected ({len(coalitions)},) — one per coalition")
     if n == 0:
+        player_indices(coalitions, n)  # a game without players has only empty coalitions
         return np.zeros(0)
     without_idx, with_idx, player = marginal_pairs(coalitions, n)
     sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))[without_idx]
