@@ -4,7 +4,7 @@ An algorithm is an advantage estimator registered by name (:func:`register_estim
 surrogate loss, logging and checkpoints are shared (:class:`Agent`).
 """
 
-from ospo_gym.agents.agent import Agent, Callback, TrainingDivergedError
+from ospo_gym.agents.agent import Agent, Callback
 from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import (
     AdvantageEstimator,
@@ -15,6 +15,7 @@ from ospo_gym.agents.estimators import (
     register_estimator,
 )
 from ospo_gym.agents.generation import Rollout, completion_logprobs, generate, token_offsets
+from ospo_gym.agents.guard import TrainingDivergedError
 from ospo_gym.agents.loss import policy_loss
 from ospo_gym.agents.policy import build_tiny_qwen2, load_policy
 

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ospo_gym.errors import one_line
+
 FORMAT_VERSION = 2
 POLICY_DIR = "policy"
 REFERENCE_DIR = "reference"
@@ -316,7 +318,7 @@ def read_checkpoint(path: str | Path, *, verified: bool = False) -> tuple[dict[s
                 "(torch.load with weights_only=True); Agent.save writes only tensors and numbers: use a checkpoint "
                 "you trust"
             ) from None
-        reason = f"{type(err).__name__}: {_one_line(err)}"
+        reason = f"{type(err).__name__}: {one_line(str(err))}"
         raise CheckpointError(f"{path / TRAINER_STATE} cannot be read ({reason})") from None
     problem = _trainer_state_problem(state)
     if problem:
@@ -407,7 +409,7 @@ def _read_json(file: Path) -> Any:
     except RecursionError:
         reason = "nested too deeply"
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, a duplicate key
-        reason = f"not valid JSON: {_one_line(err)}"
+        reason = f"not valid JSON: {one_line(err)}"
     raise CheckpointError(f"{file} is damaged ({reason}); the checkpoint cannot be trusted")
 
 
@@ -443,7 +445,7 @@ def _manifest_entries(path: Path) -> dict[str, tuple[int, str]]:
         if type(size) is not int or size < 0 or not isinstance(digest, str) or not _SHA256.match(digest):
             raise CheckpointError(
                 f"{file} has a damaged entry for {name!r}: expected {{\"size\": <bytes>, \"sha256\": <64 hex "
-                f"digits>}}, got {_one_line(entry)[:120]}; the checkpoint cannot be trusted"
+                f"digits>}}, got {one_line(entry)[:120]}; the checkpoint cannot be trusted"
             )
         entries[name] = (size, digest)
     missing = [name for name in (AGENT_JSON, TRAINER_STATE) if name not in entries]
@@ -518,7 +520,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def _meta_problem(meta: dict[str, Any]) -> str | None:
     step = meta.get("step")
     if type(step) is not int or not 0 <= step <= MAX_STEP:
-        return f"step must be an integer from 0 to {MAX_STEP}, got {_one_line(step)[:60]}"
+        return f"step must be an integer from 0 to {MAX_STEP}, got {one_line(step)[:60]}"
     if not isinstance(meta.get("config"), dict):
         return "config must be an object of AgentConfig fields"
     if not isinstance(meta.get("env_id"), str) or not meta["env_id"]:
@@ -591,6 +593,3 @@ def _trainer_state_problem(state: Any) -> str | None:
         return "rng.cuda must be a list of uint8 tensors, as torch.cuda.get_rng_state_all() gives"
     return None
 
-
-def _one_line(value: Any) -> str:
-    return " ".join(str(value).split())

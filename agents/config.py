@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.credit.shapley import ESTIMATORS
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
@@ -38,9 +39,9 @@ class AgentConfig:
     """Drop groups whose rewards are all equal from the loss (their Â is 0; DAPO's dynamic-sampling filter)."""
 
     # -- OSPO credit -----------------------------------------------------------------------------------------
-    w_max: int = 8
+    w_max: int = DEFAULT_W_MAX
     """Widest coalition window, in segments."""
-    max_coalitions: int = 96
+    max_coalitions: int = DEFAULT_MAX_COALITIONS
     """M: coalitions evaluated per completion (∅ and the full set included)."""
     contiguous: bool = True
     """Contiguous coalitions (OSPO); ``False`` gives the paper's non-contiguous ablation."""
@@ -124,7 +125,8 @@ class AgentConfig:
     """How many of the newest periodic checkpoints to keep (>= 1); with 2, a checkpoint damaged after writing
     still leaves an intact one to resume from."""
     tensorboard: bool = True
-    """Also log to TensorBoard when ``torch.utils.tensorboard`` can be imported."""
+    """Also log to TensorBoard (needs the ``tensorboard`` extra: ``pip install 'ospo-gym[tensorboard]'``; without
+    it a warning says so once per process and only metrics.jsonl is written)."""
     progress_bar: bool = True
     """Show a tqdm progress bar during :meth:`Agent.learn`."""
 

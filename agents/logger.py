@@ -1,4 +1,5 @@
-"""Metric names (defined once, with fixed prefixes) and the run logger: JSONL always, TensorBoard when available."""
+"""Metric names (defined once, with fixed prefixes) and the run logger: JSONL always, TensorBoard when available
+(the ``tensorboard`` extra; asked for but missing, it is one warning per process)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import math
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +97,18 @@ def create_run_dir(
     return Path(world.broadcast(str(path) if path is not None else None))
 
 
+TENSORBOARD_MISSING = (
+    "TensorBoard logging is on (tensorboard=True, the default) but torch.utils.tensorboard cannot be imported "
+    "({error}): metrics go to metrics.jsonl only. Install it with pip install 'ospo-gym[tensorboard]', or turn "
+    "it off (--no-tensorboard, AgentConfig(tensorboard=False)) to silence this warning"
+)
+_tensorboard_warned = False  # one warning per process, however many runs it starts
+
+
 class RunLogger:
     """Appends one JSON object per step to ``<run_dir>/metrics.jsonl``; mirrors scalars to TensorBoard if asked
-    and ``torch.utils.tensorboard`` imports (it needs the ``tensorboard`` package)."""
+    and ``torch.utils.tensorboard`` imports (it needs the ``tensorboard`` package: the ``tensorboard`` extra).
+    Asked for but not importable, the first logger of the process warns (:data:`TENSORBOARD_MISSING`)."""
 
     def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, resume_step: int = 0) -> None:
         """``resume_step > 0``: the run continues after that step; records of later steps (written by a run that
@@ -111,8 +122,9 @@ class RunLogger:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
+            except ImportError as err:  # tensorboard is optional: say so once, then log to JSONL alone
                 SummaryWriter = None  # noqa: N806
+                _warn_tensorboard_missing(err)
             if SummaryWriter is not None:
                 purge = {"purge_step": resume_step + 1} if resume_step > 0 else {}
                 self._writer = SummaryWriter(log_dir=str(self.run_dir), **purge)
@@ -154,6 +166,13 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _warn_tensorboard_missing(err: ImportError) -> None:
+    global _tensorboard_warned
+    if not _tensorboard_warned:
+        _tensorboard_warned = True
+        warnings.warn(TENSORBOARD_MISSING.format(error=err), stacklevel=3)
 
 
 def _plain(value: Any) -> Any:

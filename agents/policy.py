@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ospo_gym.errors import one_line
+
 # Qwen2's pre-tokenisation: contractions, letter runs with one leading non-letter, single digits, punctuation
 # runs, newlines, spaces. Using it (and NFC, byte-level BPE) makes our tokenizer load back as Qwen2Tokenizer
 # unchanged, which is what AutoTokenizer picks for a qwen2 config.
@@ -167,7 +169,7 @@ def _raise_for_folder(path: str | Path, err: Exception) -> None:
     (hub names, a missing package, memory), which the caller then re-raises unchanged."""
     if isinstance(err, ImportError | MemoryError) or not Path(path).is_dir():
         return
-    message = " ".join(str(err).split())[:300] or "no details"
+    message = one_line(str(err))[:300] or "no details"
     raise PolicyLoadError(f"{path} does not hold a loadable model ({type(err).__name__}: {message})") from err
 
 

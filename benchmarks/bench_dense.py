@@ -1,15 +1,16 @@
-"""Throughput of :class:`ospo_gym.dense.DenseRetriever` with a local random model (no downloads).
+"""Throughput of :class:`ospo_gym.retrieval.DenseRetriever` with a local random model (no downloads).
 
-On a synthetic ESCI-style catalog, with a random BERT built by :func:`ospo_gym.dense.build_random_model`
-(``--dim``/``--layers``; 384 wide like all-MiniLM-L6-v2 but 1 layer deep by default, so encoding is about
-6x faster than MiniLM's), it measures in one run:
+On a synthetic ESCI-style catalog, with a random BERT built by
+:func:`ospo_gym.retrieval.random_model.build_random_model` (``--dim``/``--layers``; 384 wide like
+all-MiniLM-L6-v2 but 1 layer deep by default, so encoding is about 6x faster than MiniLM's), it measures in one
+run:
 
 * encoding: documents and queries per second;
 * exact search: the retriever's torch matmul + topk against faiss ``IndexFlatIP`` on the same embeddings
   (queries per second, their ratio, and whether the two return the same top-k);
 * HNSW: index build time for each ``--hnsw-sizes`` catalog (generated at that size and encoded first),
   its search speed and recall@k against exact search;
-* the reward: :func:`ospo_gym.retrievers.pooled_ndcg` per second with and without the cutoff.
+* the reward: :func:`ospo_gym.retrieval.pooled_ndcg` per second with and without the cutoff.
 
     python benchmarks/bench_dense.py                                   # 20k products, 256 queries
     python benchmarks/bench_dense.py --num-products 50000 --hnsw-sizes 20000 100000
@@ -32,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ospo_gym.dense import DenseRetriever, build_random_model
+from ospo_gym.data.synthetic_catalog import CatalogConfig, generate_catalog
+from ospo_gym.data.text import catalog_texts
 from ospo_gym.metrics import ESCI_GAINS
-from ospo_gym.retrievers import pooled_ndcg
-from ospo_gym.synthetic_catalog import CatalogConfig, catalog_texts, generate_catalog
+from ospo_gym.retrieval import DenseRetriever, pooled_ndcg
+from ospo_gym.retrieval.random_model import build_random_model
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "dense.json"
 

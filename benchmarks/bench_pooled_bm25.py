@@ -1,4 +1,4 @@
-"""Throughput of the pooled BM25 reward (:func:`ospo_gym.retrievers.pooled_ndcg`).
+"""Throughput of the pooled BM25 reward (:func:`ospo_gym.retrieval.pooled_ndcg`).
 
 Builds a synthetic ESCI-style catalog, turns its judged queries into LLM-like rewrites of 2-12 words (the
 catalog query plus random catalog words), and times batches of rewards with and without the top-``cutoff``
@@ -23,9 +23,10 @@ import bm25s
 import numpy as np
 import scipy
 
+from ospo_gym.data.synthetic_catalog import CatalogConfig, generate_catalog
+from ospo_gym.data.text import catalog_texts
 from ospo_gym.metrics import ESCI_GAINS, ndcg_at_k
-from ospo_gym.retrievers import BM25Retriever, pooled_ndcg
-from ospo_gym.synthetic_catalog import CatalogConfig, catalog_texts, generate_catalog
+from ospo_gym.retrieval import BM25Retriever, pooled_ndcg
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "pooled_bm25.json"
 

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 import ospo_gym  # noqa: F401
-from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2
-from ospo_gym.agents import logger as M
+from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, logger
 
 RESULTS = Path(__file__).parent / "results"
 ENVS = {
@@ -95,26 +94,26 @@ def run_env(env_id: str, env_kwargs: dict, args: argparse.Namespace, scratch: Pa
         agent.close()
 
     def summary(algo: str) -> dict:
-        steps = [r[M.PERF_STEP_SECONDS] for r in rows[algo]]
+        steps = [r[logger.PERF_STEP_SECONDS] for r in rows[algo]]
         return {
             "step_seconds": stats(steps),
-            "generate_seconds_median": round(float(np.median([r[M.PERF_GENERATE_SECONDS] for r in rows[algo]])), 4),
-            "credit_seconds_median": round(float(np.median([r[M.PERF_CREDIT_SECONDS] for r in rows[algo]])), 4),
+            "generate_seconds_median": round(float(np.median([r[logger.PERF_GENERATE_SECONDS] for r in rows[algo]])), 4),
+            "credit_seconds_median": round(float(np.median([r[logger.PERF_CREDIT_SECONDS] for r in rows[algo]])), 4),
             "oracle_seconds_median": round(float(np.median(oracle_seconds[algo])), 4),
-            "update_seconds_median": round(float(np.median([r[M.PERF_UPDATE_SECONDS] for r in rows[algo]])), 4),
-            "completion_tokens_mean": round(float(np.mean([r[M.PERF_COMPLETION_TOKENS] for r in rows[algo]])), 2),
-            "oracle_values_per_step": round(float(np.mean([r[M.CREDIT_ORACLE_VALUES] for r in rows[algo]])), 1),
+            "update_seconds_median": round(float(np.median([r[logger.PERF_UPDATE_SECONDS] for r in rows[algo]])), 4),
+            "completion_tokens_mean": round(float(np.mean([r[logger.PERF_COMPLETION_TOKENS] for r in rows[algo]])), 2),
+            "oracle_values_per_step": round(float(np.mean([r[logger.CREDIT_ORACLE_VALUES] for r in rows[algo]])), 1),
         }
 
     grpo, ospo = summary("grpo"), summary("ospo_prop")
-    ospo_total = sum(r[M.PERF_STEP_SECONDS] for r in rows["ospo_prop"])
+    ospo_total = sum(r[logger.PERF_STEP_SECONDS] for r in rows["ospo_prop"])
     return {
         "env": env_id,
         "grpo": grpo,
         "ospo_prop": ospo,
         "ratio_median": round(ospo["step_seconds"]["median"] / grpo["step_seconds"]["median"], 3),
         "ratio_min": round(ospo["step_seconds"]["min"] / grpo["step_seconds"]["min"], 3),
-        "ospo_credit_share": round(sum(r[M.PERF_CREDIT_SECONDS] for r in rows["ospo_prop"]) / ospo_total, 3),
+        "ospo_credit_share": round(sum(r[logger.PERF_CREDIT_SECONDS] for r in rows["ospo_prop"]) / ospo_total, 3),
         "ospo_oracle_share": round(sum(oracle_seconds["ospo_prop"]) / ospo_total, 3),
     }
 

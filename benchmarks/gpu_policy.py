@@ -51,8 +51,7 @@ import numpy as np
 import torch
 
 import ospo_gym  # noqa: F401
-from ospo_gym.agents import Agent, AgentConfig
-from ospo_gym.agents import logger as M
+from ospo_gym.agents import Agent, AgentConfig, logger
 from ospo_gym.agents.policy import train_bpe_tokenizer
 
 RESULTS = Path(__file__).parent / "results"
@@ -168,9 +167,9 @@ def run_row(policy: Path, rollout: str, algo: str, args: argparse.Namespace, dev
         agent.close()
         del agent
     timed, timed_walls = rows[args.warmup :], walls[args.warmup :]
-    tokens = [r[M.PERF_COMPLETION_TOKENS] * config.batch_size for r in timed]  # completion tokens per step
-    step = [r[M.PERF_STEP_SECONDS] for r in timed]
-    generate = [r[M.PERF_GENERATE_SECONDS] for r in timed]
+    tokens = [r[logger.PERF_COMPLETION_TOKENS] * config.batch_size for r in timed]  # completion tokens per step
+    step = [r[logger.PERF_STEP_SECONDS] for r in timed]
+    generate = [r[logger.PERF_GENERATE_SECONDS] for r in timed]
     row = {
         "rollout": rollout,
         "algo": algo,
@@ -179,13 +178,13 @@ def run_row(policy: Path, rollout: str, algo: str, args: argparse.Namespace, dev
         "step_seconds_median": median(step),
         "wall_step_seconds_median": median(timed_walls),
         "generate_seconds_median": median(generate),
-        "credit_seconds_median": median([r[M.PERF_CREDIT_SECONDS] for r in timed]),
-        "update_seconds_median": median([r[M.PERF_UPDATE_SECONDS] for r in timed]),
-        "weight_sync_seconds_median": median([r.get(M.PERF_SYNC_SECONDS, 0.0) for r in timed]),
+        "credit_seconds_median": median([r[logger.PERF_CREDIT_SECONDS] for r in timed]),
+        "update_seconds_median": median([r[logger.PERF_UPDATE_SECONDS] for r in timed]),
+        "weight_sync_seconds_median": median([r.get(logger.PERF_SYNC_SECONDS, 0.0) for r in timed]),
         "completion_tokens_per_step_mean": round(float(np.mean(tokens)), 1),
         "tokens_per_second_step": round(float(np.median([t / s for t, s in zip(tokens, timed_walls, strict=True)])), 1),
         "tokens_per_second_generation": round(float(np.median([t / g for t, g in zip(tokens, generate, strict=True)])), 1),
-        "reward_mean": round(float(np.mean([r[M.REWARD_MEAN] for r in timed])), 4),
+        "reward_mean": round(float(np.mean([r[logger.REWARD_MEAN] for r in timed])), 4),
     }
     if device.type == "cuda":
         row["peak_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -8,15 +8,15 @@ with E/S/C/I-labelled pools of 20) and measures, each phase in a fresh process s
 * ``load_cold``: :func:`ospo_gym.data.esci.load_esci` from the parquet files, cache empty;
 * ``load_cached``: the same call again (the processed task comes from the ``.npz`` cache);
 * ``index_build`` / ``index_cached``: the BM25 index over the whole catalog
-  (:class:`~ospo_gym.data.fast_bm25.TopListBM25Retriever`), first built (tokenise, index, write the on-disk
-  index cache, :mod:`ospo_gym.data.bm25_cache`), then loaded from that cache; both score the same fixed
+  (:class:`~ospo_gym.retrieval.TopListBM25Retriever`), first built (tokenise, index, write the on-disk
+  index cache, :mod:`ospo_gym.retrieval.index_cache`), then loaded from that cache; both score the same fixed
   texts, whose pooled rewards must be bit-identical;
 * ``env``: the env around the (cached) index;
 * ``oracle``: coalition values per second — batches of ``--batch`` completions (a train query plus words
   from the titles of its Exact products, ``--words`` words, word segments), each with its OSPO coalitions at
   ``--w-max`` / ``--max-coalitions`` (:func:`ospo_gym.credit.sample_coalitions`), one
   ``oracle.values_batch`` call per batch. The first ``--reference-batches`` batches are also scored by full
-  catalog scoring (:class:`~ospo_gym.retrievers.BM25Retriever`'s path) to report agreement and speed-up.
+  catalog scoring (:class:`~ospo_gym.retrieval.BM25Retriever`'s path) to report agreement and speed-up.
 
     python benchmarks/real_data_scale.py                                   # 1,000,000 products, 100,000 judgements
     python benchmarks/real_data_scale.py --products 20000 --judgements 4000 --repeats 2   # a smoke run
@@ -65,7 +65,7 @@ def generate(folder: Path, products: int, judgements: int, seed: int) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ospo_gym.data.esci import EXAMPLES_FILE, PRODUCTS_FILE
+    from ospo_gym.data.esci_schema import EXAMPLES_FILE, PRODUCTS_FILE
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -201,8 +201,8 @@ def phase_index(args: argparse.Namespace) -> dict:
     import hashlib
 
     from ospo_gym.data.esci import load_esci
-    from ospo_gym.envs.esci import BM25_LOCALE_DEFAULTS, make_retriever
-    from ospo_gym.retrievers import pooled_ndcg
+    from ospo_gym.envs.esci import BM25_LOCALE_DEFAULTS
+    from ospo_gym.retrieval import make_retriever, pooled_ndcg
 
     data = load_esci(args.data_dir, cache_dir=args.cache_dir)
     rss_before = peak_rss_mb()
@@ -274,8 +274,8 @@ def phase_oracle(args: argparse.Namespace) -> dict:
     import gymnasium as gym
 
     import ospo_gym  # noqa: F401
-    from ospo_gym.envs.esci import BM25_LOCALE_DEFAULTS, make_retriever
-    from ospo_gym.retrievers import BM25Retriever
+    from ospo_gym.envs.esci import BM25_LOCALE_DEFAULTS
+    from ospo_gym.retrieval import BM25Retriever, make_retriever
 
     built = {}
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ospo_gym.cli.options import OneLineErrorParser, one_line
+from ospo_gym.cli.options import OneLineErrorParser
+from ospo_gym.errors import one_line
 
 
 @dataclass(frozen=True)

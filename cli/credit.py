@@ -9,7 +9,8 @@ import sys
 
 from ospo_gym.cli import credit_view
 from ospo_gym.cli.options import UsageError, parse_kwargs
-from ospo_gym.credit import owen_estimate, sample_coalitions
+from ospo_gym.credit import ESTIMATORS, owen_estimate, sample_coalitions
+from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.output_files import check_output_file, write_atomic
 from ospo_gym.registration import ENV_IDS
 
@@ -19,9 +20,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-arg", action="append", default=[], metavar="NAME=VALUE", help="constructor argument")
     parser.add_argument("--prompt-id", default=None, help="prompt id (default: the first)")
     parser.add_argument("--text", required=True, help="the completion to explain")
-    parser.add_argument("--w-max", type=int, default=8, help="widest coalition window")
-    parser.add_argument("--max-coalitions", type=int, default=96, help="coalition budget M")
-    parser.add_argument("--estimator", choices=["owen", "released"], default="owen")
+    parser.add_argument("--w-max", type=int, default=DEFAULT_W_MAX, help="widest coalition window")
+    parser.add_argument("--max-coalitions", type=int, default=DEFAULT_MAX_COALITIONS, help="coalition budget M")
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,  # the variants AgentConfig.estimator accepts: one tuple
+        default="owen",
+        help="segment-credit estimator of ospo_gym.credit.owen_estimate",
+    )
     parser.add_argument("--exact", action="store_true", help="also print exact Shapley values")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML heat-map")

@@ -47,7 +47,7 @@ def cmd_data_esci(args: argparse.Namespace) -> int:
 
 
 def cmd_data_hm(args: argparse.Namespace) -> int:
-    from ospo_gym.data.hm import KAGGLE_STEPS, verify_hm
+    from ospo_gym.data.hm_files import KAGGLE_STEPS, verify_hm
     from ospo_gym.data.paths import data_root
 
     if args.verify is None:

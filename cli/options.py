@@ -7,7 +7,8 @@ YAML file given with ``--config``, and flags typed on the command line win over 
 (:func:`add_dataclass_options`, :func:`load_yaml`, :func:`resolve_options`).
 
 Every error in what the user typed is a :class:`UsageError` or an argparse error: one line on stderr, exit status
-2, no traceback. Only the standard library is imported here (PyYAML when a ``--config`` is read).
+2, no traceback (:func:`ospo_gym.errors.one_line`). Only the standard library and that core module are
+imported here (PyYAML when a ``--config`` is read).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ospo_gym.errors import one_line
+
 ENV_ARG = {"flag": "--env-arg", "metavar": "NAME=VALUE"}
 """Field metadata of an env-arguments field (``dict``): a repeatable ``--env-arg NAME=VALUE`` option."""
 
@@ -35,15 +38,10 @@ class UsageError(ValueError):
     that way)."""
 
 
-def one_line(err: BaseException) -> str:
-    """An error's message on one line (library messages may wrap, e.g. torch's); its type when it has none."""
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def exit_usage_error(parser: argparse.ArgumentParser, message: str) -> typing.NoReturn:
     """Exit with status 2 and argparse's error as one line on stderr, pointing at ``--help`` (argparse's own
     ``error`` prints the whole usage block first, which buries the one line that matters)."""
-    parser.exit(2, f"{parser.prog}: error: {' '.join(message.split())} (see {parser.prog} --help)\n")
+    parser.exit(2, f"{parser.prog}: error: {one_line(message)} (see {parser.prog} --help)\n")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -162,7 +160,7 @@ def load_yaml(path: str | None, allowed: set[str]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise UsageError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}") from None
+        raise UsageError(f"--config {path} is not valid YAML: {one_line(err)}") from None
     except RecursionError:  # PyYAML's composer recurses once per nesting level
         raise UsageError(
             f"--config {path} is nested too deeply to read; a config is a flat mapping of option names to values"

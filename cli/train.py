@@ -38,9 +38,9 @@ from ospo_gym.cli.options import (
     add_dataclass_options,
     known_keys,
     load_yaml,
-    one_line,
     resolve_options,
 )
+from ospo_gym.errors import one_line
 from ospo_gym.output_files import check_output_folder
 from ospo_gym.registration import ENV_IDS
 
@@ -84,7 +84,7 @@ class EvalOptions:
     """Environment id; default: the checkpoint's."""
     env_kwargs: dict[str, Any] = field(default_factory=dict, metadata=ENV_ARG)
     """Env constructor argument, repeatable, applied over the checkpoint's own env arguments (e.g. another
-    retriever: ``--env-arg retriever=bm25-full``)."""
+    retriever: ``--env-arg retriever=bm25-exhaustive``)."""
     samples: int = 8
     """Sampled completions per prompt."""
     deterministic: bool = False

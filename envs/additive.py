@@ -12,9 +12,9 @@ from ospo_gym.envs.base import (
     MAX_TABLE_CELLS,
     GenerativeSearchEnv,
     GenerativeSearchVectorEnv,
-    check_knob,
     truncate_action,
 )
+from ospo_gym.knobs import check_knob
 from ospo_gym.vocab import pseudo_words
 
 MAX_VOCAB = 100_000

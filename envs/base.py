@@ -16,24 +16,23 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from ospo_gym.credit.shapley import MAX_EXACT_PLAYERS, shapley_exact
+from ospo_gym.knobs import check_knob
 from ospo_gym.oracle import CoalitionOracle
 from ospo_gym.segment import retrieval_text
 from ospo_gym.spaces import UnicodeText
 
 RESET_OPTIONS = ("prompt_id",)
-VECTOR_RESET_OPTIONS = ("prompt_ids",)
+VECTOR_RESET_OPTIONS = ("prompt_id", "prompt_ids")
+PER_SUB_ENV_PINNING = (
+    "options={'prompt_ids': [...]} pins one prompt per sub-env and needs the native vector env, "
+    "gym.make_vec(id, num_envs=N, vectorization_mode='vector_entry_point'): 'sync' and 'async' hand every sub-env "
+    "the same options, so there use options={'prompt_id': p} to pin all of them to one prompt"
+)
 # Upper bounds of the shared size knobs (every knob has one, so that no setting can hang or exhaust memory).
 MAX_ACTION_CHARS = 10**9
 MAX_NUM_ENVS = 1 << 16
 MAX_TABLE_CELLS = 1 << 25
 """Cells of the largest per-prompt table a synthetic env holds in memory (float64: 256 MiB)."""
-
-
-def check_knob(name: str, value: Any, low: int, high: int, why: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int in ``[low, high]``; the message names the knob, the range
-    and ``why`` the bound is there."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int in [{low}, {high}] ({why}), got {value!r}")
 
 
 def check_batch(name: str, items: Any, what: str) -> list[Any]:
@@ -88,7 +87,7 @@ class GenerativeSearchEnv(gym.Env[str, str]):
         self.segmentation = segmentation or self.default_segmentation
         self.segmentation_backend = segmentation_backend
         self.max_action_chars = max_action_chars
-        self.observation_space = UnicodeText()
+        self._observation_space: gym.Space | None = None
         self.action_space = UnicodeText()
         self._prompts: dict[Hashable, str] = {}
         self._prompt_id: Hashable | None = None
@@ -105,6 +104,21 @@ class GenerativeSearchEnv(gym.Env[str, str]):
     def prompt_ids(self) -> list[Hashable]:
         """Every prompt id, in a fixed order."""
         return list(self._prompts)
+
+    @property
+    def observation_space(self) -> gym.Space:
+        """``UnicodeText`` with ``max_length`` the longest prompt's length, so that ``AsyncVectorEnv``'s shared
+        memory holds every observation (fixed once the prompts exist; a subclass may assign another space)."""
+        if getattr(self, "_observation_space", None) is not None:
+            return self._observation_space
+        if not getattr(self, "_prompts", None):  # still being constructed: subclasses add the prompts after __init__
+            return UnicodeText()
+        self._observation_space = UnicodeText(max(1, max(len(p) for p in self._prompts.values())))
+        return self._observation_space
+
+    @observation_space.setter
+    def observation_space(self, space: gym.Space) -> None:
+        self._observation_space = space
 
     def prompt(self, prompt_id: Hashable) -> str:
         """The prompt text (the observation) of ``prompt_id``."""
@@ -156,6 +170,8 @@ class GenerativeSearchEnv(gym.Env[str, str]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
         options = dict(options or {})
+        if "prompt_ids" in options:
+            raise ValueError(f"a single env has one prompt; {PER_SUB_ENV_PINNING}")
         unknown = set(options) - set(RESET_OPTIONS)
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(RESET_OPTIONS)}")
@@ -204,9 +220,16 @@ class GenerativeSearchVectorEnv(VectorEnv):
 
     Built by ``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point", **kwargs)``. Episodes are one
     step, so every step ends all sub-episodes and (``SAME_STEP`` autoreset) the returned observations are the
-    next prompts; the finished episodes' info is in ``info["final_info"]``. ``reset(options={"prompt_ids": [...]})``
-    pins one prompt per sub-env — G copies of one prompt make a GRPO group. Seeding sub-env ``i`` with
-    ``seed + i`` draws the same prompts as the single env reset with that seed.
+    next prompts; the finished episodes' observations and info are in ``info["final_obs"]`` and
+    ``info["final_info"]``. ``reset(options={"prompt_ids": [...]})`` pins one prompt per sub-env — G copies of one
+    prompt make a GRPO group — and ``options={"prompt_id": p}`` pins all of them to ``p``. Seeding sub-env ``i``
+    with ``seed + i`` draws the same prompts as the single env reset with that seed.
+
+    The ``"sync"`` and ``"async"`` modes give the same observations, rewards, infos and prompts for the same seeds
+    and options when built with ``vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}``
+    (Gymnasium's default there, ``NEXT_STEP``, spends every other step on a reset that ignores the actions and
+    returns reward 0). They cannot pin one prompt per sub-env: ``prompt_ids`` raises a ``ValueError`` that
+    names this mode.
     """
 
     env_class: ClassVar[type[GenerativeSearchEnv]] = GenerativeSearchEnv
@@ -247,7 +270,12 @@ class GenerativeSearchVectorEnv(VectorEnv):
         unknown = set(options) - set(VECTOR_RESET_OPTIONS)
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(VECTOR_RESET_OPTIONS)}")
-        if "prompt_ids" in options:
+        if "prompt_id" in options and "prompt_ids" in options:
+            raise ValueError("pass options['prompt_id'] (every sub-env) or options['prompt_ids'] (one each), not both")
+        if "prompt_id" in options:
+            self.env._check_prompt_id(options["prompt_id"])
+            self._prompt_ids = [options["prompt_id"]] * self.num_envs
+        elif "prompt_ids" in options:
             pinned = check_batch("options['prompt_ids']", options["prompt_ids"], "prompt ids")
             if len(pinned) != self.num_envs:
                 raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({self.num_envs})")
@@ -271,9 +299,11 @@ class GenerativeSearchVectorEnv(VectorEnv):
         final_info["segments"] = object_array([self.env.oracle.segment(a) for a in actions])
         final_info["retrieval_text"] = object_array([retrieval_text(a) for a in actions])
         final_info["_segments"] = final_info["_retrieval_text"] = np.ones(self.num_envs, dtype=bool)
+        final_obs = object_array(self._observe())
         self._prompt_ids = self._draw(self.num_envs)
         info = self._info(self._prompt_ids)
-        info["final_info"] = final_info
+        info["final_obs"], info["final_info"] = final_obs, final_info
+        info["_final_obs"] = np.ones(self.num_envs, dtype=bool)
         info["_final_info"] = np.ones(self.num_envs, dtype=bool)
         terminated = np.ones(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)

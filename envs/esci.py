@@ -8,14 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from ospo_gym.data.esci import LABELS, EsciData, load_esci
+from ospo_gym.data.esci import EsciData, load_esci
+from ospo_gym.data.esci_schema import LABELS
 from ospo_gym.data.paths import processed_cache_dir
 from ospo_gym.envs.base import GenerativeSearchVectorEnv
-from ospo_gym.envs.retrieval import RELEVANCE, RETRIEVERS, JudgedQueries, RetrievalEnv, make_retriever
-from ospo_gym.retrievers import Retriever
+from ospo_gym.envs.retrieval import RELEVANCE, JudgedQueries, RetrievalEnv
+from ospo_gym.knobs import check_knob
+from ospo_gym.retrieval import RETRIEVERS, Retriever, make_retriever
 
 __all__ = ["ESCI_PROMPT", "RETRIEVERS", "EsciEnv", "EsciVectorEnv", "make_retriever"]  # the last two re-exported
 
+MAX_QUERIES = 10**7
+"""Upper bound of ``max_queries`` (ESCI has 130,652 queries in all locales)."""
 ESCI_PROMPT = (
     "You are a product search assistant. A shopper typed the query below into an online store's search box.\n"
     "First analyse briefly, inside <think></think>, what the shopper wants: the product category, and the "
@@ -73,18 +77,18 @@ class EsciEnv(RetrievalEnv):
     * ``split="train"`` (the dataset's own ``split`` column; or ``"test"``, ``"all"``), ``locale="us"`` (or
       ``"es"``, ``"jp"``), ``data_dir=None`` (then ``$OSPO_GYM_DATA``, then the user cache dir).
     * ``version="small"`` (Task 1, ``small_version == 1``) or ``"large"``; ``min_exact=3``, ``max_exact=10``
-      (queries with that many Exact products; None: no bound); ``max_queries=None`` (a seeded sample of that
-      many queries) and ``seed=0``.
+      (queries with that many Exact products, at most 10,000; None: no bound); ``max_queries=None`` (a seeded
+      sample of that many queries, at most 10**7) and ``seed=0``.
     * ``fields=("product_title", "product_description")`` (or short names: title, description, bullets,
       brand, color); ``catalog="locale"`` (every product of the locale) or ``"judged"``.
     * ``relevance="graded"``, ``k=10``, ``cutoff=1000``, ``pool="judged"`` (or None), ``prompt_template``.
-    * ``retriever="bm25"`` (or ``"bm25-full"``, ``"dense"``, a callable ``docs -> Retriever``),
+    * ``retriever="bm25"`` (or ``"bm25-exhaustive"``, ``"dense"``, a callable ``docs -> Retriever``),
       ``retriever_kwargs`` (e.g. ``{"k1": 1.2}``; BM25 defaults per locale: English / Spanish stopwords, a
       script-run tokenizer for Japanese).
     * ``cache_dir=None``, ``use_cache=True``: the processed-data cache (:mod:`ospo_gym.data.cache`).
-    * ``index_cache=True``: also cache the built BM25 index (``retriever="bm25"`` / ``"bm25-full"``) in that
-      folder, keyed by the catalog texts, the tokenizer settings, ``k1``, ``b``, ``method`` and the bm25s
-      version (:mod:`ospo_gym.data.bm25_cache`); the same rewards, without the index build (51.6 s at a
+    * ``index_cache=True``: also cache the built BM25 index (``retriever="bm25"`` / ``"bm25-exhaustive"``) in
+      that folder, keyed by the catalog texts, the tokenizer settings, ``k1``, ``b``, ``method`` and the bm25s
+      version (:mod:`ospo_gym.retrieval.index_cache`); the same rewards, without the index build (51.6 s at a
       million products). ``index_cache=False`` rebuilds it every time; ``use_cache=False`` turns off both caches.
     * ``segmentation="phrase"`` and the other base-class arguments.
 
@@ -129,8 +133,8 @@ class EsciEnv(RetrievalEnv):
     ) -> None:
         if relevance not in RELEVANCE:
             raise ValueError(f"unknown relevance {relevance!r}; expected one of {sorted(RELEVANCE)}")
-        if max_queries is not None and (isinstance(max_queries, bool) or max_queries < 1):
-            raise ValueError(f"max_queries must be >= 1 or None, got {max_queries!r}")
+        check_knob("max_queries", max_queries, 1, MAX_QUERIES, "a seeded sample of that many; None keeps all", optional=True)
+        check_knob("seed", seed, 0, 2**63 - 1, "seeds numpy's generator for the query sample")
         data = load_esci(
             data_dir,
             locale=locale,

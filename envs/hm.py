@@ -6,11 +6,12 @@ import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from ospo_gym.data.hm import DEFAULT_FIELDS, HmData, load_hm
+from ospo_gym.data.hm import HmData, load_hm
+from ospo_gym.data.hm_files import DEFAULT_FIELDS
 from ospo_gym.data.paths import processed_cache_dir
 from ospo_gym.envs.base import GenerativeSearchVectorEnv
-from ospo_gym.envs.retrieval import JudgedQueries, RetrievalEnv, make_retriever
-from ospo_gym.retrievers import Retriever
+from ospo_gym.envs.retrieval import JudgedQueries, RetrievalEnv
+from ospo_gym.retrieval import Retriever, make_retriever
 
 __all__ = ["HM_PROMPT", "QUERY_LINE", "HmEnv", "HmVectorEnv", "render_prompt"]
 
@@ -61,15 +62,17 @@ class HmEnv(RetrievalEnv):
       from ``cutoff_date``); ``window_days=7``; ``cutoff_date=None``; ``data_dir=None`` (then
       ``$OSPO_GYM_DATA``, then the user cache dir).
     * ``max_history=10``, ``min_history=1``, ``max_customers=None``, ``max_targets=None``,
-      ``negatives=(50, 30, 19)``, ``seed=0`` (negatives and customer sample).
+      ``negatives=(50, 30, 19)``, ``seed=0`` (negatives and customer sample); each is bounded (``window_days``
+      at most 3650, histories 10,000, customers 10**7, targets and each negative count 100,000:
+      :data:`ospo_gym.data.hm.KNOB_BOUNDS`).
     * ``query=None``: a request added to every prompt (a string), or per customer (a mapping).
     * ``fields`` (article columns for the catalog text), ``k=10``, ``cutoff=1000``, ``pool="judged"`` (or
       None), ``prompt_template`` (must contain ``{history}``; may contain ``{query}``).
-    * ``retriever="bm25"`` (or ``"bm25-full"``, ``"dense"``, a callable), ``retriever_kwargs``.
+    * ``retriever="bm25"`` (or ``"bm25-exhaustive"``, ``"dense"``, a callable), ``retriever_kwargs``.
     * ``cache_dir=None``, ``use_cache=True``: the processed-data cache (:mod:`ospo_gym.data.cache`).
-    * ``index_cache=True``: also cache the built BM25 index (``retriever="bm25"`` / ``"bm25-full"``) in that
-      folder, keyed by the catalog texts, the tokenizer settings, ``k1``, ``b``, ``method`` and the bm25s
-      version (:mod:`ospo_gym.data.bm25_cache`); ``index_cache=False`` rebuilds it every time;
+    * ``index_cache=True``: also cache the built BM25 index (``retriever="bm25"`` / ``"bm25-exhaustive"``) in
+      that folder, keyed by the catalog texts, the tokenizer settings, ``k1``, ``b``, ``method`` and the bm25s
+      version (:mod:`ospo_gym.retrieval.index_cache`); ``index_cache=False`` rebuilds it every time;
       ``use_cache=False`` turns off both caches.
     * ``segmentation="phrase"`` and the other base-class arguments.
 

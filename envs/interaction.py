@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ospo_gym.envs.base import MAX_TABLE_CELLS, GenerativeSearchEnv, GenerativeSearchVectorEnv, check_knob
+from ospo_gym.envs.base import MAX_TABLE_CELLS, GenerativeSearchEnv, GenerativeSearchVectorEnv
+from ospo_gym.knobs import check_knob
 from ospo_gym.vocab import pseudo_words
 
 MAX_PHRASES = 4096

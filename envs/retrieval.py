@@ -2,87 +2,30 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ospo_gym.data.synthetic_catalog import CatalogConfig, generate_catalog
+from ospo_gym.data.text import catalog_texts
 from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv, check_knob
 from ospo_gym.metrics import BINARY_GAINS, ESCI_GAINS, ndcg_at_k
-from ospo_gym.retrievers import Retriever, check_ranking, pooled_ndcg
-from ospo_gym.synthetic_catalog import CatalogConfig, catalog_texts, generate_catalog
+from ospo_gym.retrieval import (
+    Retriever,
+    RetrieverFactory,
+    check_ranking,
+    check_retriever,
+    make_retriever,
+    pooled_ndcg,
+)
 
 RELEVANCE = {"graded": ESCI_GAINS, "binary": BINARY_GAINS}
 SPLITS = ("train", "test", "all")
-RETRIEVERS = ("bm25", "bm25-full", "dense")
 MAX_K = 10_000
 MAX_CUTOFF = 10**9
-
-RetrieverFactory = Callable[..., Retriever]
-"""A callable ``(docs, **retriever_kwargs) -> Retriever``, accepted wherever a retriever name is."""
-
-
-def make_retriever(
-    retriever: str | RetrieverFactory,
-    docs: list[str],
-    kwargs: Mapping[str, Any] | None = None,
-    defaults: Mapping[str, Any] | None = None,
-    *,
-    index_cache: str | os.PathLike | None = None,
-) -> Retriever:
-    """Build the retriever over ``docs``; the one resolver of every retrieval env's ``retriever=`` argument.
-
-    ``"bm25"``: :class:`~ospo_gym.data.fast_bm25.TopListBM25Retriever` (exact pooled reward without scoring the
-    whole catalog); ``"bm25-full"``: :class:`~ospo_gym.retrievers.BM25Retriever` (scores every document; the
-    same rewards as ``"bm25"`` for the same arguments); ``"dense"``: :class:`ospo_gym.dense.DenseRetriever`
-    (needs ``ospo-gym[dense]``; ``kwargs["model"]`` names the model); or any callable ``docs -> Retriever``.
-    ``kwargs`` go to the constructor (for BM25 on top of the env's ``defaults``, e.g. a locale's stopwords).
-    ``index_cache``: for the two BM25 names, the folder of the on-disk index cache (one entry serves both;
-    :mod:`ospo_gym.data.bm25_cache`), unless ``kwargs`` name their own; ignored by the others.
-
-    Raises:
-        ValueError: an unknown name (the message lists :data:`RETRIEVERS`).
-        TypeError: a factory that returns something without ``num_docs`` / ``rank`` / ``scores``.
-    """
-    check_retriever(retriever)
-    kwargs = dict(kwargs or {})
-    defaults = dict(defaults or {})
-    if callable(retriever):
-        built = retriever(docs, **kwargs)
-        if not isinstance(built, Retriever):
-            raise TypeError(f"the retriever factory returned {type(built).__name__}, which lacks num_docs/rank/scores")
-        num_docs = built.num_docs
-        # Pools are document positions in ``docs``: a retriever over another catalog would score the wrong ones.
-        if isinstance(num_docs, bool) or not isinstance(num_docs, (int, np.integer)) or num_docs != len(docs):
-            raise ValueError(
-                f"the retriever factory returned a {type(built).__name__} with num_docs={num_docs!r}; expected the "
-                f"catalog size {len(docs)} (document i of the retriever is docs[i])"
-            )
-        return built
-    if retriever in ("bm25", "bm25-full") and index_cache is not None:
-        defaults["index_cache"] = index_cache
-    if retriever == "bm25":
-        from ospo_gym.data.fast_bm25 import TopListBM25Retriever
-
-        return TopListBM25Retriever(docs, **{**defaults, **kwargs})
-    if retriever == "bm25-full":
-        from ospo_gym.retrievers import BM25Retriever
-
-        return BM25Retriever(docs, **{**defaults, **kwargs})
-    from ospo_gym.dense import DenseRetriever  # "dense"
-
-    return DenseRetriever(docs, **kwargs)
-
-
-def check_retriever(retriever: object) -> None:
-    """Raise ``ValueError`` listing :data:`RETRIEVERS` unless ``retriever`` is one of them or a callable."""
-    if not (callable(retriever) or (isinstance(retriever, str) and retriever in RETRIEVERS)):
-        raise ValueError(
-            f"unknown retriever {retriever!r}; expected one of {RETRIEVERS} or a callable docs -> Retriever"
-        )
 
 
 @dataclass(frozen=True)
@@ -122,7 +65,8 @@ def judged_queries_from_esci(
     queries_text = dict(zip(examples["query_id"], examples["query"], strict=True))
     pools: dict[Hashable, np.ndarray] = {}
     pool_gains: dict[Hashable, np.ndarray] = {}
-    for query_id, rows in frame.groupby("query_id", sort=True).indices.items():
+    for key, rows in frame.groupby("query_id", sort=True).indices.items():
+        query_id = key.item() if isinstance(key, np.generic) else key  # plain ids: info is JSON-serialisable
         pools[query_id] = frame["doc"].to_numpy()[rows].astype(np.int64)
         pool_gains[query_id] = frame["gain"].to_numpy()[rows]
     return JudgedQueries({q: queries_text[q] for q in pools}, pools, pool_gains)
@@ -189,7 +133,7 @@ class SyntheticRetrievalEnv(RetrievalEnv):
     ## Description
     A catalog of ``num_products`` products (type, brand, colour, material; titles with noise) and
     ``num_queries`` shopper queries with E/S/C/I judgements derived from the attributes is generated from
-    ``seed`` (:mod:`ospo_gym.synthetic_catalog`, the real ESCI columns). The agent rewrites the shopper's
+    ``seed`` (:mod:`ospo_gym.data.synthetic_catalog`, the real ESCI columns). The agent rewrites the shopper's
     query; BM25 (``bm25s``) over title + description ranks the catalog with it (``retriever=`` picks another
     retriever, e.g. to train on one and evaluate on another).
 
@@ -218,10 +162,11 @@ class SyntheticRetrievalEnv(RetrievalEnv):
       bounds every size: at most 10**7 products, 10**6 queries, pools of 10**5, 10**7 judged examples).
     * ``split="train"`` (or ``"test"``, ``"all"``), ``relevance="graded"``, ``k=10`` (at most 10,000),
       ``cutoff=1000`` (at most 10**9, or None), ``pool="judged"`` (or ``None``), ``prompt_template``.
-    * ``retriever="bm25"`` (or ``"bm25-full"``, ``"dense"``, a callable ``docs -> Retriever``) and
+    * ``retriever="bm25"`` (or ``"bm25-exhaustive"``, ``"dense"``, a callable ``docs -> Retriever``) and
       ``retriever_kwargs`` (e.g. ``{"k1": 0.9, "b": 0.4}``; for ``"dense"`` ``{"model": <name or local dir>}``),
-      resolved by :func:`make_retriever` as in ``ospo/ESCI-v0`` and ``ospo/HM-v0``. ``"bm25"`` and
-      ``"bm25-full"`` give the same rewards for the same arguments (they differ in speed on large catalogs).
+      resolved by :func:`~ospo_gym.retrieval.make_retriever` as in ``ospo/ESCI-v0`` and ``ospo/HM-v0``.
+      ``"bm25"`` and ``"bm25-exhaustive"`` give the same rewards for the same arguments (they differ in speed on
+      large catalogs; ``"bm25-full"``, the old name of ``"bm25-exhaustive"``, still works with a warning).
     * ``segmentation="word"`` and the base-class arguments.
 
     ## Version History

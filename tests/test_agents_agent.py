@@ -13,8 +13,7 @@ import ospo_gym  # noqa: F401
 
 torch = pytest.importorskip("torch")
 
-from ospo_gym.agents import Agent, completion_logprobs, generate  # noqa: E402
-from ospo_gym.agents import logger as M  # noqa: E402
+from ospo_gym.agents import Agent, completion_logprobs, generate, logger  # noqa: E402
 from ospo_gym.agents.checkpoint import CheckpointError  # noqa: E402
 from ospo_gym.agents.logger import read_metrics  # noqa: E402
 
@@ -31,7 +30,7 @@ def make_agent(tiny_policy, tmp_path, algo="grpo", **overrides):
 
 def comparable(history):
     """Metrics without wall-clock timings."""
-    return [{k: v for k, v in row.items() if not k.startswith("perf/") or k == M.PERF_COMPLETION_TOKENS} for row in history]
+    return [{k: v for k, v in row.items() if not k.startswith("perf/") or k == logger.PERF_COMPLETION_TOKENS} for row in history]
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ospo_prop", "ospo_rank"])
@@ -39,7 +38,7 @@ def test_every_trainable_parameter_changes_after_one_step(tiny_policy, tmp_path,
     agent = make_agent(tiny_policy, tmp_path, algo)
     before = {name: p.detach().clone() for name, p in agent.model.named_parameters() if p.requires_grad}
     agent.learn(1)
-    assert agent.history[0][M.REWARD_STD] > 0  # otherwise every advantage is 0 and nothing should move
+    assert agent.history[0][logger.REWARD_STD] > 0  # otherwise every advantage is 0 and nothing should move
     unchanged = [name for name, p in agent.model.named_parameters() if torch.equal(p.detach(), before[name])]
     assert unchanged == []
 
@@ -52,12 +51,13 @@ def test_metrics_go_to_jsonl_with_prefixed_names(tiny_policy, tmp_path):
     assert agent.run_dir.parent == tmp_path / "runs"
     assert agent.run_dir.name.startswith("ospo_AdditiveKeywords-v0__ospo_prop__0__")
     records = read_metrics(agent.run_dir / "metrics.jsonl")
-    assert [r[M.STEP] for r in records] == [1, 2]
-    keys = set(records[0]) - {M.STEP}
-    assert all(k.startswith(M.METRIC_PREFIXES) for k in keys)
-    for name in (M.REWARD_MEAN, M.LOSS_CLIP_FRACTION, M.LOSS_KL, M.CREDIT_ORACLE_CALLS, M.PERF_STEP_SECONDS):
+    assert [r[logger.STEP] for r in records] == [1, 2]
+    keys = set(records[0]) - {logger.STEP}
+    assert all(k.startswith(logger.METRIC_PREFIXES) for k in keys)
+    for name in (logger.REWARD_MEAN, logger.LOSS_CLIP_FRACTION, logger.LOSS_KL, logger.CREDIT_ORACLE_CALLS,
+                 logger.PERF_STEP_SECONDS):  # fmt: skip
         assert name in keys
-    assert records[0][M.CREDIT_ORACLE_CALLS] in (0, 1)
+    assert records[0][logger.CREDIT_ORACLE_CALLS] in (0, 1)
     assert (agent.run_dir / "config.json").is_file()
 
 
@@ -127,7 +127,7 @@ def test_resume_continues_the_same_run(tiny_policy, tmp_path, algo):
 
     assert comparable(first.history + resumed.history) == comparable(straight.history)
     assert resumed.run_dir == first.run_dir
-    assert [r[M.STEP] for r in read_metrics(resumed.run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [r[logger.STEP] for r in read_metrics(resumed.run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
 def test_periodic_checkpoints_keep_the_newest(tiny_policy, tmp_path):
@@ -143,7 +143,7 @@ def test_single_env_instance_and_zero_variance_skipping(tiny_policy, tmp_path):
     config = fast_config(run_dir=str(tmp_path), skip_zero_variance_groups=True, scale_rewards="batch")
     agent = Agent(env, algo="ospo_rank", policy=tiny_policy, config=config).learn(2)
     assert agent.env_id == ENV_ID
-    assert all(np.isfinite(row[M.REWARD_MEAN]) for row in agent.history)
+    assert all(np.isfinite(row[logger.REWARD_MEAN]) for row in agent.history)
 
 
 def test_vector_env_must_match_the_batch(tiny_policy, tmp_path):
@@ -177,7 +177,7 @@ def test_lora_trains_adapters_only_and_reloads(tiny_policy, tmp_path):
     agent.learn(2)
     assert all(torch.equal(p, frozen[n]) for n, p in agent.model.named_parameters() if not p.requires_grad)
     assert all("lora_" in n for n, p in agent.model.named_parameters() if p.requires_grad)
-    assert agent.history[-1][M.LOSS_KL] > 0
+    assert agent.history[-1][logger.LOSS_KL] > 0
     agent.save(tmp_path / "ckpt")
     loaded = Agent.load(tmp_path / "ckpt")
     rollout = generate(agent.model, agent.tokenizer, ["want: a"], max_new_tokens=6, seed=0)
@@ -248,7 +248,7 @@ def test_micro_batches_accumulate_to_the_whole_batch_update(tiny_policy, tmp_pat
         assert a.keys() == b.keys()
         for key, value in a.items():
             assert b[key] == (value if value is None else pytest.approx(value, rel=1e-4, abs=1e-6)), key
-    assert any(row[M.LOSS_POLICY] is not None for row in whole.history)
+    assert any(row[logger.LOSS_POLICY] is not None for row in whole.history)
     for (name, p), q in zip(whole.model.named_parameters(), chunked.model.parameters(), strict=True):
         # Adam turns last-bit differences of near-zero gradients into steps of up to ~lr (2e-3): a few 1e-6
         torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)

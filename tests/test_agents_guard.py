@@ -16,9 +16,8 @@ import ospo_gym  # noqa: F401
 torch = pytest.importorskip("torch")
 
 from ospo_gym import agents  # noqa: E402
-from ospo_gym.agents import Agent, AgentConfig, get_estimator, register_estimator  # noqa: E402
-from ospo_gym.agents import agent as agent_module  # noqa: E402
-from ospo_gym.agents import logger as M  # noqa: E402
+from ospo_gym.agents import Agent, AgentConfig, get_estimator, logger, register_estimator, update  # noqa: E402
+from ospo_gym.agents.guard import nonfinite_parameter  # noqa: E402
 from ospo_gym.agents.logger import read_metrics  # noqa: E402
 
 SAME_SECOND = time.mktime((2030, 1, 2, 3, 4, 5, 0, 0, -1))
@@ -95,21 +94,21 @@ def test_a_late_divergence_keeps_the_good_checkpoints(tiny_policy, tmp_path):
     assert agent.num_steps == 2
     kept = sorted(p.name for p in (agent.run_dir / "checkpoints").iterdir())
     assert kept == ["step-00000001", "step-00000002"]  # nothing written for step 3, and nothing pruned for it
-    assert [r[M.STEP] for r in read_metrics(agent.run_dir / "metrics.jsonl")] == [1, 2]
+    assert [r[logger.STEP] for r in read_metrics(agent.run_dir / "metrics.jsonl")] == [1, 2]
 
 
 # -- loss, gradient, weights ---------------------------------------------------------------------------------
 def _poison_loss(monkeypatch, at_call: int) -> None:
     """Make the ``at_call``-th (0-based) policy loss NaN, as an fp overflow in the forward pass would."""
     calls = []
-    original = agent_module.policy_loss
+    original = update.policy_loss
 
     def poisoned(*args, **kwargs):
         loss, parts = original(*args, **kwargs)
         calls.append(None)
         return (loss * math.nan if len(calls) == at_call + 1 else loss), parts
 
-    monkeypatch.setattr(agent_module, "policy_loss", poisoned)
+    monkeypatch.setattr(update, "policy_loss", poisoned)
 
 
 def test_a_nan_loss_stops_before_the_optimizer_step(tiny_policy, tmp_path, monkeypatch):
@@ -133,13 +132,13 @@ def test_skip_mode_drops_the_update_counts_it_and_goes_on(tiny_policy, tmp_path,
     before = weights(agent)
     _poison_loss(monkeypatch, at_call=0)
     agent.learn(1)
-    assert agent.history[-1][M.LOSS_SKIPPED_UPDATES] == 1
+    assert agent.history[-1][logger.LOSS_SKIPPED_UPDATES] == 1
     assert_same_weights(agent, before)
     assert all(bool(torch.isfinite(p).all()) for p in agent.model.parameters())
     agent.learn(1)  # the next update goes through
-    assert [row[M.LOSS_SKIPPED_UPDATES] for row in agent.history] == [0, 1, 0]
+    assert [row[logger.LOSS_SKIPPED_UPDATES] for row in agent.history] == [0, 1, 0]
     assert any(not torch.equal(p.detach(), before[n]) for n, p in agent.model.named_parameters())
-    assert [r[M.LOSS_SKIPPED_UPDATES] for r in read_metrics(agent.run_dir / "metrics.jsonl")] == [0, 1, 0]
+    assert [r[logger.LOSS_SKIPPED_UPDATES] for r in read_metrics(agent.run_dir / "metrics.jsonl")] == [0, 1, 0]
 
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
@@ -182,22 +181,22 @@ def test_huge_but_finite_weights_are_not_called_non_finite(tiny_policy, tmp_path
     with torch.no_grad():
         for p in agent.model.parameters():
             p.fill_(3e38)
-    agent._check_parameters(0)  # no error: every weight is finite
+    assert nonfinite_parameter(agent.model, agent.world, sharded=False, trainable_only=True) is None  # all finite
 
 
 # -- run folders ---------------------------------------------------------------------------------------------
 def test_create_run_dir_suffixes_a_name_taken_in_the_same_second(tmp_path):
-    first = M.create_run_dir(tmp_path, ENV_ID, "grpo", 0, when=SAME_SECOND)
-    second = M.create_run_dir(tmp_path, ENV_ID, "grpo", 0, when=SAME_SECOND)
-    third = M.create_run_dir(tmp_path, ENV_ID, "grpo", 0, when=SAME_SECOND)
-    assert first.name == M.run_name(ENV_ID, "grpo", 0, SAME_SECOND)
+    first = logger.create_run_dir(tmp_path, ENV_ID, "grpo", 0, when=SAME_SECOND)
+    second = logger.create_run_dir(tmp_path, ENV_ID, "grpo", 0, when=SAME_SECOND)
+    third = logger.create_run_dir(tmp_path, ENV_ID, "grpo", 0, when=SAME_SECOND)
+    assert first.name == logger.run_name(ENV_ID, "grpo", 0, SAME_SECOND)
     assert (second.name, third.name) == (first.name + "-1", first.name + "-2")
     assert all(p.is_dir() and not any(p.iterdir()) for p in (first, second, third))
 
 
 def test_two_agents_started_in_the_same_second_get_their_own_run_folders(tiny_policy, tmp_path, monkeypatch):
-    stamp = M.run_name
-    monkeypatch.setattr(M, "run_name", lambda env, algo, seed, when=None: stamp(env, algo, seed, SAME_SECOND))
+    stamp = logger.run_name
+    monkeypatch.setattr(logger, "run_name", lambda env, algo, seed, when=None: stamp(env, algo, seed, SAME_SECOND))
     one, two = make_agent(tiny_policy, tmp_path).learn(0), make_agent(tiny_policy, tmp_path).learn(0)
     assert one.run_dir != two.run_dir and one.run_dir.parent == two.run_dir.parent == tmp_path / "runs"
     assert (one.run_dir / "config.json").is_file() and (two.run_dir / "config.json").is_file()

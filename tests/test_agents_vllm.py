@@ -25,8 +25,7 @@ import ospo_gym  # noqa: F401
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, completion_logprobs  # noqa: E402
-from ospo_gym.agents import vllm_rollout as V  # noqa: E402
+from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, completion_logprobs, vllm_rollout  # noqa: E402
 
 REQUIRE_VLLM = os.environ.get("OSPO_REQUIRE_VLLM", "") not in ("", "0")
 
@@ -34,7 +33,7 @@ REQUIRE_VLLM = os.environ.get("OSPO_REQUIRE_VLLM", "") not in ("", "0")
 def require_vllm() -> None:
     """Skip where vLLM is not installed, unless ``OSPO_REQUIRE_VLLM`` is set: then its absence is a failure."""
     if REQUIRE_VLLM:
-        V.import_vllm()  # raises ImportError with the install hint
+        vllm_rollout.import_vllm()  # raises ImportError with the install hint
     else:
         pytest.importorskip("vllm")
 
@@ -44,16 +43,16 @@ def test_importance_weights_are_truncated_ratios_and_one_where_masked():
     learner = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, 0.0]])
     sampler = torch.tensor([[-1.0, -1.0, -4.0], [-2.0, -0.5, -9.0]])
     mask = torch.tensor([[True, True, True], [True, True, False]])
-    weights, metrics = V.importance_weights(learner, sampler, mask, cap=2.0)
+    weights, metrics = vllm_rollout.importance_weights(learner, sampler, mask, cap=2.0)
     expected = torch.tensor([[1.0, math.exp(-1.0), 2.0], [2.0, 1.0, 1.0]])  # e^1 and e^1.5 capped at 2
     torch.testing.assert_close(weights, expected)
-    assert metrics[V.IS_WEIGHT_CAPPED_FRACTION] == pytest.approx(2 / 5)
-    assert metrics[V.IS_WEIGHT_MEAN] == pytest.approx((1 + math.exp(-1) + 2 + 2 + 1) / 5)
-    assert metrics[V.SAMPLER_LOGPROB_ABS_DIFF] == pytest.approx((0 + 1 + 1 + 1.5 + 0) / 5)
+    assert metrics[vllm_rollout.IS_WEIGHT_CAPPED_FRACTION] == pytest.approx(2 / 5)
+    assert metrics[vllm_rollout.IS_WEIGHT_MEAN] == pytest.approx((1 + math.exp(-1) + 2 + 2 + 1) / 5)
+    assert metrics[vllm_rollout.SAMPLER_LOGPROB_ABS_DIFF] == pytest.approx((0 + 1 + 1 + 1.5 + 0) / 5)
 
 
 def test_importance_weights_never_overflow():
-    weights, _ = V.importance_weights(torch.tensor([[0.0]]), torch.tensor([[-1e4]]), torch.tensor([[True]]), cap=3.0)
+    weights, _ = vllm_rollout.importance_weights(torch.tensor([[0.0]]), torch.tensor([[-1e4]]), torch.tensor([[True]]), cap=3.0)
     assert weights.item() == pytest.approx(3.0)
 
 
@@ -84,7 +83,7 @@ def test_rollout_config_is_checked():
 def test_missing_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError, installed or not
     with pytest.raises(ImportError, match="pip install vllm"):
-        V.import_vllm()
+        vllm_rollout.import_vllm()
 
 
 # -- the engine -----------------------------------------------------------------------------------------------
@@ -127,9 +126,9 @@ def test_vllm_rollouts_train_and_the_engine_follows_the_weights(wide_policy, tmp
     try:
         first = agent.train_step()  # starts the engine, samples, updates, syncs
         engine = agent.rollout_engine
-        assert isinstance(engine, V.VllmRollout)
-        assert np.isfinite(first["loss/policy"]) and first[V.IS_WEIGHT_MEAN] == pytest.approx(1.0, abs=0.05)
-        assert first[V.SAMPLER_LOGPROB_ABS_DIFF] < 1e-3  # fp32 on both sides: the engine is the learner
+        assert isinstance(engine, vllm_rollout.VllmRollout)
+        assert np.isfinite(first["loss/policy"]) and first[vllm_rollout.IS_WEIGHT_MEAN] == pytest.approx(1.0, abs=0.05)
+        assert first[vllm_rollout.SAMPLER_LOGPROB_ABS_DIFF] < 1e-3  # fp32 on both sides: the engine is the learner
 
         # A fixed probe: a prompt and a completion, scored by the engine and the learner.
         prompt_ids = agent.tokenizer(agent.envs.prompt(agent.envs.prompt_ids[0]))["input_ids"]
@@ -141,7 +140,7 @@ def test_vllm_rollouts_train_and_the_engine_follows_the_weights(wide_policy, tmp
         after = torch.tensor(engine.engine_logprobs(prompt_ids, completion_ids))
         assert (after - before).abs().max() > 1e-3, "the update did not reach the engine"
         torch.testing.assert_close(after, learner_logprobs(agent, prompt_ids, completion_ids), atol=2e-4, rtol=0)
-        assert second[V.SAMPLER_LOGPROB_ABS_DIFF] < 1e-3
+        assert second[vllm_rollout.SAMPLER_LOGPROB_ABS_DIFF] < 1e-3
     finally:
         agent.close()
 
@@ -153,7 +152,7 @@ def test_vllm_grpo_steps_give_finite_metrics(wide_policy, tmp_path):
     try:
         agent.learn(2)
         for row in agent.history:
-            assert np.isfinite(row["loss/policy"]) and 0 < row[V.IS_WEIGHT_MEAN] <= agent.config.vllm_is_cap
+            assert np.isfinite(row["loss/policy"]) and 0 < row[vllm_rollout.IS_WEIGHT_MEAN] <= agent.config.vllm_is_cap
             assert row["perf/completion_tokens_mean"] > 0
             assert 0 < row["perf/sync_seconds"] <= row["perf/update_seconds"]  # the engine takes each update
     finally:
@@ -172,7 +171,7 @@ def test_vllm_engine_starts_on_a_bm25_env(wide_policy, tmp_path):
     agent = Agent("ospo/SyntheticRetrieval-v0", algo="grpo", policy=str(wide_policy), config=config, env_kwargs=env_kwargs)
     try:
         metrics = agent.train_step()
-        assert 0.0 <= metrics["reward/mean"] <= 1.0 and isinstance(agent.rollout_engine, V.VllmRollout)
+        assert 0.0 <= metrics["reward/mean"] <= 1.0 and isinstance(agent.rollout_engine, vllm_rollout.VllmRollout)
     finally:
         agent.close()
 

@@ -51,7 +51,7 @@ def test_presets_are_lists_of_variants():
     group = bench.make_plan("group", algos=["grpo"])
     assert [v.overrides["group_size"] for v in group.variants] == [2, 4, 8]
     shift = bench.make_plan("retriever-shift")
-    assert shift.tasks[0].eval_env_kwargs["retriever"] == "bm25-full"
+    assert shift.tasks[0].eval_env_kwargs["retriever"] == "bm25-exhaustive"
     main = bench.make_plan(seeds=3, steps=50, tasks=["additive", "ospo/Interaction-v0"])
     assert [v.algo for v in main.variants] == ["grpo", "ospo_prop", "ospo_rank"]
     assert main.seeds == [0, 1, 2] and {t.steps for t in main.tasks} == {50}

@@ -19,9 +19,9 @@ import pytest
 
 from ospo_gym.cli import main
 from ospo_gym.cli.cache import CacheEntry, format_size, remove_entries, scan_cache, select_entries
-from ospo_gym.data.bm25_cache import BM25IndexCache
 from ospo_gym.data.cache import TaskCache
-from ospo_gym.retrievers import BM25Retriever
+from ospo_gym.retrieval import BM25Retriever
+from ospo_gym.retrieval.index_cache import BM25IndexCache
 
 DOCS = ["red running shoes", "blue denim jacket", "red wool socks", "winter coat with a hood"]
 DAY = 86400.0

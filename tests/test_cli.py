@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 
+import gymnasium as gym
 import pytest
 
 import ospo_gym
-from ospo_gym.cli import main
+from ospo_gym.cli import build_parser, main
+from ospo_gym.credit import ESTIMATORS
+from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -27,6 +30,32 @@ def test_credit_prints_a_row_per_segment(capsys):
     assert main(["credit", "--env", "ospo/Interaction-v0", "--prompt-id", "0", "--text", "alpha beta, gamma delta", "--exact"]) == 0
     out = capsys.readouterr().out
     assert "segments: 2" in out and "exact" in out and "gamma delta" in out
+
+
+@pytest.mark.parametrize("variant", ESTIMATORS)
+def test_credit_takes_every_segment_credit_variant(variant, capsys):
+    env = gym.make("ospo/AdditiveKeywords-v0").unwrapped
+    want, avoid = env.prompt(0).removeprefix("want: ").split(" avoid: ")
+    text = " ".join([*want.split()[:2], avoid.split()[0]])  # two wanted keywords, one to avoid
+    code = main(["credit", "--env", "ospo/AdditiveKeywords-v0", "--prompt-id", "0", "--text", text,
+                 "--estimator", variant, "--no-color"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "segments: 3" in out
+    signs = [line.split()[0][0] for line in out.splitlines()[2:]]
+    assert signs == ["+", "+", "-"]
+
+
+def test_credit_offers_what_agent_config_takes_with_the_cores_defaults():
+    """One tuple of variants (``weighted`` included) and one place for the coalition defaults
+    (ospo_gym.credit.defaults), for the credit command and AgentConfig alike."""
+    agent_config = pytest.importorskip("ospo_gym.agents").AgentConfig
+    args = build_parser().parse_args(["credit", "--text", "x"])
+    assert args.command_parser._option_string_actions["--estimator"].choices == ESTIMATORS
+    for variant in ESTIMATORS:
+        assert agent_config(estimator=variant).estimator == variant
+    assert args.w_max == agent_config().w_max == DEFAULT_W_MAX
+    assert args.max_coalitions == agent_config().max_coalitions == DEFAULT_MAX_COALITIONS
 
 
 @pytest.mark.parametrize(
@@ -90,7 +119,7 @@ def test_data_esci_dest_naming_a_file_exits_2(tmp_path, below):
 
 def test_data_esci_refuses_a_link_where_a_file_goes(tmp_path):
     """A link in --dest is not read, hashed, appended to or replaced: the downloads write only regular files."""
-    from ospo_gym.data.esci import EXAMPLES_FILE
+    from ospo_gym.data.esci_schema import EXAMPLES_FILE
 
     target = tmp_path / "elsewhere.parquet"
     target.write_bytes(b"keep me")

@@ -188,7 +188,7 @@ def test_bad_input_through_the_entry_point_has_no_traceback(args):
 
 
 def test_cli_import_stays_light():
-    code = "import sys, ospo_gym.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, ospo_gym.cli; ospo_gym.cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 

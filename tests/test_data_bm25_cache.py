@@ -1,4 +1,4 @@
-"""The on-disk BM25 index cache (ospo_gym.data.bm25_cache) and the real-data envs' index_cache= switch."""
+"""The on-disk BM25 index cache (ospo_gym.retrieval.index_cache) and the real-data envs' index_cache= switch."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from fixtures_real import esci_dir, hm_dir
 
 import ospo_gym  # noqa: F401
 from ospo_gym.credit import sample_coalitions
-from ospo_gym.data.bm25_cache import BM25IndexCache, index_key
-from ospo_gym.data.fast_bm25 import TopListBM25Retriever
-from ospo_gym.retrievers import BM25Retriever
+from ospo_gym.retrieval import BM25Retriever, TopListBM25Retriever
+from ospo_gym.retrieval.index_cache import BM25IndexCache, index_key
 
 DOCS = [
     "Red running shoes for men, lightweight",
@@ -61,7 +60,7 @@ def probe(env):
     return rewards, values
 
 
-@pytest.mark.parametrize("retriever", ["bm25", "bm25-full"])
+@pytest.mark.parametrize("retriever", ["bm25", "bm25-exhaustive"])
 def test_a_cached_esci_index_gives_bit_identical_rewards_and_values(tmp_path, retriever):
     kwargs = {"retriever": retriever, "retriever_kwargs": {"full_scoring_below": 0} if retriever == "bm25" else None}
     fresh = esci(tmp_path, index_cache=False, **kwargs)
@@ -79,7 +78,7 @@ def test_a_cached_esci_index_gives_bit_identical_rewards_and_values(tmp_path, re
 
 def test_one_entry_serves_both_bm25_retrievers_and_the_hm_env(tmp_path):
     assert not esci(tmp_path, retriever="bm25").retriever.index_info["cached"]
-    full = esci(tmp_path, retriever="bm25-full").retriever
+    full = esci(tmp_path, retriever="bm25-exhaustive").retriever
     assert full.index_info["cached"] and type(full) is BM25Retriever
     fresh, cached = hm(tmp_path), hm(tmp_path)
     assert cached.retriever.index_info["cached"] and isinstance(cached.retriever, TopListBM25Retriever)

@@ -35,10 +35,10 @@ import test_data_paths_cache
 from fixtures_real import esci_dir, hm_dir
 
 from ospo_gym.cli import main
-from ospo_gym.data.esci import EXAMPLES_FILE, PRODUCTS_FILE
-from ospo_gym.data.hm import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
-from ospo_gym.data.hm import FILES as HM_FILES
-from ospo_gym.synthetic_catalog import write_esci_parquet
+from ospo_gym.data.esci_schema import EXAMPLES_FILE, PRODUCTS_FILE
+from ospo_gym.data.fixtures import write_esci_parquet
+from ospo_gym.data.hm_files import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
+from ospo_gym.data.hm_files import FILES as HM_FILES
 
 ESCI_FILES = (EXAMPLES_FILE, PRODUCTS_FILE)
 ENV_IDS = {"esci": "ospo/ESCI-v0", "hm": "ospo/HM-v0"}

@@ -16,7 +16,8 @@ from fixtures_real import esci_dir, hm_dir
 from ospo_gym.cli import main
 from ospo_gym.data import DataError
 from ospo_gym.data.download import CHECKSUMS_FILE, KnownFile, download_esci, download_file
-from ospo_gym.data.esci import EXAMPLES_FILE, PRODUCTS_FILE, load_esci
+from ospo_gym.data.esci import load_esci
+from ospo_gym.data.esci_schema import EXAMPLES_FILE, PRODUCTS_FILE
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

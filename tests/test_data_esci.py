@@ -10,10 +10,12 @@ import pytest
 from fixtures_real import esci_dir
 
 from ospo_gym.data import DataError
-from ospo_gym.data.esci import EXAMPLES_FILE, LABELS, PRODUCTS_FILE, load_esci
+from ospo_gym.data.esci import load_esci
+from ospo_gym.data.esci_schema import EXAMPLES_FILE, LABELS, PRODUCTS_FILE
+from ospo_gym.data.fixtures import write_esci_parquet
+from ospo_gym.data.text import catalog_texts
 from ospo_gym.envs.esci import judged_from_arrays
 from ospo_gym.envs.retrieval import judged_queries_from_esci
-from ospo_gym.synthetic_catalog import catalog_texts, write_esci_parquet
 
 
 def frames():
@@ -144,6 +146,20 @@ def test_bad_arguments_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match) as err:
         load(esci_dir(), **kwargs)
     assert not isinstance(err.value, DataError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_exact": 10_001}, r"min_exact must be an int in \[0, 10000\] or None \("),
+        ({"max_exact": 10**9}, r"max_exact must be an int in \[0, 10000\] or None \("),
+        ({"min_exact": 2.5}, "min_exact must be an int"),
+    ],
+)
+def test_knobs_have_checked_upper_bounds(kwargs, match):
+    with pytest.raises(ValueError, match=match) as err:
+        load(esci_dir(), **kwargs)
+    assert not isinstance(err.value, DataError) and "\n" not in str(err.value)
 
 
 # --- malformed data: one DataError each, saying what, where and how to get it ------------------------------

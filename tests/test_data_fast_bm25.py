@@ -7,8 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from ospo_gym.data.fast_bm25 import TopListBM25Retriever
-from ospo_gym.retrievers import BM25Retriever, pad_pools, pooled_ndcg
+from ospo_gym.retrieval import BM25Retriever, TopListBM25Retriever, pad_pools, pooled_ndcg
 
 WORDS = [f"w{i}" for i in range(40)]
 

@@ -12,7 +12,8 @@ from fixtures_real import hm_dir
 
 from ospo_gym.data import DataError
 from ospo_gym.data.fixtures import write_hm_fixture
-from ospo_gym.data.hm import HISTORY_FIELDS, load_hm, verify_hm
+from ospo_gym.data.hm import load_hm
+from ospo_gym.data.hm_files import HISTORY_FIELDS, verify_hm
 
 
 def frames(folder=None):
@@ -140,6 +141,25 @@ def test_bad_arguments_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match) as err:
         load(**kwargs)
     assert not isinstance(err.value, DataError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"window_days": 3651}, r"window_days must be an int in \[1, 3650\] \("),
+        ({"max_history": 10_001}, r"max_history must be an int in \[1, 10000\] \("),
+        ({"min_history": 10_001}, r"min_history must be an int in \[0, 10000\] \("),
+        ({"max_customers": 10**7 + 1}, r"max_customers must be an int in \[1, 10000000\] or None \("),
+        ({"max_targets": 100_001}, r"max_targets must be an int in \[1, 100000\] or None \("),
+        ({"negatives": (100_001, 0, 0)}, r"negatives\[0\] must be an int in \[0, 100000\] \("),
+        ({"negatives": (1, 1, -1)}, r"negatives\[2\] must be an int in \[0, 100000\]"),
+        ({"seed": 2**63}, r"seed must be an int in \[0, 9223372036854775807\]"),
+    ],
+)
+def test_knobs_have_checked_upper_bounds(kwargs, match):
+    with pytest.raises(ValueError, match=match) as err:
+        load(**kwargs)
+    assert not isinstance(err.value, DataError) and "\n" not in str(err.value)
 
 
 def test_cache_round_trip(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of ospo_gym.dense: exact search against numpy, HNSW recall, the pooled reward, the embedding cache.
+"""Tests of ospo_gym.retrieval.dense: exact search against numpy, HNSW recall, the pooled reward, the cache.
 
 No weights are downloaded: a tiny random BERT with a WordPiece vocabulary trained on the test words is
 built once per module and saved as a sentence-transformers model directory.
@@ -21,16 +21,17 @@ pytest.importorskip("faiss")
 pytest.importorskip("tokenizers")
 pytest.importorskip("transformers")
 
-from ospo_gym import dense  # noqa: E402
-from ospo_gym.dense import DenseRetriever, build_random_model  # noqa: E402
-from ospo_gym.retrievers import (  # noqa: E402
+from ospo_gym.retrieval import (  # noqa: E402
+    DenseRetriever,
     PoolRetriever,
     Retriever,
+    dense,
     pad_pools,
     pool_frontier,
     pooled_ndcg,
     rank_from_scores,
 )
+from ospo_gym.retrieval.random_model import build_random_model  # noqa: E402
 
 WORDS = [
     "red", "blue", "green", "leather", "cotton", "running", "shoes", "socks", "yoga", "mat", "bottle",
@@ -99,7 +100,10 @@ def counting_encode(monkeypatch, model) -> list[int]:
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, ospo_gym.dense; print(sorted({'torch', 'faiss', 'sentence_transformers'} & set(sys.modules)))"
+    code = (
+        "import sys, ospo_gym.retrieval, ospo_gym.retrieval.random_model; "
+        "print(sorted({'torch', 'faiss', 'sentence_transformers'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

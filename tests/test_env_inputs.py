@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import ospo_gym
+from ospo_gym.data.synthetic_catalog import CatalogConfig
 from ospo_gym.envs.retrieval import SyntheticRetrievalEnv
-from ospo_gym.retrievers import BM25Retriever, pooled_ndcg, rank_from_scores
-from ospo_gym.synthetic_catalog import CatalogConfig
+from ospo_gym.retrieval import BM25Retriever, pooled_ndcg, rank_from_scores
 from ospo_gym.vocab import pseudo_words
 
 NUM_PRODUCTS = 60
@@ -83,7 +83,7 @@ def test_bad_user_scores_raise_one_clear_error_through_the_oracle_and_rewards(na
 
 
 def test_bad_scores_message_says_what_was_returned():
-    from ospo_gym.retrievers import check_scores
+    from ospo_gym.retrieval import check_scores
 
     with pytest.raises(ValueError, match=r"returned ndarray with shape \(1, 60\) and dtype float64 \(wrong shape\); "
                        r"expected a \(2, 60\) array"):
@@ -99,9 +99,9 @@ def test_bad_scores_message_says_what_was_returned():
 
 def test_valid_user_scores_are_used_as_returned():
     """Int and float scores of the right shape pass unchanged; the reward equals the BM25 env's."""
-    from ospo_gym.retrievers import check_scores
+    from ospo_gym.retrieval import check_scores
 
-    bm25_env = SyntheticRetrievalEnv(**SMALL_CATALOG, retriever="bm25-full")
+    bm25_env = SyntheticRetrievalEnv(**SMALL_CATALOG, retriever="bm25-exhaustive")
     bm25 = bm25_env.retriever
     user = SyntheticRetrievalEnv(**SMALL_CATALOG, retriever=lambda docs: ScriptedScores(docs, None))
     user.retriever.scores = bm25.scores  # type: ignore[method-assign]
@@ -159,7 +159,7 @@ def test_bad_user_pool_frontier_raises_one_clear_error_in_pooled_ndcg(name):
 
 
 def test_valid_user_pool_frontier_passes():
-    from ospo_gym.retrievers import check_frontier
+    from ospo_gym.retrieval import check_frontier
 
     env = SyntheticRetrievalEnv(**SMALL_CATALOG, retriever=lambda docs: ScriptedPool(docs, _good_frontier))
     rewards = env.rewards(env.prompt_ids[:2], ["red", "blue"])
@@ -204,7 +204,7 @@ def test_bad_user_rank_raises_one_clear_error(name):
 
 
 def test_valid_user_rank_passes_and_padding_may_repeat():
-    from ospo_gym.retrievers import check_ranking
+    from ospo_gym.retrieval import check_ranking
 
     env = SyntheticRetrievalEnv(**SMALL_CATALOG, pool=None, retriever=lambda docs: ScriptedRank(docs, _good_rank))
     assert np.isfinite(env.rewards(env.prompt_ids[:2], ["red", "blue"])).all()
@@ -224,7 +224,7 @@ def test_retriever_factory_must_cover_the_catalog():
 
 def test_builtin_retrievers_pass_the_checks_unchanged():
     """The checks return the built-in retrievers' arrays themselves (no copy, no conversion)."""
-    from ospo_gym.retrievers import check_frontier, check_ranking
+    from ospo_gym.retrieval import check_frontier, check_ranking
 
     retriever = BM25Retriever(["red shoes", "blue socks", "green mat"])
     ids = np.array([[0, 1, -1]])

@@ -107,8 +107,10 @@ def test_vector_env_pins_prompts_for_a_group(env_id):
     assert len(set(obs)) == 1 and list(info["prompt_id"]) == [pid] * 4
     with pytest.raises(ValueError, match="one per sub-env"):
         venv.reset(options={"prompt_ids": [pid]})
+    obs, info = venv.reset(options={"prompt_id": pid})  # every sub-env, as in the sync and async modes
+    assert len(set(obs)) == 1 and list(info["prompt_id"]) == [pid] * 4
     with pytest.raises(ValueError, match="unknown reset options"):
-        venv.reset(options={"prompt_id": pid})
+        venv.reset(options={"prompt": pid})
 
 
 def test_reset_options_are_checked(env_id):

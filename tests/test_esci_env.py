@@ -13,9 +13,9 @@ from gymnasium.utils.env_checker import check_env
 
 import ospo_gym  # noqa: F401
 from ospo_gym.data import DataError
+from ospo_gym.data.fixtures import write_esci_parquet
 from ospo_gym.envs.esci import ESCI_PROMPT, EsciEnv
-from ospo_gym.retrievers import BM25Retriever
-from ospo_gym.synthetic_catalog import write_esci_parquet
+from ospo_gym.retrieval import BM25Retriever
 
 ENV_ID = "ospo/ESCI-v0"
 # The fast path of the reward is what a million-product catalog uses; force it on the small fixture.
@@ -174,7 +174,7 @@ def test_vector_env_matches_single_env_and_pins_groups():
 
 
 def test_retriever_choices_give_the_same_reward():
-    fast, full = make(cutoff=40, **FAST), make(cutoff=40, retriever="bm25-full")
+    fast, full = make(cutoff=40, **FAST), make(cutoff=40, retriever="bm25-exhaustive")
     built = []
 
     def factory(docs):
@@ -210,3 +210,17 @@ def test_missing_data_raises_data_error(tmp_path):
         gym.make(ENV_ID, data_dir=str(tmp_path))
     with pytest.raises(DataError):
         EsciEnv(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_queries": 10**7 + 1}, r"max_queries must be an int in \[1, 10000000\] or None \("),
+        ({"max_queries": 0}, "max_queries must be an int"),
+        ({"seed": -1}, r"seed must be an int in \[0, 9223372036854775807\] \("),
+        ({"min_exact": 10_001}, r"min_exact must be an int in \[0, 10000\]"),
+    ],
+)
+def test_env_data_knobs_have_checked_upper_bounds(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)

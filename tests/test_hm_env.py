@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 import ospo_gym  # noqa: F401
 from ospo_gym.data import DataError
 from ospo_gym.envs.hm import HM_PROMPT, QUERY_LINE
-from ospo_gym.retrievers import BM25Retriever
+from ospo_gym.retrieval import BM25Retriever
 
 ENV_ID = "ospo/HM-v0"
 FAST = {"retriever_kwargs": {"full_scoring_below": 0}}

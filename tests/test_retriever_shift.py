@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 import ospo_gym  # noqa: F401
-from ospo_gym.data.fast_bm25 import TopListBM25Retriever
 from ospo_gym.envs import esci, hm, retrieval
-from ospo_gym.retrievers import BM25Retriever
+from ospo_gym.retrieval import RETRIEVERS, BM25Retriever, TopListBM25Retriever, make_retriever
 
 ENV_ID = "ospo/SyntheticRetrieval-v0"
 SMALL = {"num_products": 200, "num_queries": 10}
@@ -52,22 +51,25 @@ def bm25_factory(docs, **options):
 def dense_model(tmp_path_factory):
     """A saved random 1-layer BERT whose WordPiece vocabulary is trained on the small catalog (no download)."""
     pytest.importorskip("sentence_transformers")
-    from ospo_gym.dense import build_random_model
-    from ospo_gym.synthetic_catalog import catalog_texts, generate_catalog
+    from ospo_gym.data.synthetic_catalog import generate_catalog
+    from ospo_gym.data.text import catalog_texts
+    from ospo_gym.retrieval.random_model import build_random_model
 
     products, _ = generate_catalog(make().catalog_config)
     return str(build_random_model(tmp_path_factory.mktemp("dense"), catalog_texts(products), dim=32, vocab_size=500))
 
 
 def test_one_resolver_for_every_retrieval_env():
-    assert esci.make_retriever is retrieval.make_retriever and hm.make_retriever is retrieval.make_retriever
-    assert retrieval.RETRIEVERS == ("bm25", "bm25-full", "dense")
+    assert esci.make_retriever is make_retriever and hm.make_retriever is make_retriever
+    assert retrieval.make_retriever is make_retriever and esci.RETRIEVERS is RETRIEVERS
+    assert tuple(RETRIEVERS) == ("bm25", "bm25-exhaustive", "dense")
 
 
 def test_default_is_bm25_with_unchanged_rewards():
-    env, full = make(), make(retriever="bm25-full")
+    env, full = make(), make(retriever="bm25-exhaustive")
     assert type(env.retriever) is TopListBM25Retriever and type(full.retriever) is BM25Retriever
-    from ospo_gym.synthetic_catalog import catalog_texts, generate_catalog
+    from ospo_gym.data.synthetic_catalog import generate_catalog
+    from ospo_gym.data.text import catalog_texts
 
     products, _ = generate_catalog(env.catalog_config)
     before = retrieval.RetrievalEnv(env.judged, BM25Retriever(catalog_texts(products)))  # the env before retriever=
@@ -78,7 +80,7 @@ def test_default_is_bm25_with_unchanged_rewards():
         np.testing.assert_array_equal(full.rewards([pid] * len(texts), texts), expected)
 
 
-@pytest.mark.parametrize("name", ["bm25", "bm25-full", "dense", "callable"])
+@pytest.mark.parametrize("name", ["bm25", "bm25-exhaustive", "dense", "callable"])
 def test_every_retriever_choice_works(name, request):
     kwargs: dict = {"retriever": name}
     if name == "dense":
@@ -122,9 +124,25 @@ def test_other_retrievers_change_the_reward(dense_model, bench):
     assert not np.array_equal(dense.rewards(pids, texts), reward)
 
 
+def test_bm25_full_is_a_deprecated_alias_of_bm25_exhaustive():
+    """The old name builds the same exhaustive BM25, for one more version, with a DeprecationWarning that names the
+    new one and points at the caller's line (so that Python's default filters show it in a script)."""
+    with pytest.warns(DeprecationWarning, match="use retriever='bm25-exhaustive'") as caught:
+        old = make(retriever="bm25-full")
+    warning = next(w for w in caught if issubclass(w.category, DeprecationWarning) and "bm25-full" in str(w.message))
+    assert warning.filename == __file__
+    new = make(retriever="bm25-exhaustive")
+    assert type(old.retriever) is BM25Retriever
+    pid = old.prompt_ids[0]
+    texts = texts_for(old, pid)
+    np.testing.assert_array_equal(old.rewards([pid] * len(texts), texts), new.rewards([pid] * len(texts), texts))
+    with pytest.warns(DeprecationWarning, match="bm25-exhaustive"):
+        assert type(make_retriever("bm25-full", ["a doc", "another doc"])) is BM25Retriever
+
+
 @pytest.mark.parametrize("bad", ["tfidf", "BM25", None, 3])
 def test_unknown_retriever_lists_the_allowed_names(bad):
-    with pytest.raises(ValueError, match=r"unknown retriever .*'bm25', 'bm25-full', 'dense'"):
+    with pytest.raises(ValueError, match=r"unknown retriever .*'bm25', 'bm25-exhaustive', 'dense'"):
         make(retriever=bad)
     with pytest.raises(ValueError, match="unknown retriever"):
         retrieval.make_retriever(bad, ["a doc"])

@@ -1,4 +1,4 @@
-"""Tests of ospo_gym.retrievers: BM25 scoring against bm25s, ranking rules, and the pooled NDCG reward."""
+"""Tests of ospo_gym.retrieval's BM25 (scores against bm25s), ranking rules and pooled NDCG reward."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import bm25s
 import numpy as np
 import pytest
 
-from ospo_gym.retrievers import (
+from ospo_gym.retrieval import (
     BM25Retriever,
     PoolRetriever,
     Retriever,
@@ -362,16 +362,16 @@ def test_kth_largest_exact_on_large_rows_with_ties_and_sparse_rows():
 
 
 def test_kth_largest_uses_the_sample_for_most_rows(monkeypatch):
-    import ospo_gym.retrievers as retrievers
+    import ospo_gym.retrieval.ranking as ranking
 
     full_rows = []
-    original = retrievers._kth_by_partition
+    original = ranking._kth_by_partition
 
     def spy(scores, k):
         full_rows.append(scores.shape[0])
         return original(scores, k)
 
-    monkeypatch.setattr(retrievers, "_kth_by_partition", spy)
+    monkeypatch.setattr(ranking, "_kth_by_partition", spy)
     scores = np.random.default_rng(10).random((40, 8000), dtype=np.float32)
     np.testing.assert_array_equal(kth_largest(scores, 1000), _reference_kth(scores, 1000))
     assert sum(full_rows) <= 2  # the sampled bracket holds for (nearly) every row
@@ -393,3 +393,43 @@ def test_pool_frontier_matches_brute_force_on_large_rows():
             assert retrieved[q, : len(pools[q])].tolist() == expect
             assert not retrieved[q, len(pools[q]) :].any()
             np.testing.assert_array_equal(pool_scores[q, : len(pools[q])], scores[q, pools[q]])
+
+
+# ---- the package's own layering ---------------------------------------------------------------------------------
+
+PACKAGE_ORDER = (
+    "protocol",
+    "checks",
+    "ranking",
+    "reward",
+    "index_cache",
+    "bm25",
+    "pooled_bm25",
+    "dense_cache",
+    "dense",
+    "random_model",
+)
+"""ospo_gym.retrieval's modules, each allowed to import only the ones before it (its __init__ imports them all)."""
+
+
+def test_retrieval_modules_import_only_the_modules_below_them():
+    import ast
+    from pathlib import Path
+
+    import ospo_gym.retrieval
+
+    folder = Path(ospo_gym.retrieval.__file__).parent
+    assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(PACKAGE_ORDER)
+    upward = []
+    for rank, name in enumerate(PACKAGE_ORDER):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            modules += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for module in modules:
+                if module == "ospo_gym.retrieval" or (
+                    module.startswith("ospo_gym.retrieval.")
+                    and PACKAGE_ORDER.index(module.split(".")[2]) >= rank
+                ):
+                    upward.append(f"{name}.py imports {module}")
+    assert not upward, upward

@@ -1,4 +1,4 @@
-"""Tests of ospo_gym.synthetic_catalog: ESCI schema, determinism, labels, parquet round-trip."""
+"""Tests of ospo_gym.data.synthetic_catalog: ESCI schema, determinism, labels, parquet round-trip."""
 
 from __future__ import annotations
 
@@ -10,20 +10,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ospo_gym.synthetic_catalog import (
-    EXAMPLE_COLUMNS,
-    EXAMPLES_FILE,
-    PRODUCT_COLUMNS,
-    PRODUCTS_FILE,
+from ospo_gym.data.esci_schema import EXAMPLE_COLUMNS, EXAMPLES_FILE, PRODUCT_COLUMNS, PRODUCTS_FILE
+from ospo_gym.data.fixtures import write_esci_parquet
+from ospo_gym.data.synthetic_catalog import (
     CatalogConfig,
-    catalog_texts,
-    complement_map,
     generate_catalog,
     product_attributes,
     query_attributes,
-    strip_html,
-    write_esci_parquet,
 )
+from ospo_gym.data.synthetic_words import complement_map
+from ospo_gym.data.text import catalog_texts, strip_html
 
 SMALL = CatalogConfig(num_products=600, num_queries=60, pool_size=30, seed=3)
 

@@ -91,9 +91,9 @@ TASKS: dict[str, Task] = {
 _MAIN = (Variant("grpo", "grpo"), Variant("ospo_prop", "ospo_prop"), Variant("ospo_rank", "ospo_rank"))
 
 
-SHIFTED_BM25: dict[str, Any] = {"retriever": "bm25-full", "retriever_kwargs": {"k1": 0.9, "b": 0.4}}
-"""The retriever-shift preset's evaluation env arguments. ``"bm25"`` and ``"bm25-full"`` alone give the same
-rewards (same scores, only the fast path differs), so the shift is the BM25 parameters."""
+SHIFTED_BM25: dict[str, Any] = {"retriever": "bm25-exhaustive", "retriever_kwargs": {"k1": 0.9, "b": 0.4}}
+"""The retriever-shift preset's evaluation env arguments. ``"bm25"`` and ``"bm25-exhaustive"`` alone give the
+same rewards (same scores, only the fast path differs), so the shift is the BM25 parameters."""
 
 
 def _sweep(algo: str, name: str, values: Iterable[Any]) -> tuple[Variant, ...]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ospo_gym.data import DataError
-from ospo_gym.data.esci import EXAMPLES_FILE, PRODUCTS_FILE
+from ospo_gym.data.esci_schema import EXAMPLES_FILE, PRODUCTS_FILE
 from ospo_gym.output_files import check_output_file, check_output_folder, write_atomic
 
 __all__ = ["ESCI_FILES", "ESCI_URL_BASE", "KnownFile", "download_esci", "download_file", "sha256_of"]

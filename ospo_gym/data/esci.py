@@ -11,7 +11,8 @@ Files (https://github.com/amazon-science/esci-data, folder ``shopping_queries_da
 :func:`load_esci` keeps one locale and one version (the paper: ``"us"``, the small version = Task 1), keeps the
 queries with ``min_exact..max_exact`` Exact products, and returns :class:`EsciData`: the catalog texts and, per
 query, its judged pool as catalog row numbers with E/S/C/I codes. Only the needed columns are read, the locale
-(and version) filters are pushed into the parquet reader, and the result is cached (:mod:`.cache`).
+(and version) filters are pushed into the parquet reader, and the result is cached (:mod:`.task_codec`). The
+file schema is :mod:`ospo_gym.data.esci_schema`.
 """
 
 from __future__ import annotations
@@ -26,43 +27,37 @@ from typing import Any
 import numpy as np
 
 from ospo_gym.data import DataError
-from ospo_gym.data.cache import (
-    TaskCache,
-    cache_key,
-    check_meta_keys,
-    entry_array,
-    entry_codes,
-    entry_int,
-    entry_offsets,
-    entry_strings,
-    pack_strings,
+from ospo_gym.data.esci_schema import (
+    EXAMPLE_COLUMN_KINDS,
+    EXAMPLES_FILE,
+    LABELS,
+    LOCALES,
+    PRODUCT_TEXT_COLUMNS,
+    PRODUCTS_FILE,
+    SPLIT_NAMES,
 )
-from ospo_gym.data.paths import find_dataset_dir, processed_cache_dir
+from ospo_gym.data.paths import find_dataset_dir
 from ospo_gym.data.tables import check_no_nul_characters, check_no_nulls, check_unique, read_parquet_columns
+from ospo_gym.data.task_codec import Field, TaskCodec, load_or_build
+from ospo_gym.data.text import catalog_text
+from ospo_gym.knobs import check_knob
 
 __all__ = [
     "CATALOGS",
-    "EXAMPLES_FILE",
     "FIELD_ALIASES",
-    "LABELS",
-    "LOCALES",
-    "PRODUCTS_FILE",
+    "MAX_EXACT",
     "VERSIONS",
     "EsciData",
-    "catalog_text",
     "esci_how_to_get",
     "load_esci",
     "resolve_fields",
 ]
 
-EXAMPLES_FILE = "shopping_queries_dataset_examples.parquet"
-PRODUCTS_FILE = "shopping_queries_dataset_products.parquet"
 SUBDIRS = ("shopping_queries_dataset", "esci", "esci/shopping_queries_dataset")
-LOCALES = ("us", "es", "jp")
 VERSIONS = {"small": "small_version", "large": "large_version"}
 CATALOGS = ("locale", "judged")
-LABELS = "ESCI"  # pool_labels are indices into this string
-SPLIT_NAMES = ("train", "test")
+MAX_EXACT = 10_000
+"""Upper bound of ``min_exact`` / ``max_exact`` (ESCI judges at most a few dozen products per query)."""
 FIELD_ALIASES = {
     "title": "product_title",
     "description": "product_description",
@@ -72,17 +67,8 @@ FIELD_ALIASES = {
     "color": "product_color",
     "colour": "product_color",
 }
-PRODUCT_TEXT_COLUMNS = ("product_title", "product_description", "product_bullet_point", "product_brand", "product_color")
-EXAMPLE_COLUMNS = {
-    "query": "string",
-    "query_id": "int",
-    "product_id": "string",
-    "product_locale": "string",
-    "esci_label": "string",
-    "small_version": "int",
-    "large_version": "int",
-    "split": "string",
-}
+# The examples' columns the loader reads (the example_id is not needed).
+_READ_COLUMNS = {name: kind for name, kind in EXAMPLE_COLUMN_KINDS.items() if name != "example_id"}
 ESCI_URL = "https://github.com/amazon-science/esci-data/tree/main/shopping_queries_dataset"
 
 
@@ -145,20 +131,6 @@ def resolve_fields(fields: Sequence[str] | str) -> tuple[str, ...]:
     return out
 
 
-def catalog_text(parts: Sequence[str | None]) -> str:
-    """Join text fields by spaces; strip HTML tags and entities; collapse whitespace; drop NULs.
-
-    The same text as :func:`ospo_gym.synthetic_catalog.catalog_texts` gives, computed with a fast path for
-    fields without markup.
-    """
-    from ospo_gym.synthetic_catalog import strip_html
-
-    text = " ".join(p if p else "" for p in parts).replace("\x00", " ")
-    if "<" in text or "&" in text:
-        return strip_html(text)
-    return " ".join(text.split())
-
-
 def load_esci(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -178,7 +150,8 @@ def load_esci(
             ``$OSPO_GYM_DATA``, else the user cache dir (:mod:`ospo_gym.data.paths`).
         locale: ``"us"``, ``"es"`` or ``"jp"``.
         version: ``"small"`` (``small_version == 1``: Task 1, the paper) or ``"large"`` (``large_version == 1``).
-        min_exact, max_exact: keep queries with this many Exact judgements (inclusive; None: no bound).
+        min_exact, max_exact: keep queries with this many Exact judgements (inclusive; 0 to :data:`MAX_EXACT`,
+            None: no bound).
         fields: product columns joined into the catalog text (short names allowed: title, description, bullets,
             brand, color).
         catalog: ``"locale"`` — every product of the locale is a document (the whole catalog); ``"judged"`` —
@@ -194,21 +167,15 @@ def load_esci(
     options = _check_options(locale, version, min_exact, max_exact, fields, catalog)
     folder = find_dataset_dir("ESCI", (EXAMPLES_FILE, PRODUCTS_FILE), SUBDIRS, data_dir, esci_how_to_get(data_dir))
     paths = (folder / EXAMPLES_FILE, folder / PRODUCTS_FILE)
-    cache = TaskCache(processed_cache_dir(cache_dir), "esci") if use_cache else None
-    key = cache_key("esci", paths, options) if cache is not None else ""
-    hit = cache.load(key, lambda arrays, meta: _from_arrays(arrays, meta, options)) if cache is not None else None
-    if hit is not None:
-        data = hit
-    else:
-        data = _build(paths, **options)
-        if cache is not None:
-            cache.save(key, _to_arrays(data), {"options": options, "counts": _counts(data)})
+    data, cached = load_or_build(
+        CODEC, paths, options, lambda: _build(paths, **options), _restore, cache_dir=cache_dir, use_cache=use_cache
+    )
     info = {
         "folder": str(folder),
         "options": options,
-        "cached": hit is not None,
+        "cached": cached,
         "seconds": round(time.perf_counter() - started, 3),
-        **_counts(data),
+        **CODEC.counts(data),
     }
     return EsciData(**{**data.__dict__, "info": info})
 
@@ -223,8 +190,7 @@ def _check_options(
     if catalog not in CATALOGS:
         raise ValueError(f"unknown catalog {catalog!r}; expected one of {CATALOGS}")
     for name, value in (("min_exact", min_exact), ("max_exact", max_exact)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
-            raise ValueError(f"{name} must be an int >= 0 or None, got {value!r}")
+        check_knob(name, value, 0, MAX_EXACT, "ESCI judges a few dozen products per query; None: no bound", optional=True)
     if min_exact is not None and max_exact is not None and min_exact > max_exact:
         raise ValueError(f"min_exact ({min_exact}) is larger than max_exact ({max_exact}): no query could pass")
     return {
@@ -255,7 +221,7 @@ def _build(
     version_column = VERSIONS[version]
     examples = read_parquet_columns(
         examples_path,
-        EXAMPLE_COLUMNS,
+        _READ_COLUMNS,
         filters=[("product_locale", "=", locale), (version_column, "=", 1)],
         how_to_get=how,
     )
@@ -365,52 +331,26 @@ def _catalog_texts(products: Any, fields: Sequence[str]) -> list[str]:
     return [catalog_text(parts) for parts in zip(*columns, strict=True)]
 
 
-def _counts(data: EsciData) -> dict[str, int]:
-    return {"num_products": len(data.product_ids), "num_queries": len(data.query_ids), "num_judgements": len(data.pool_docs)}
+CODEC = TaskCodec(
+    "esci",
+    counts={"num_products": "product_ids", "num_queries": "query_ids", "num_judgements": "pool_docs"},
+    fields=(
+        Field("product_ids", "strings", "num_products"),
+        Field("texts", "strings", "num_products"),
+        Field("query_ids", "array", "num_queries", ("int64", "uint64")),
+        Field("queries", "strings", "num_queries"),
+        Field("query_split", "codes", "num_queries", ("uint8",), len(SPLIT_NAMES)),
+        Field("pool_offsets", "offsets", "num_queries", bound="num_judgements"),
+        Field("pool_docs", "codes", "num_judgements", ("int64",), "num_products"),
+        Field("pool_labels", "codes", "num_judgements", ("uint8",), len(LABELS)),
+    ),
+)
+"""How an :class:`EsciData` is stored in the processed-data cache."""
 
 
-def _to_arrays(data: EsciData) -> dict[str, np.ndarray]:
-    return {
-        "product_ids": pack_strings(data.product_ids),
-        "texts": pack_strings(data.texts),
-        "queries": pack_strings(data.queries),
-        "query_ids": data.query_ids,
-        "query_split": data.query_split,
-        "pool_offsets": data.pool_offsets,
-        "pool_docs": data.pool_docs,
-        "pool_labels": data.pool_labels,
-    }
-
-
-_ARRAYS = ("product_ids", "texts", "queries", "query_ids", "query_split", "pool_offsets", "pool_docs", "pool_labels")
-_COUNTS = ("num_products", "num_queries", "num_judgements")
-
-
-def _from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], options: dict[str, Any]) -> EsciData:
-    """The task of a cache entry, after checking every part of it against the others (the entry is untrusted).
-
-    Raises:
-        ValueError: what does not fit (the cache then rebuilds the entry).
-    """
-    check_meta_keys(meta, ("options", "counts"))
-    if meta["options"] != options:
-        raise ValueError(f"its options {meta['options']!r} are not the ones asked for")
-    counts = meta["counts"]
-    if not isinstance(counts, dict) or sorted(counts) != sorted(_COUNTS):
-        raise ValueError(f"its counts are {counts!r}, expected {list(_COUNTS)}")
-    n, q, j = (entry_int(counts[name], name) for name in _COUNTS)
-    if sorted(arrays) != sorted(_ARRAYS):
-        raise ValueError(f"arrays.npz holds {sorted(arrays)}, expected {sorted(_ARRAYS)}")
-    query_ids = entry_array(arrays, "query_ids", ("int64", "uint64"), q)
+def _restore(fields: dict[str, Any], meta: Any) -> EsciData:
+    """The task of a decoded cache entry, once its query ids are checked to be strictly ascending."""
+    query_ids = fields["query_ids"]
     if np.any(query_ids[1:] <= query_ids[:-1]):
         raise ValueError("query_ids are not strictly ascending")
-    return EsciData(
-        product_ids=entry_strings(arrays, "product_ids", n),
-        texts=entry_strings(arrays, "texts", n),
-        query_ids=query_ids,
-        queries=entry_strings(arrays, "queries", q),
-        query_split=entry_codes(arrays, "query_split", "uint8", q, len(SPLIT_NAMES)),
-        pool_offsets=entry_offsets(arrays, "pool_offsets", q, j),
-        pool_docs=entry_codes(arrays, "pool_docs", "int64", j, n),
-        pool_labels=entry_codes(arrays, "pool_labels", "uint8", j, len(LABELS)),
-    )
+    return EsciData(**fields)

@@ -1,7 +1,8 @@
 """Small generated datasets in the *published* file formats, for tests, examples and benchmarks.
 
 * ESCI: :func:`write_esci_fixture` writes ``shopping_queries_dataset_{examples,products}.parquet`` from
-  :mod:`ospo_gym.synthetic_catalog` (one locale or several).
+  :mod:`ospo_gym.data.synthetic_catalog` (one locale or several); :func:`write_esci_parquet` writes any two
+  frames in that schema.
 * H&M: :func:`write_hm_fixture` writes ``articles.csv``, ``customers.csv`` and ``transactions_train.csv`` with the
   Kaggle columns: 10-digit article ids with a leading zero, 64-hex customer ids, ISO dates. Customers have
   taste (an index group, a few product types, a colour), so their next purchase is predictable from their
@@ -16,14 +17,27 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ospo_gym.data.esci_schema import (
+    EXAMPLE_COLUMN_KINDS,
+    EXAMPLE_COLUMNS,
+    EXAMPLES_FILE,
+    PRODUCT_COLUMNS,
+    PRODUCTS_FILE,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "HM_ARTICLE_COLUMNS",
     "HM_CUSTOMER_COLUMNS",
     "HM_TRANSACTION_COLUMNS",
     "write_esci_fixture",
+    "write_esci_parquet",
     "write_hm_fixture",
 ]
 
@@ -69,7 +83,7 @@ def write_esci_fixture(
     """
     import pandas as pd
 
-    from ospo_gym.synthetic_catalog import CatalogConfig, generate_catalog, write_esci_parquet
+    from ospo_gym.data.synthetic_catalog import CatalogConfig, generate_catalog
 
     products, examples = [], []
     for i, locale in enumerate(locales):
@@ -86,6 +100,42 @@ def write_esci_fixture(
         products.append(p)
         examples.append(e)
     return write_esci_parquet(pd.concat(products, ignore_index=True), pd.concat(examples, ignore_index=True), directory)
+
+
+def write_esci_parquet(products: pd.DataFrame, examples: pd.DataFrame, directory: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the two frames as the real ESCI files (string and int64 columns), creating ``directory``.
+
+    Returns:
+        The paths of the products file and the examples file.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    product_schema = pa.schema([(c, pa.string()) for c in PRODUCT_COLUMNS])
+    example_schema = pa.schema(
+        [(c, pa.int64() if kind == "int" else pa.string()) for c, kind in EXAMPLE_COLUMN_KINDS.items()]
+    )
+    paths = (out / PRODUCTS_FILE, out / EXAMPLES_FILE)
+    for frame, schema, path, columns in (
+        (products, product_schema, paths[0], PRODUCT_COLUMNS),
+        (examples, example_schema, paths[1], EXAMPLE_COLUMNS),
+    ):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks ESCI column(s) {missing}")
+        arrays = [
+            pa.array(
+                frame[c].astype(object).where(frame[c].notna(), None).tolist()
+                if schema.field(c).type == pa.string()
+                else frame[c].to_numpy(dtype=np.int64),
+                type=schema.field(c).type,
+            )
+            for c in columns
+        ]
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
+    return paths
 
 
 def write_hm_fixture(

@@ -1,23 +1,15 @@
-"""H&M Personalized Fashion Recommendations (Kaggle): next-purchase retrieval from a customer's history.
+"""H&M Personalized Fashion Recommendations (Kaggle) as a next-purchase retrieval task, from a customer's history.
 
-Files (https://www.kaggle.com/competitions/h-and-m-personalized-fashion-recommendations/data):
-
-* ``articles.csv``: one row per article — ``article_id`` (10 digits with a leading zero), ``prod_name``,
-  ``product_type_name``, ``product_group_name``, ``colour_group_name``, ``index_group_name``, ``detail_desc``, ...
-* ``customers.csv``: ``customer_id`` (64 hex characters), ``age``, ...
-* ``transactions_train.csv``: ``t_dat`` (YYYY-MM-DD), ``customer_id``, ``article_id``, ``price``,
-  ``sales_channel_id``; one row per item bought (an item bought twice the same day appears twice).
-
-Ids are read as strings (the leading zeros of ``article_id`` are kept). The task (:func:`load_hm`): the
-transactions are split by date. The *target window* of ``split="test"`` is the ``window_days`` days starting at
-``cutoff_date`` (default: the last ``window_days`` days of the file); that of ``split="train"`` is the
-``window_days`` days before it. A customer is a prompt when they bought something in the target window and had
-at least ``min_history`` purchases before it. Their history is their last ``max_history`` purchases before the
-window (one per article and day, most recent last); their targets are the distinct articles bought in the
-window; their pool is the targets plus seeded negatives: ``negatives[0]`` from the targets' product groups,
-``negatives[1]`` from *related* groups (other product groups of the first target's ``index_group_name``,
-e.g. Ladieswear) and ``negatives[2]`` uniformly from the rest (a stratum short of articles passes its
-shortfall on to the next). The transactions file (3.5 GB) is streamed in blocks; only four columns are kept.
+The files and their checks are :mod:`ospo_gym.data.hm_files`. The task (:func:`load_hm`): the transactions are
+split by date. The *target window* of ``split="test"`` is the ``window_days`` days starting at ``cutoff_date``
+(default: the last ``window_days`` days of the file); that of ``split="train"`` is the ``window_days`` days before
+it. A customer is a prompt when they bought something in the target window and had at least ``min_history``
+purchases before it. Their history is their last ``max_history`` purchases before the window (one per article and
+day, most recent last); their targets are the distinct articles bought in the window; their pool is the targets
+plus seeded negatives: ``negatives[0]`` from the targets' product groups, ``negatives[1]`` from *related* groups
+(other product groups of the first target's ``index_group_name``, e.g. Ladieswear) and ``negatives[2]`` uniformly
+from the rest (a stratum short of articles passes its shortfall on to the next). The task is cached
+(:mod:`ospo_gym.data.task_codec`).
 """
 
 from __future__ import annotations
@@ -34,87 +26,34 @@ from typing import Any
 import numpy as np
 
 from ospo_gym.data import DataError
-from ospo_gym.data.cache import (
-    TaskCache,
-    cache_key,
-    check_meta_keys,
-    entry_array,
-    entry_codes,
-    entry_int,
-    entry_offsets,
-    entry_strings,
-    pack_strings,
+from ospo_gym.data.hm_files import (
+    ARTICLE_TEXT_COLUMNS,
+    DEFAULT_FIELDS,
+    EPOCH,
+    FILES,
+    HISTORY_FIELDS,
+    find_hm_dir,
+    read_articles,
+    read_customers,
+    read_transactions,
 )
-from ospo_gym.data.paths import find_dataset_dir, processed_cache_dir
-from ospo_gym.data.tables import (
-    check_csv_header,
-    check_no_nul_characters,
-    check_no_nulls,
-    check_unique,
-    corrupt_error,
-    csv_error,
-    read_csv_columns,
-)
+from ospo_gym.data.task_codec import Field, TaskCodec, load_or_build
+from ospo_gym.knobs import check_knob
 
-__all__ = [
-    "ARTICLES_FILE",
-    "ARTICLE_TEXT_COLUMNS",
-    "CUSTOMERS_FILE",
-    "FILES",
-    "HISTORY_FIELDS",
-    "KAGGLE_STEPS",
-    "TRANSACTIONS_FILE",
-    "HmData",
-    "hm_how_to_get",
-    "load_hm",
-    "verify_hm",
-]
+__all__ = ["KNOB_BOUNDS", "SPLITS", "HmData", "load_hm"]
 
-ARTICLES_FILE = "articles.csv"
-CUSTOMERS_FILE = "customers.csv"
-TRANSACTIONS_FILE = "transactions_train.csv"
-FILES = (ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE)
-SUBDIRS = ("hm", "h-and-m-personalized-fashion-recommendations", "hm/h-and-m-personalized-fashion-recommendations")
-COMPETITION = "h-and-m-personalized-fashion-recommendations"
-ARTICLE_TEXT_COLUMNS = (
-    "prod_name",
-    "product_type_name",
-    "product_group_name",
-    "graphical_appearance_name",
-    "colour_group_name",
-    "perceived_colour_value_name",
-    "department_name",
-    "index_name",
-    "index_group_name",
-    "section_name",
-    "garment_group_name",
-    "detail_desc",
-)
-HISTORY_FIELDS = ("prod_name", "product_type_name", "colour_group_name")
-DEFAULT_FIELDS = ("prod_name", "product_type_name", "colour_group_name", "detail_desc")
 SPLITS = ("train", "test")
-KAGGLE_STEPS = f"""\
-The H&M data is on Kaggle and needs an account that has accepted the competition rules:
-  1. Sign in at https://www.kaggle.com and open
-     https://www.kaggle.com/competitions/{COMPETITION}/rules ; click "I Understand and Accept".
-  2. Create an API token: https://www.kaggle.com/settings -> API -> "Create New Token"; save kaggle.json
-     to ~/.kaggle/kaggle.json (chmod 600).
-  3. pip install kaggle
-  4. Download the three CSV files (the images are not needed), into DEST:
-       kaggle competitions download -c {COMPETITION} -f articles.csv -p DEST
-       kaggle competitions download -c {COMPETITION} -f customers.csv -p DEST
-       kaggle competitions download -c {COMPETITION} -f transactions_train.csv -p DEST
-  5. Unzip them in place (Kaggle serves each as FILE.zip):  cd DEST && unzip -o '*.zip' && rm -f *.zip
-  6. Check them:  ospo-gym data hm --verify DEST
-  Then use data_dir=DEST, or export OSPO_GYM_DATA=DEST (files at DEST or DEST/hm)."""
-
-
-def hm_how_to_get(folder: str | os.PathLike | None = None) -> str:
-    return (
-        f"download {', '.join(FILES)} from https://www.kaggle.com/competitions/{COMPETITION}/data "
-        "(`ospo-gym data hm` prints the exact steps)" + (f" into {folder}" if folder is not None else "")
-    )
-
+# Upper bounds of the integer knobs, and why each is there (the real files: 105,542 articles, 1,371,980 customers,
+# 31.8 million purchases over 734 days).
+KNOB_BOUNDS: dict[str, tuple[int, int, str]] = {
+    "window_days": (1, 3650, "a target window is days of the transactions, which span two years"),
+    "max_history": (1, 10_000, "each prompt lists that many purchases"),
+    "min_history": (0, 10_000, "purchases a customer needs before the window"),
+    "max_customers": (1, 10**7, "a sample of that many customers; None keeps all"),
+    "max_targets": (1, 100_000, "targets per customer; None keeps all"),
+    "negatives": (0, 100_000, "each is one stratum of a customer's pool, which cannot exceed the catalog"),
+    "seed": (0, 2**63 - 1, "seeds numpy's generators"),
+}
 
 @dataclass(frozen=True)
 class HmData:
@@ -182,51 +121,27 @@ def load_hm(
     options = _check_options(
         split, window_days, cutoff_date, max_history, min_history, max_customers, max_targets, negatives, fields, seed
     )
-    folder = find_dataset_dir("H&M", FILES, SUBDIRS, data_dir, hm_how_to_get(data_dir))
+    folder = find_hm_dir(data_dir)
     paths = tuple(folder / name for name in FILES)
-    cache = TaskCache(processed_cache_dir(cache_dir), "hm") if use_cache else None
-    key = cache_key("hm", paths, options) if cache is not None else ""
-    hit = cache.load(key, lambda arrays, meta: _from_arrays(arrays, meta, options)) if cache is not None else None
-    if hit is not None:
-        data = hit
-    else:
-        data = _build(paths, **options)
-        if cache is not None:
-            cache.save(key, _to_arrays(data), {"options": options, "counts": _counts(data), "windows": data.info})
+    data, cached = load_or_build(
+        CODEC,
+        paths,
+        options,
+        lambda: _build(paths, **options),
+        _restore,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        sections=lambda task: {"windows": task.info},
+    )
     info = {
         "folder": str(folder),
         "options": options,
-        "cached": hit is not None,
+        "cached": cached,
         "seconds": round(time.perf_counter() - started, 3),
         **data.info,
-        **_counts(data),
+        **CODEC.counts(data),
     }
     return HmData(**{**data.__dict__, "info": info})
-
-
-def verify_hm(folder: str | os.PathLike) -> dict[str, Any]:
-    """Check that ``folder`` (or its ``hm/`` sub-folder) holds the three files in the published schema.
-
-    Reads the ids and dates of every file (not the full task). Returns counts and the date range.
-
-    Raises:
-        DataError: what is missing or malformed.
-    """
-    folder = find_dataset_dir("H&M", FILES, SUBDIRS, folder, hm_how_to_get(folder))
-    articles, article_ids, _ = _read_articles(folder / ARTICLES_FILE, DEFAULT_FIELDS)
-    customer_ids = _read_customers(folder / CUSTOMERS_FILE)
-    tx = _read_transactions(folder / TRANSACTIONS_FILE, article_ids, customer_ids)
-    return {
-        "folder": str(folder),
-        "articles": articles.num_rows,
-        "customers": len(customer_ids),
-        "transactions": int(len(tx["day"])),
-        "first_day": str(_EPOCH + dt.timedelta(days=int(tx["day"].min()))),
-        "last_day": str(_EPOCH + dt.timedelta(days=int(tx["day"].max()))),
-    }
-
-
-_EPOCH = dt.date(1970, 1, 1)
 
 
 def _check_options(
@@ -243,16 +158,16 @@ def _check_options(
 ) -> dict[str, Any]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    ints = {"window_days": (window_days, 1), "max_history": (max_history, 1), "min_history": (min_history, 0), "seed": (seed, 0)}
-    for name, (value, low) in ints.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    for name, value in (("window_days", window_days), ("max_history", max_history), ("min_history", min_history)):
+        check_knob(name, value, *KNOB_BOUNDS[name])
+    check_knob("seed", seed, *KNOB_BOUNDS["seed"])
     for name, value in (("max_customers", max_customers), ("max_targets", max_targets)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
+        check_knob(name, value, *KNOB_BOUNDS[name], optional=True)
     negatives = tuple(negatives)
-    if len(negatives) != 3 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in negatives):
-        raise ValueError(f"negatives must be 3 ints >= 0 (same group, related groups, random), got {negatives!r}")
+    if len(negatives) != 3:
+        raise ValueError(f"negatives must be 3 ints (same group, related groups, random), got {negatives!r}")
+    for name, count in zip(("negatives[0]", "negatives[1]", "negatives[2]"), negatives, strict=True):
+        check_knob(name, count, *KNOB_BOUNDS["negatives"])
     if cutoff_date is not None:
         try:
             cutoff_date = dt.date.fromisoformat(str(cutoff_date))
@@ -276,94 +191,6 @@ def _check_options(
     }
 
 
-def _read_articles(path: Path, fields: Sequence[str]) -> tuple[Any, Any, Any]:
-    how = hm_how_to_get(path.parent)
-    columns = {"article_id": "string", **dict.fromkeys((*HISTORY_FIELDS, "product_group_name", "index_group_name", *fields), "string")}
-    table = read_csv_columns(path, columns, how_to_get=how)
-    if table.num_rows == 0:
-        raise DataError(f"{path} has no articles. {how}")
-    check_no_nulls(table, ["article_id"], path, how)
-    ids = table.column("article_id")
-    _check_ids(ids, "article_id", path, how)
-    check_no_nul_characters(ids, "article_id", path, how)
-    check_unique(ids, "article_id values", path, how)
-    return table, ids, how
-
-
-def _read_customers(path: Path) -> Any:
-    how = hm_how_to_get(path.parent)
-    table = read_csv_columns(path, {"customer_id": "string"}, how_to_get=how)
-    if table.num_rows == 0:
-        raise DataError(f"{path} has no customers. {how}")
-    ids = table.column("customer_id")
-    _check_ids(ids, "customer_id", path, how)
-    check_no_nul_characters(ids, "customer_id", path, how)
-    check_unique(ids, "customer_id values", path, how)
-    return ids
-
-
-def _check_ids(ids: Any, name: str, path: Path, how: str) -> None:
-    import pyarrow.compute as pc
-
-    empty = pc.sum(pc.equal(pc.utf8_length(ids), 0)).as_py() or 0
-    if empty:
-        raise DataError(f"{path}: column {name!r} has {empty} empty value(s); every row needs an id. {how}")
-
-
-def _read_transactions(path: Path, article_ids: Any, customer_ids: Any) -> dict[str, np.ndarray]:
-    """Stream the transactions: ``day`` (days since 1970), ``customer`` and ``article`` codes, ``row`` order."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    how = hm_how_to_get(path.parent)
-    columns = {"t_dat": "date", "customer_id": "string", "article_id": "string"}
-    check_csv_header(path, columns, how)
-    convert = pacsv.ConvertOptions(
-        include_columns=list(columns),
-        column_types={"t_dat": pa.date32(), "customer_id": pa.string(), "article_id": pa.string()},
-        strings_can_be_null=False,
-    )
-    # Each block is dictionary-encoded (one pass); the blocks' dictionaries are mapped to the id tables in one
-    # lookup at the end (hashing the 1.4 M customer ids once, not once per block).
-    days, blocks = [], {"customer_id": [], "article_id": []}
-    try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20), convert_options=convert)
-        for batch in reader:
-            if batch.column(0).null_count or batch.column(1).null_count or batch.column(2).null_count:
-                raise DataError(f"{path}: a transaction lacks its date, customer_id or article_id. {how}")
-            days.append(batch.column("t_dat").cast(pa.int32()).to_numpy())
-            for name in blocks:
-                encoded = pc.dictionary_encode(batch.column(name))
-                blocks[name].append((encoded.indices.to_numpy(), encoded.dictionary))
-    except pa.ArrowInvalid as err:
-        raise csv_error(path, err, "Expected t_dat as YYYY-MM-DD.", how) from None
-    except (pa.ArrowException, OSError) as err:
-        raise corrupt_error(path, err, how) from None
-    codes = {}
-    for name, table, other in (("customer_id", customer_ids, CUSTOMERS_FILE), ("article_id", article_ids, ARTICLES_FILE)):
-        if not blocks[name]:
-            break
-        dictionaries = pa.concat_arrays([d for _, d in blocks[name]])
-        mapped = pc.index_in(dictionaries, value_set=table)
-        if mapped.null_count:
-            bad = pc.filter(dictionaries, pc.is_null(mapped)).unique()[:3].to_pylist()
-            raise DataError(
-                f"{path}: transactions name {name} values that are not in {other} (e.g. {bad}); were leading "
-                f"zeros lost, or are the files from different sources? {how}"
-            )
-        mapped = mapped.to_numpy(zero_copy_only=False).astype(np.int32)
-        starts = np.cumsum([0] + [len(d) for _, d in blocks[name]])
-        codes[name] = [mapped[start + indices] for start, (indices, _) in zip(starts, blocks[name], strict=False)]
-    if not days or sum(len(d) for d in days) == 0:
-        raise DataError(f"{path} has no transactions. {how}")
-    return {
-        "day": np.concatenate(days),
-        "customer": np.concatenate(codes["customer_id"]),
-        "article": np.concatenate(codes["article_id"]),
-    }
-
-
 def _build(
     paths: tuple[Path, ...],
     *,
@@ -381,13 +208,13 @@ def _build(
     import pyarrow.compute as pc
 
     articles_path, customers_path, transactions_path = paths
-    articles, article_ids, how = _read_articles(articles_path, fields)
-    customer_ids = _read_customers(customers_path)
-    tx = _read_transactions(transactions_path, article_ids, customer_ids)
+    articles, article_ids, how = read_articles(articles_path, fields)
+    customer_ids = read_customers(customers_path)
+    tx = read_transactions(transactions_path, article_ids, customer_ids)
     day = tx["day"]
 
     last_day = int(day.max())
-    test_start = last_day - window_days + 1 if cutoff_date is None else (dt.date.fromisoformat(cutoff_date) - _EPOCH).days
+    test_start = last_day - window_days + 1 if cutoff_date is None else (dt.date.fromisoformat(cutoff_date) - EPOCH).days
     start = test_start if split == "test" else test_start - window_days
     end = start + window_days
     in_window = (day >= start) & (day < end)
@@ -441,7 +268,7 @@ def _build(
 
 
 def _iso(day: int) -> str:
-    return str(_EPOCH + dt.timedelta(days=int(day)))
+    return str(EPOCH + dt.timedelta(days=int(day)))
 
 
 def _histories(
@@ -559,61 +386,35 @@ def _sample(rng: np.random.Generator, candidates: np.ndarray | None, count: int,
                 break
     return out
 
-
-def _counts(data: HmData) -> dict[str, int]:
-    return {"num_articles": len(data.article_ids), "num_customers": len(data.customer_ids), "num_pool_entries": len(data.pool_docs)}
-
-
-def _to_arrays(data: HmData) -> dict[str, np.ndarray]:
-    return {
-        "article_ids": pack_strings(data.article_ids),
-        "texts": pack_strings(data.texts),
-        "customer_ids": pack_strings(data.customer_ids),
-        "histories": pack_strings(data.histories),
-        "pool_offsets": data.pool_offsets,
-        "pool_docs": data.pool_docs,
-        "pool_gains": data.pool_gains,
-    }
-
-
-_ARRAYS = ("article_ids", "texts", "customer_ids", "histories", "pool_offsets", "pool_docs", "pool_gains")
-_COUNTS = ("num_articles", "num_customers", "num_pool_entries")
+CODEC = TaskCodec(
+    "hm",
+    counts={"num_articles": "article_ids", "num_customers": "customer_ids", "num_pool_entries": "pool_docs"},
+    fields=(
+        Field("article_ids", "strings", "num_articles"),
+        Field("texts", "strings", "num_articles"),
+        Field("customer_ids", "strings", "num_customers"),
+        Field("histories", "strings", "num_customers"),
+        Field("pool_offsets", "offsets", "num_customers", bound="num_pool_entries"),
+        Field("pool_docs", "codes", "num_pool_entries", ("int64",), "num_articles"),
+        Field("pool_gains", "array", "num_pool_entries", ("float64",)),
+    ),
+    sections=("windows",),
+)
+"""How an :class:`HmData` is stored in the processed-data cache (its date windows in the ``windows`` section)."""
 _WINDOWS = ("history_before", "target_from", "target_to")
 
 
-def _from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], options: dict[str, Any]) -> HmData:
-    """The task of a cache entry, after checking every part of it against the others (the entry is untrusted).
-
-    Raises:
-        ValueError: what does not fit (the cache then rebuilds the entry).
-    """
-    check_meta_keys(meta, ("options", "counts", "windows"))
-    if meta["options"] != options:
-        raise ValueError(f"its options {meta['options']!r} are not the ones asked for")
-    counts, windows = meta["counts"], meta["windows"]
-    if not isinstance(counts, dict) or sorted(counts) != sorted(_COUNTS):
-        raise ValueError(f"its counts are {counts!r}, expected {list(_COUNTS)}")
-    n, q, j = (entry_int(counts[name], name) for name in _COUNTS)
+def _restore(fields: dict[str, Any], meta: Any) -> HmData:
+    """The task of a decoded cache entry, once its windows, customer order and gains are checked."""
+    windows, window_days = meta["windows"], meta["options"]["window_days"]
     if not isinstance(windows, dict) or sorted(windows) != sorted(_WINDOWS) or not all(isinstance(v, str) for v in windows.values()):
         raise ValueError(f"its windows are {windows!r}, expected ISO dates {list(_WINDOWS)}")
     first, last = dt.date.fromisoformat(windows["target_from"]), dt.date.fromisoformat(windows["target_to"])
-    if windows["history_before"] != windows["target_from"] or (last - first).days + 1 != options["window_days"]:
-        raise ValueError(f"its windows {windows!r} do not span window_days={options['window_days']}")
-    if sorted(arrays) != sorted(_ARRAYS):
-        raise ValueError(f"arrays.npz holds {sorted(arrays)}, expected {sorted(_ARRAYS)}")
-    customer_ids = entry_strings(arrays, "customer_ids", q)
+    if windows["history_before"] != windows["target_from"] or (last - first).days + 1 != window_days:
+        raise ValueError(f"its windows {windows!r} do not span window_days={window_days}")
+    customer_ids = fields["customer_ids"]
     if any(a >= b for a, b in zip(customer_ids, customer_ids[1:], strict=False)):
         raise ValueError("customer_ids are not strictly ascending")
-    gains = entry_array(arrays, "pool_gains", "float64", j)
-    if not np.all((gains == 0.0) | (gains == 1.0)):
+    if not np.all((fields["pool_gains"] == 0.0) | (fields["pool_gains"] == 1.0)):
         raise ValueError("pool_gains holds values other than 0 and 1")
-    return HmData(
-        article_ids=entry_strings(arrays, "article_ids", n),
-        texts=entry_strings(arrays, "texts", n),
-        customer_ids=customer_ids,
-        histories=entry_strings(arrays, "histories", q),
-        pool_offsets=entry_offsets(arrays, "pool_offsets", q, j),
-        pool_docs=entry_codes(arrays, "pool_docs", "int64", j, n),
-        pool_gains=gains,
-        info=dict(windows),
-    )
+    return HmData(**fields, info=dict(windows))

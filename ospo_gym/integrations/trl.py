@@ -47,10 +47,11 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from ospo_gym.agents.agent import TrainingDivergedError
 from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch, get_estimator
 from ospo_gym.agents.generation import batch_token_offsets
+from ospo_gym.agents.guard import TrainingDivergedError
+from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.oracle import CoalitionOracle
 from ospo_gym.segment import SEGMENTATION_MODES
 
@@ -276,9 +277,10 @@ class OSPOConfig(GRPOConfig):
             "with ospo_gym.agents.register_estimator. The redistribution is the algorithm's."
         ),
     )
-    w_max: int = field(default=8, metadata=_help("Widest coalition window, in segments."))
+    w_max: int = field(default=DEFAULT_W_MAX, metadata=_help("Widest coalition window, in segments."))
     max_coalitions: int = field(
-        default=96, metadata=_help("M: coalitions evaluated per completion (the empty and full ones included).")
+        default=DEFAULT_MAX_COALITIONS,
+        metadata=_help("M: coalitions evaluated per completion (the empty and full ones included)."),
     )
     contiguous: bool = field(
         default=True, metadata=_help("Contiguous coalitions (OSPO); False: the paper's non-contiguous ablation.")

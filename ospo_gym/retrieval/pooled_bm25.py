@@ -1,10 +1,11 @@
-"""BM25 with an exact pooled-reward path that does not score the whole catalog (10^5-10^6 products).
+"""Pooled BM25 (the default ``"bm25"``): an exact pooled-reward path that does not score the whole catalog.
 
-:func:`ospo_gym.retrievers.pooled_ndcg` needs, per query, the scores of its judged pool and whether each pool
-document is in the top ``cutoff`` of the *whole* catalog. :class:`~ospo_gym.retrievers.BM25Retriever` answers
-by scoring every document: ~5 ms per query at a million products. Coalition texts come in families that share
-words (every coalition of a completion uses only the completion's words), so here a *group* of queries whose
-terms all lie in one term set ``T`` is answered together:
+:func:`ospo_gym.retrieval.reward.pooled_ndcg` needs, per query, the scores of its judged pool and whether each
+pool document is in the top ``cutoff`` of the *whole* catalog (10^5-10^6 products in the real data).
+:class:`~ospo_gym.retrieval.bm25.BM25Retriever` answers by scoring every document: ~5 ms per query at a
+million products. Coalition texts come in families that share words (every coalition of a completion uses
+only the completion's words), so here a *group* of queries whose terms all lie in one term set ``T`` is
+answered together:
 
 * a document with exactly one term ``t`` of ``T`` scores ``x_q[t] * w(t, d)`` for query ``q`` (``x_q`` the
   query's term counts), so of those documents only the ``cutoff`` largest weights of each term can be in
@@ -31,7 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ospo_gym.retrievers import BM25Retriever, kth_largest
+from ospo_gym.retrieval.bm25 import BM25Retriever
+from ospo_gym.retrieval.ranking import kth_largest
 
 __all__ = ["TopListBM25Retriever"]
 
@@ -47,11 +49,11 @@ _TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 class TopListBM25Retriever(BM25Retriever):
-    """:class:`~ospo_gym.retrievers.BM25Retriever` whose :meth:`pool_frontier` with a cutoff avoids scoring the
-    whole catalog (same arguments, same results; see the module doc).
+    """:class:`~ospo_gym.retrieval.bm25.BM25Retriever` whose :meth:`pool_frontier` with a cutoff avoids scoring
+    the whole catalog (same arguments, same results; see the module doc).
 
     Args:
-        docs, **kwargs: as for :class:`~ospo_gym.retrievers.BM25Retriever`.
+        docs, **kwargs: as for :class:`~ospo_gym.retrieval.bm25.BM25Retriever`.
         full_scoring_below: catalogs with fewer documents are scored in full, which is faster there
             (measured on 2 CPUs: full scoring wins at 20,000 documents, this path from ~50,000 on, 1.6x at
             100,000 and 12x at 1,000,000).

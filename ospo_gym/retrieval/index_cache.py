@@ -1,6 +1,6 @@
 """On-disk cache of built BM25 indexes: plain arrays in one ``.npz`` plus JSON, never pickle.
 
-Building :class:`~ospo_gym.retrievers.BM25Retriever`'s index is dominated by tokenising the catalog and
+Building :class:`~ospo_gym.retrieval.bm25.BM25Retriever`'s index is dominated by tokenising the catalog and
 ``bm25s``'s indexing (51.6 s at a million products); loading the result is a read of a few arrays. An entry
 holds exactly what the build produces:
 

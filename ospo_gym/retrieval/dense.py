@@ -1,6 +1,6 @@
 """Dense retrieval: sentence-transformers embeddings, searched exactly (torch) or through a FAISS HNSW index.
 
-Scores. The documented retrieval rule of :mod:`ospo_gym.retrievers` is "a query retrieves the documents
+Scores. The retrieval rule of :mod:`ospo_gym.retrieval.protocol` is "a query retrieves the documents
 with score > 0". A dense model ranks every document, so the score reported here is the similarity shifted
 to be positive, which keeps that rule (and every helper built on it: ``pool_frontier``, ``kth_largest``,
 ``rank_from_scores``) valid unchanged::
@@ -20,34 +20,40 @@ everywhere in ospo-gym. ``index="hnsw"`` is FAISS ``IndexHNSWFlat`` with the inn
 (approximate; ``scores`` stays exact). ``"auto"`` picks flat below ``hnsw_threshold`` documents or on a
 CUDA device.
 
+Cache. With ``cache_dir`` the document embeddings and the HNSW index are kept on disk
+(:mod:`ospo_gym.retrieval.dense_cache`).
+
 Everything heavy (torch, sentence-transformers, faiss) is imported when a retriever is built, so importing
 this module is cheap and works without the ``dense`` extra.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import importlib
-import json
 import os
-import re
-import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ospo_gym.retrievers import kth_largest, pad_pools
-from ospo_gym.retrievers import pool_frontier as frontier_from_scores
+from ospo_gym.retrieval.dense_cache import (
+    cache_key,
+    embedding_dim,
+    load_embeddings,
+    load_hnsw,
+    save_atomic,
+    slug,
+)
+from ospo_gym.retrieval.ranking import kth_largest
+from ospo_gym.retrieval.ranking import pool_frontier as frontier_from_scores
+from ospo_gym.retrieval.reward import pad_pools
 
 if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["DEFAULT_MODEL", "HNSW_THRESHOLD", "INDEX_KINDS", "DenseRetriever", "build_random_model"]
+__all__ = ["DEFAULT_MODEL", "HNSW_THRESHOLD", "INDEX_KINDS", "DenseRetriever"]
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 INDEX_KINDS: tuple[str, ...] = ("auto", "flat", "hnsw")
@@ -59,8 +65,6 @@ _BLOCK_CELLS = 1 << 24
 _DOC_BLOCK = 1 << 18
 # faiss's default graph-construction beam; part of the on-disk index key.
 _EF_CONSTRUCTION = 40
-# Bumped when the cache layout or the meaning of a cached file changes.
-_CACHE_FORMAT = 1
 _TINY = float(np.finfo(np.float32).tiny)
 _INSTALL_HINT = "pip install 'ospo-gym[dense]'"
 
@@ -87,7 +91,7 @@ def _check_texts(texts: Sequence[str], what: str) -> list[str]:
 
 
 class DenseRetriever:
-    """Bi-encoder retrieval over a fixed document list (a :class:`~ospo_gym.retrievers.PoolRetriever`).
+    """Bi-encoder retrieval over a fixed document list (a :class:`~ospo_gym.retrieval.protocol.PoolRetriever`).
 
     Args:
         docs: the ``num_docs`` document texts; a document's id is its position. Each is encoded once.
@@ -166,12 +170,12 @@ class DenseRetriever:
             emb = self._encode(docs, "document")
         else:
             cache_dir = Path(cache_dir)
-            key = _cache_key(self.model, docs, self.normalize)
-            self.cache_path = cache_dir / f"{_slug(self._model_label)}-{key[:32]}.npy"
-            emb = _load_embeddings(self.cache_path, self.num_docs, _embedding_dim(self.model))
+            key = cache_key(self.model, docs, self.normalize)
+            self.cache_path = cache_dir / f"{slug(self._model_label)}-{key[:32]}.npy"
+            emb = load_embeddings(self.cache_path, self.num_docs, embedding_dim(self.model))
             if emb is None:
                 emb = self._encode(docs, "document")
-                _save_atomic(self.cache_path, lambda f: np.save(f, emb, allow_pickle=False))
+                save_atomic(self.cache_path, lambda f: np.save(f, emb, allow_pickle=False))
         emb = np.array(emb, dtype=np.float32, order="C")  # owned and writable, for torch.from_numpy
         self._emb = torch.from_numpy(emb).to(self.device)  # no copy on the CPU
         emb.flags.writeable = False
@@ -267,8 +271,8 @@ class DenseRetriever:
     def _flat_frontier(
         self, queries: torch.Tensor, inverse: np.ndarray, pool_ids: np.ndarray, cutoff: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`~ospo_gym.retrievers.pool_frontier` over exact score blocks (one document block), with the
-        threshold from :func:`~ospo_gym.retrievers.kth_largest`: the same arrays as ``scores`` gives, never
+        """:func:`~ospo_gym.retrieval.ranking.pool_frontier` over exact score blocks (one document block), with the
+        threshold from :func:`~ospo_gym.retrieval.ranking.kth_largest`: the same arrays as ``scores`` gives, never
         all of them at once, and no sorting."""
         pool_scores = np.zeros(pool_ids.shape, dtype=np.float32)
         retrieved = np.zeros(pool_ids.shape, dtype=bool)
@@ -337,7 +341,7 @@ class DenseRetriever:
             path = self.cache_path.with_name(
                 f"{self.cache_path.stem}-hnsw-m{self.hnsw_m}-efc{_EF_CONSTRUCTION}.faiss"
             )
-            index = _load_hnsw(faiss, path, self.num_docs, self.dim)
+            index = load_hnsw(faiss, path, self.num_docs, self.dim)
             if index is not None:
                 return index
         index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -345,7 +349,7 @@ class DenseRetriever:
         index.hnsw.efSearch = self.ef_search
         index.add(self.doc_embeddings)
         if path is not None:
-            _save_atomic(path, lambda f: f.write(faiss.serialize_index(index).tobytes()))
+            save_atomic(path, lambda f: f.write(faiss.serialize_index(index).tobytes()))
         return index
 
     # ---- the Retriever protocol ---------------------------------------------------------------------------
@@ -395,7 +399,7 @@ class DenseRetriever:
 
         A pool document is retrieved iff ``rank(texts, cutoff)`` lists it, with the score ``rank`` gives, so the
         pooled NDCG is that of the ranked list filtered to the pool. Flat: computed like
-        :func:`~ospo_gym.retrievers.pool_frontier` on the exact scores, a block of queries at a time (the
+        :func:`~ospo_gym.retrieval.ranking.pool_frontier` on the exact scores, a block of queries at a time (the
         same numbers as :meth:`scores`, no sort). HNSW: the pools are looked up in the index's top ``cutoff``.
         Without an effective cutoff every document of a non-empty text is retrieved and only the pools are
         scored, by a batched dot product (equal to :meth:`scores` up to float32 rounding).
@@ -439,90 +443,6 @@ class DenseRetriever:
         self.doc_embeddings.flags.writeable = False
         if self._hnsw is not None:
             self._hnsw = _require("faiss").deserialize_index(self._hnsw)
-
-
-def build_random_model(
-    directory: str | Path,
-    corpus: Sequence[str],
-    *,
-    dim: int = 32,
-    layers: int = 1,
-    heads: int = 2,
-    vocab_size: int = 1000,
-    max_seq_length: int = 64,
-    seed: int = 0,
-) -> Path:
-    """Save a randomly initialised BERT sentence-transformers model, for tests and benchmarks offline.
-
-    The WordPiece vocabulary is built from ``corpus`` deterministically: the special tokens, every character
-    (alone and as a ``##`` continuation), then the most frequent lower-cased words (ties by the word), up to
-    ``vocab_size`` entries; BERT normalisation and pre-tokenisation. Weights come from ``torch.manual_seed(seed)``;
-    pooling is the token mean. The same arguments give the same files. Embeddings carry no meaning. Uses
-    ``transformers`` and ``tokenizers`` (sentence-transformers' own dependencies).
-
-    Returns:
-        ``directory / "model"``, loadable by path (``DenseRetriever(docs, path)``).
-    """
-    torch = _require("torch")
-    st = _require("sentence_transformers")
-    tokenizers = _require("tokenizers")
-    transformers = _require("transformers")
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Pooling, Transformer
-
-    corpus = _check_texts(corpus, "corpus")
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
-    pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
-    # counted here rather than by WordPieceTrainer, whose tie-breaking changes from run to run
-    counts = collections.Counter(
-        word for text in corpus for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
-    )
-    characters = sorted({c for word in counts for c in word})
-    vocab = specials + characters + [f"##{c}" for c in characters]
-    frequent = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
-    vocab += frequent[: max(vocab_size - len(vocab), 0)]
-    tok = tokenizers.Tokenizer(
-        tokenizers.models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]")
-    )
-    tok.normalizer = normalizer
-    tok.pre_tokenizer = pre_tokenizer
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = tokenizers.processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    directory = Path(directory)
-    hf_dir = directory / "hf"
-    transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=max_seq_length,
-    ).save_pretrained(hf_dir)
-    config = transformers.BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=dim,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * dim,
-        max_position_embeddings=max_seq_length,
-    )
-    with torch.random.fork_rng(devices=[]):  # leaves the caller's global generator as it was
-        torch.manual_seed(seed)
-        transformers.BertModel(config).save_pretrained(hf_dir)
-    out = directory / "model"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation notices of the module paths, across versions
-        transformer = Transformer(str(hf_dir), max_seq_length=max_seq_length)
-        st.SentenceTransformer(modules=[transformer, Pooling(dim, "mean")], device="cpu").save(str(out))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -594,127 +514,3 @@ def _lookup(
     hit = (sorted_keys[at] == wanted).reshape(pool_ids.shape) & (pool_ids >= 0)
     vals = found_vals.ravel()[order[at]].reshape(pool_ids.shape)
     return hit, vals
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_.")[-60:] or "model"
-
-
-def _embedding_dim(model: SentenceTransformer) -> int | None:
-    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
-        method = getattr(model, name, None)
-        if callable(method):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                return method()
-    return None
-
-
-def _model_fingerprint(model: SentenceTransformer) -> str:
-    """sha256 of everything that decides a model's embeddings: module stack, settings, tokenizer, weights.
-
-    Hashing the weights costs about a second per GB; it makes the key right for a model passed as an object
-    or re-saved at the same path.
-    """
-    st = importlib.import_module("sentence_transformers")
-    h = hashlib.sha256()
-    settings = {
-        "modules": repr(model),
-        "sentence_transformers": st.__version__.split(".")[0],
-        "max_seq_length": getattr(model, "max_seq_length", None),
-        "prompts": getattr(model, "prompts", None),
-        "default_prompt_name": getattr(model, "default_prompt_name", None),
-        "truncate_dim": getattr(model, "truncate_dim", None),
-    }
-    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    tokenizer = getattr(model, "tokenizer", None)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode())
-    elif callable(getattr(tokenizer, "get_vocab", None)):
-        h.update(json.dumps(sorted(tokenizer.get_vocab().items()), default=str).encode())
-    import torch
-
-    for name, tensor in model.state_dict().items():
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _cache_key(model: SentenceTransformer, docs: list[str], normalize: bool) -> str:
-    docs_hash = hashlib.sha256()
-    for doc in docs:
-        raw = doc.encode("utf-8", "surrogatepass")
-        docs_hash.update(len(raw).to_bytes(8, "little"))
-        docs_hash.update(raw)
-    key = {
-        "format": _CACHE_FORMAT,
-        "model": _model_fingerprint(model),
-        "docs": docs_hash.hexdigest(),
-        "normalize": normalize,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _load_embeddings(path: Path, num_docs: int, dim: int | None) -> np.ndarray | None:
-    """The cached embeddings, or None (with a warning unless the file is simply absent) if unusable."""
-    if not path.exists():
-        return None
-    try:
-        emb = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        reason = f"unreadable ({type(err).__name__}: {err})"
-    else:
-        if not isinstance(emb, np.ndarray):
-            reason = "not a .npy array"
-        elif emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[0] != num_docs or emb.shape[1] < 1:
-            reason = (
-                f"a {emb.dtype} array of shape {emb.shape}, expected float32 ({num_docs}, {dim or 'dim'})"
-            )
-        elif dim is not None and emb.shape[1] != dim:
-            reason = f"of dimension {emb.shape[1]}, the model gives {dim}"
-        elif not np.isfinite(emb).all():
-            reason = "holding non-finite values"
-        else:
-            return emb
-    warnings.warn(
-        f"embedding cache {path} is {reason}; re-encoding the documents", RuntimeWarning, stacklevel=3
-    )
-    return None
-
-
-def _load_hnsw(faiss: Any, path: Path, num_docs: int, dim: int) -> Any | None:
-    if not path.exists():
-        return None
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as err:
-        reason = f"unreadable ({str(err).splitlines()[0][:200]})"
-    else:
-        if (
-            isinstance(index, faiss.IndexHNSWFlat)
-            and index.ntotal == num_docs
-            and index.d == dim
-            and index.metric_type == faiss.METRIC_INNER_PRODUCT
-        ):
-            return index
-        reason = f"a different index ({type(index).__name__}, {index.ntotal} x {index.d})"
-    warnings.warn(f"HNSW cache {path} is {reason}; rebuilding the index", RuntimeWarning, stacklevel=3)
-    return None
-
-
-def _save_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a reader never sees a half-written file; a cache that
-    cannot be written only warns."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as err:
-        warnings.warn(f"could not write cache file {path}: {err}", RuntimeWarning, stacklevel=3)

@@ -13,63 +13,36 @@ in titles, so a lexical retriever can be misled the way it is by real listings.
 
 The two frames match the files ``shopping_queries_dataset_products.parquet`` and
 ``shopping_queries_dataset_examples.parquet`` column for column, so the real-data loaders can be tested on
-them (:func:`write_esci_parquet`).
+them (:func:`ospo_gym.data.fixtures.write_esci_parquet`).
 """
 
 from __future__ import annotations
 
-import html
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ospo_gym.data.esci_schema import EXAMPLE_COLUMNS, LOCALES, PRODUCT_COLUMNS
+from ospo_gym.data.synthetic_words import (
+    COLORS,
+    FIELD_LABELS,
+    FILLERS,
+    MATERIALS,
+    TYPE_PAIRS,
+    CatalogVocabulary,
+    build_vocabulary,
+)
+
 __all__ = [
     "ATTRIBUTES",
-    "EXAMPLE_COLUMNS",
-    "EXAMPLES_FILE",
-    "LOCALES",
-    "PRODUCT_COLUMNS",
-    "PRODUCTS_FILE",
     "CatalogConfig",
-    "CatalogVocabulary",
-    "build_vocabulary",
-    "catalog_texts",
-    "complement_map",
     "generate_catalog",
     "product_attributes",
     "query_attributes",
-    "strip_html",
-    "write_esci_parquet",
 ]
 
-PRODUCTS_FILE = "shopping_queries_dataset_products.parquet"
-EXAMPLES_FILE = "shopping_queries_dataset_examples.parquet"
-PRODUCT_COLUMNS: tuple[str, ...] = (
-    "product_id",
-    "product_title",
-    "product_description",
-    "product_bullet_point",
-    "product_brand",
-    "product_color",
-    "product_locale",
-)
-EXAMPLE_COLUMNS: tuple[str, ...] = (
-    "example_id",
-    "query",
-    "query_id",
-    "product_id",
-    "product_locale",
-    "esci_label",
-    "small_version",
-    "large_version",
-    "split",
-)
-_INT_EXAMPLE_COLUMNS = ("example_id", "query_id", "small_version", "large_version")
-LOCALES: tuple[str, ...] = ("us", "es", "jp")
 # The attributes a query may name besides the product type, in the order a query states them.
 ATTRIBUTES: tuple[str, ...] = ("brand", "color", "material")
 
@@ -81,162 +54,6 @@ _NULL_COLOR = 0.1
 # Target share of each label in a judged pool; whatever a label lacks is filled with Irrelevant.
 _POOL_SHARE = {"E": 0.25, "S": 0.3, "C": 0.15}
 
-# Product types come in complementary pairs (index 2i <-> 2i + 1); per locale, the same order.
-_TYPE_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
-    "us": (
-        ("running shoes", "athletic socks"),
-        ("wireless earbuds", "charging case"),
-        ("yoga mat", "yoga block"),
-        ("phone case", "screen protector"),
-        ("laptop backpack", "laptop stand"),
-        ("coffee mug", "coffee grinder"),
-        ("desk lamp", "led bulb"),
-        ("gaming mouse", "mouse pad"),
-        ("mechanical keyboard", "wrist rest"),
-        ("water bottle", "bottle brush"),
-        ("winter jacket", "knit beanie"),
-        ("rain boots", "boot liners"),
-        ("camping tent", "sleeping bag"),
-        ("frying pan", "spatula set"),
-        ("chef knife", "cutting board"),
-        ("dog leash", "dog collar"),
-        ("bath towel", "towel rack"),
-        ("travel pillow", "eye mask"),
-        ("bluetooth speaker", "audio cable"),
-        ("office chair", "seat cushion"),
-    ),
-    "es": (
-        ("zapatillas de correr", "calcetines deportivos"),
-        ("auriculares inalámbricos", "estuche de carga"),
-        ("esterilla de yoga", "bloque de yoga"),
-        ("funda de móvil", "protector de pantalla"),
-        ("mochila para portátil", "soporte para portátil"),
-        ("taza de café", "molinillo de café"),
-        ("lámpara de escritorio", "bombilla led"),
-        ("ratón gaming", "alfombrilla de ratón"),
-        ("teclado mecánico", "reposamuñecas ergonómico"),
-        ("botella de agua", "cepillo para botellas"),
-        ("chaqueta de invierno", "gorro de punto"),
-        ("botas de lluvia", "plantillas para botas"),
-        ("tienda de campaña", "saco de dormir"),
-        ("sartén antiadherente", "juego de espátulas"),
-        ("cuchillo de chef", "tabla de cortar"),
-        ("correa para perro", "collar para perro"),
-        ("toalla de baño", "toallero de pared"),
-        ("almohada de viaje", "antifaz para dormir"),
-        ("altavoz bluetooth", "cable de audio"),
-        ("silla de oficina", "cojín de asiento"),
-    ),
-    "jp": (
-        ("ランニング シューズ", "スポーツ ソックス"),
-        ("ワイヤレス イヤホン", "充電 ケース"),
-        ("ヨガ マット", "ヨガ ブロック"),
-        ("スマホ ケース", "画面 保護フィルム"),
-        ("ノートパソコン リュック", "ノートパソコン スタンド"),
-        ("コーヒー マグカップ", "コーヒー ミル"),
-        ("デスク ライト", "led 電球"),
-        ("ゲーミング マウス", "マウス パッド"),
-        ("メカニカル キーボード", "リスト レスト"),
-        ("水筒 ボトル", "ボトル ブラシ"),
-        ("冬用 ジャケット", "ニット 帽"),
-        ("レイン ブーツ", "ブーツ インソール"),
-        ("キャンプ テント", "寝袋 シュラフ"),
-        ("フライパン 深型", "フライ 返し"),
-        ("包丁 三徳", "まな板 抗菌"),
-        ("犬用 リード", "犬用 首輪"),
-        ("バス タオル", "タオル ハンガー"),
-        ("トラベル ピロー", "アイ マスク"),
-        ("bluetooth スピーカー", "オーディオ ケーブル"),
-        ("オフィス チェア", "シート クッション"),
-    ),
-}
-_COLORS: dict[str, tuple[str, ...]] = {
-    "us": (
-        "red", "blue", "black", "white", "green", "pink", "grey", "yellow",
-        "orange", "purple", "brown", "beige", "silver", "gold", "teal", "maroon",
-    ),
-    "es": (
-        "rojo", "azul", "negro", "blanco", "verde", "rosa", "gris", "amarillo",
-        "naranja", "morado", "marrón", "beige", "plateado", "dorado", "turquesa", "granate",
-    ),
-    "jp": (
-        "赤", "青", "黒", "白", "緑", "ピンク", "グレー", "黄色",
-        "オレンジ", "紫", "茶色", "ベージュ", "シルバー", "ゴールド", "ターコイズ", "ワインレッド",
-    ),
-}
-_MATERIALS: dict[str, tuple[str, ...]] = {
-    "us": (
-        "leather", "cotton", "wool", "bamboo", "steel", "silicone", "nylon", "canvas",
-        "plastic", "glass", "wood", "ceramic", "polyester", "aluminum", "rubber", "linen",
-    ),
-    "es": (
-        "cuero", "algodón", "lana", "bambú", "acero", "silicona", "nailon", "lona",
-        "plástico", "vidrio", "madera", "cerámica", "poliéster", "aluminio", "caucho", "lino",
-    ),
-    "jp": (
-        "革", "綿", "ウール", "竹", "ステンレス", "シリコン", "ナイロン", "キャンバス",
-        "プラスチック", "ガラス", "木製", "セラミック", "ポリエステル", "アルミ", "ゴム", "リネン",
-    ),
-}
-_DESCRIPTORS: dict[str, tuple[str, ...]] = {
-    "us": ("pro", "plus", "lite", "max", "classic", "premium", "compact", "deluxe", "sport", "ultra", "mini", "original"),
-    "es": ("pro", "plus", "lite", "max", "clásico", "premium", "compacto", "deluxe", "sport", "ultra", "mini", "original"),
-    "jp": ("プロ", "プラス", "ライト", "マックス", "クラシック", "プレミアム", "コンパクト", "デラックス", "スポーツ", "ウルトラ", "ミニ", "オリジナル"),
-}
-# Filler sentences give descriptions and bullets a realistic spread of common and rare words.
-_FILLERS: dict[str, tuple[str, ...]] = {
-    "us": (
-        "perfect for everyday use at home or on the go",
-        "easy to clean and built to last",
-        "lightweight design that travels well",
-        "backed by a one year manufacturer warranty",
-        "makes a thoughtful gift for friends and family",
-        "ergonomic shape for all day comfort",
-        "tested for durability under demanding conditions",
-        "ships in recyclable packaging",
-        "sleek modern look that matches any style",
-        "water resistant finish protects against spills",
-        "reinforced stitching and sturdy construction",
-        "fits most standard sizes",
-        "trusted by thousands of happy customers",
-        "great value for the price",
-        "designed by our team in california",
-        "hand wash recommended to keep it looking new",
-        "includes a quick start guide",
-        "non slip base keeps it steady",
-        "breathable and comfortable in warm weather",
-        "compatible with most popular accessories",
-    ),
-    "es": (
-        "perfecto para el uso diario en casa o de viaje",
-        "fácil de limpiar y hecho para durar",
-        "diseño ligero ideal para viajar",
-        "garantía del fabricante de un año",
-        "un regalo ideal para amigos y familia",
-        "forma ergonómica para mayor comodidad",
-        "envío en embalaje reciclable",
-        "acabado resistente al agua",
-    ),
-    "jp": (
-        "毎日の使用に最適です",
-        "お手入れが簡単で長持ちします",
-        "軽量で持ち運びに便利",
-        "メーカー保証一年付き",
-        "プレゼントにも最適",
-        "人間工学に基づいたデザイン",
-        "リサイクル可能な梱包で発送",
-        "防水加工で汚れに強い",
-    ),
-}
-# Field names used in the bullet points ("Material: leather").
-_LABELS: dict[str, dict[str, str]] = {
-    "us": {"brand": "Brand", "color": "Colour", "material": "Material", "made": "made of", "by": "by"},
-    "es": {"brand": "Marca", "color": "Color", "material": "Material", "made": "hecho de", "by": "de"},
-    "jp": {"brand": "ブランド", "color": "カラー", "material": "素材", "made": "素材", "by": "ブランド"},
-}
-_BRAND_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "cr", "gl", "tr", "qu", "x")
-_BRAND_VOWELS = ("a", "e", "i", "o", "u", "ia", "eo")
-_BRAND_CODAS = ("", "", "", "n", "r", "x", "s", "k")
 _ASIN_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
 # Upper bounds of the size knobs: each keeps generation within minutes and memory, and every loop bounded.
 MAX_BRANDS = 5000
@@ -245,7 +62,6 @@ MAX_QUERIES = 10**6
 MAX_POOL_SIZE = 10**5
 MAX_QUERY_PRODUCT_PAIRS = 10**10
 MAX_EXAMPLES = 10**7
-_HTML_TAG = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
 
 
@@ -286,11 +102,11 @@ class CatalogConfig:
     def __post_init__(self) -> None:
         if self.locale not in LOCALES:
             raise ValueError(f"locale must be one of {LOCALES}, got {self.locale!r}")
-        max_types = 2 * len(_TYPE_PAIRS[self.locale])
+        max_types = 2 * len(TYPE_PAIRS[self.locale])
         limits = {
             "num_types": (2, max_types, f"the {self.locale!r} locale has {max_types} product types"),
-            "num_colors": (1, len(_COLORS[self.locale]), f"the {self.locale!r} locale has that many colours"),
-            "num_materials": (1, len(_MATERIALS[self.locale]), f"the {self.locale!r} locale has that many materials"),
+            "num_colors": (1, len(COLORS[self.locale]), f"the {self.locale!r} locale has that many colours"),
+            "num_materials": (1, len(MATERIALS[self.locale]), f"the {self.locale!r} locale has that many materials"),
             "num_brands": (1, MAX_BRANDS, "pseudo-brands are drawn until that many distinct ones are found"),
             "num_products": (1, MAX_PRODUCTS, "the catalog is generated and indexed in memory, ~10 s per million"),
             "num_queries": (1, MAX_QUERIES, "each query is generated and judged one at a time"),
@@ -320,84 +136,6 @@ class CatalogConfig:
         if not 0.0 <= self.test_fraction <= 1.0:
             raise ValueError(f"test_fraction is a share of queries; set it in [0, 1], got {self.test_fraction}")
 
-
-@dataclass(frozen=True)
-class CatalogVocabulary:
-    """The words a catalog is made of; attribute values are indices into these tuples.
-
-    Attributes:
-        types: product types; ``complements[i]`` lists the indices of the types complementary to ``types[i]``.
-        complements: per type, a tuple of complementary type indices (empty when its partner is unused).
-        brands, colors, materials, descriptors: attribute words.
-    """
-
-    types: tuple[str, ...]
-    complements: tuple[tuple[int, ...], ...]
-    brands: tuple[str, ...]
-    colors: tuple[str, ...]
-    materials: tuple[str, ...]
-    descriptors: tuple[str, ...]
-
-    def attribute_words(self, attribute: str) -> tuple[str, ...]:
-        """The value words of ``attribute`` ("brand", "color" or "material")."""
-        return {"brand": self.brands, "color": self.colors, "material": self.materials}[attribute]
-
-
-def complement_map(locale: str = "us") -> dict[str, tuple[str, ...]]:
-    """Every product type of ``locale`` mapped to its complementary types (both directions)."""
-    out: dict[str, tuple[str, ...]] = {}
-    for a, b in _TYPE_PAIRS[locale]:
-        out[a] = (b,)
-        out[b] = (a,)
-    return out
-
-
-def _brand_names(count: int, rng: np.random.Generator, forbidden: set[str]) -> tuple[str, ...]:
-    """``count`` distinct pronounceable pseudo-brands (2-3 syllables, ASCII), none in ``forbidden``."""
-    names: list[str] = []
-    seen = set(forbidden)
-    # Rejection keeps names distinct; the syllable space (~10^6 names) makes collisions rare.
-    while len(names) < count:
-        batch = count - len(names)
-        n_syll = rng.integers(2, 4, size=batch)
-        onsets = rng.integers(len(_BRAND_ONSETS), size=(batch, 3))
-        vowels = rng.integers(len(_BRAND_VOWELS), size=(batch, 3))
-        codas = rng.integers(len(_BRAND_CODAS), size=batch)
-        for i in range(batch):
-            word = "".join(_BRAND_ONSETS[onsets[i, j]] + _BRAND_VOWELS[vowels[i, j]] for j in range(n_syll[i]))
-            word += _BRAND_CODAS[codas[i]]
-            if word not in seen:
-                seen.add(word)
-                names.append(word)
-    return tuple(names)
-
-
-def build_vocabulary(config: CatalogConfig, rng: np.random.Generator) -> CatalogVocabulary:
-    """Draw the types (as complementary pairs), brands, colours and materials of a catalog."""
-    pairs = _TYPE_PAIRS[config.locale]
-    chosen_pairs = rng.permutation(len(pairs))[: (config.num_types + 1) // 2]
-    types = [t for p in chosen_pairs for t in pairs[p]][: config.num_types]
-    index = {t: i for i, t in enumerate(types)}
-    comp = complement_map(config.locale)
-    complements = tuple(tuple(index[c] for c in comp[t] if c in index) for t in types)
-    colors = tuple(_COLORS[config.locale][i] for i in np.sort(rng.permutation(len(_COLORS[config.locale]))[: config.num_colors]))
-    materials = tuple(
-        _MATERIALS[config.locale][i] for i in np.sort(rng.permutation(len(_MATERIALS[config.locale]))[: config.num_materials])
-    )
-    forbidden = {w for phrase in types for w in phrase.split()} | set(colors) | set(materials)
-    # Brands must not collide with any other word of the catalog, or a brand query would match filler text.
-    forbidden |= set(_DESCRIPTORS[config.locale])
-    forbidden |= {w for sentence in _FILLERS[config.locale] for w in sentence.split()}
-    forbidden |= {w.lower() for label in _LABELS[config.locale].values() for w in label.split()}
-    brands = _brand_names(config.num_brands, rng, forbidden)
-    return CatalogVocabulary(
-        types=tuple(types),
-        complements=complements,
-        brands=brands,
-        colors=colors,
-        materials=materials,
-        descriptors=_DESCRIPTORS[config.locale],
-    )
 
 
 def _asin_ids(count: int, rng: np.random.Generator) -> list[str]:
@@ -449,8 +187,8 @@ def _descriptions(
 ) -> tuple[list[str | None], list[str | None]]:
     """HTML descriptions and newline-separated bullet points that state the true attributes."""
     n = len(attrs["type"])
-    labels = _LABELS[locale]
-    fillers = _FILLERS[locale]
+    labels = FIELD_LABELS[locale]
+    fillers = FILLERS[locale]
     filler_idx = rng.integers(len(fillers), size=(n, 4))
     style = rng.integers(3, size=n)
     null_desc = rng.random(n) < _NULL_DESCRIPTION
@@ -680,56 +418,3 @@ def query_attributes(query: str, config: CatalogConfig) -> dict[str, str]:
             raise ValueError(f"{query!r}: {word!r} is no attribute value of this catalog")
     return out
 
-
-def strip_html(text: str) -> str:
-    """Replace HTML tags by spaces, unescape entities and collapse whitespace."""
-    return _SPACES.sub(" ", html.unescape(_HTML_TAG.sub(" ", text))).strip()
-
-
-def catalog_texts(
-    products: pd.DataFrame, fields: Sequence[str] = ("product_title", "product_description")
-) -> list[str]:
-    """One text per product (the retriever's documents): ``fields`` joined by spaces, HTML stripped,
-    nulls as "". Returns a list of ``len(products)`` strings."""
-    missing = [f for f in fields if f not in products.columns]
-    if missing:
-        raise ValueError(f"products has no column(s) {missing}; choose among {list(products.columns)}")
-    parts = [products[f].astype(object).where(products[f].notna(), "").astype(str) for f in fields]
-    joined = parts[0] if parts else pd.Series([""] * len(products), index=products.index)
-    for part in parts[1:]:
-        joined = joined + " " + part
-    return [strip_html(t) for t in joined.tolist()]
-
-
-def write_esci_parquet(products: pd.DataFrame, examples: pd.DataFrame, directory: str | Path) -> tuple[Path, Path]:
-    """Write the two frames as the real ESCI files (string and int64 columns), creating ``directory``.
-
-    Returns:
-        The paths of the products file and the examples file.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    product_schema = pa.schema([(c, pa.string()) for c in PRODUCT_COLUMNS])
-    example_schema = pa.schema([(c, pa.int64() if c in _INT_EXAMPLE_COLUMNS else pa.string()) for c in EXAMPLE_COLUMNS])
-    paths = (out / PRODUCTS_FILE, out / EXAMPLES_FILE)
-    for frame, schema, path, columns in (
-        (products, product_schema, paths[0], PRODUCT_COLUMNS),
-        (examples, example_schema, paths[1], EXAMPLE_COLUMNS),
-    ):
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"frame lacks ESCI column(s) {missing}")
-        arrays = [
-            pa.array(
-                frame[c].astype(object).where(frame[c].notna(), None).tolist()
-                if schema.field(c).type == pa.string()
-                else frame[c].to_numpy(dtype=np.int64),
-                type=schema.field(c).type,
-            )
-            for c in columns
-        ]
-        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
-    return paths

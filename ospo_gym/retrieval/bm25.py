@@ -1,0 +1,390 @@
+"""Exhaustive BM25: :class:`BM25Retriever` scores every document of the catalog for a batch of query texts.
+
+The index is built by the real ``bm25s`` package (or loaded from :mod:`ospo_gym.retrieval.index_cache`) and
+scored through bm25s's own precomputed score matrix, read as a ``scipy.sparse`` matrix: a batch of queries is
+a (query x term) count matrix times that (term x document) matrix, so the scores equal
+``bm25s.BM25.get_scores`` (every occurrence of a repeated query term counts, unknown terms are ignored)
+without a Python loop over queries. Frequent terms' rows are kept dense, which makes their part of the product
+a vectorised sparse-times-dense one. Ranking follows :mod:`ospo_gym.retrieval.protocol`'s rule through
+:mod:`ospo_gym.retrieval.ranking`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.sparse as sp
+
+from ospo_gym.retrieval.checks import check_texts
+from ospo_gym.retrieval.index_cache import BM25IndexCache, index_key
+from ospo_gym.retrieval.ranking import kth_largest, pool_frontier, rank_from_scores
+
+__all__ = ["DEFAULT_TOKEN_PATTERN", "BM25Retriever"]
+
+# bm25s's default pattern r"(?u)\b\w\w+\b" keeps unicode letters but drops every one-character word: a
+# Japanese "赤" (red), sizes like "x" or "3", and all emoji. This one keeps any run of unicode word
+# characters, plus each emoji / pictographic symbol as its own token; punctuation is still dropped.
+DEFAULT_TOKEN_PATTERN = r"\w+|[\U0001F000-\U0001FAFF\u2600-\u27BF]"
+# Full-score blocks are at most this many float32 cells (4 MiB): huge catalogs never need a (Q, num_docs)
+# array at once, and the several passes over a block stay in cache. (Measured: 8 MiB blocks made glibc map
+# fresh pages for every block, ~40% slower.)
+_BLOCK_CELLS = 1 << 20
+# Batches below this many score cells are scored inline: a thread hop would cost more than it saves.
+_INLINE_CELLS = 1 << 18
+
+
+class BM25Retriever:
+    """BM25 over a fixed document list, indexed by ``bm25s`` and scored in batches with scipy.sparse.
+
+    Args:
+        docs: the ``num_docs`` document texts; a document's id is its position.
+        k1, b, method: BM25 parameters, passed to ``bm25s.BM25`` ("lucene", "robertson", "atire", "bm25l",
+            "bm25+").
+        stopwords: a bm25s stopword language ("en", "es", ...), a list of words, or None.
+        stemmer: stem with PyStemmer's ``stemmer_language`` stemmer (needs the PyStemmer package).
+        stemmer_language: PyStemmer language name.
+        token_pattern: regex whose matches are the tokens (after lower-casing and NFKC normalisation, which
+            folds full-width forms such as "ＲＥＤ" into "red"); see :data:`DEFAULT_TOKEN_PATTERN`.
+        n_threads: threads for scoring large batches (numpy's selection and scipy's sparse kernels release
+            the GIL); None: one per CPU, at most 8.
+        dense_postings_mb: memory for the posting lists of frequent terms kept as dense rows (scoring a
+            frequent term densely is several times faster than scattering its postings); 0 keeps all sparse.
+        index_cache: a folder where the built index is cached on disk
+            (:class:`~ospo_gym.retrieval.index_cache.BM25IndexCache`: plain arrays + JSON, keyed by the texts and
+            every setting above that changes the index), so that the next retriever over the same texts loads
+            it instead of tokenising and indexing again; None: no cache.
+
+    Attributes:
+        bm25: the underlying ``bm25s.BM25`` index (its ``get_scores`` is the reference semantics).
+        num_docs: number of documents.
+        vocab_size: number of index terms.
+        index_info: ``{"cached": bool, "seconds": float}`` — whether the index came from ``index_cache`` and how
+            long loading or building (and saving) it took.
+    """
+
+    def __init__(
+        self,
+        docs: Sequence[str],
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        stopwords: str | Sequence[str] | None = "en",
+        stemmer: bool = False,
+        stemmer_language: str = "english",
+        token_pattern: str = DEFAULT_TOKEN_PATTERN,
+        n_threads: int | None = None,
+        dense_postings_mb: float = 64.0,
+        index_cache: str | os.PathLike | None = None,
+    ) -> None:
+        import bm25s
+        from bm25s.tokenization import Tokenized, Tokenizer
+
+        check_texts(docs)
+        docs = list(docs)
+        if not docs:
+            raise ValueError("docs is empty; a retriever needs at least one document")
+        stem_fn = None
+        if stemmer:
+            try:
+                import Stemmer
+            except ImportError as err:
+                raise ImportError("stemmer=True needs PyStemmer: pip install PyStemmer") from err
+            stem_fn = Stemmer.Stemmer(stemmer_language)
+        self._stemmer_language = stemmer_language if stemmer else None
+        self._tokenizer = Tokenizer(
+            lower=True,
+            splitter=_NormalisingSplitter(token_pattern),
+            stopwords=list(stopwords) if isinstance(stopwords, (list, tuple)) else stopwords,
+            stemmer=stem_fn,
+        )
+        self.bm25 = bm25s.BM25(k1=k1, b=b, method=method)
+        started = time.perf_counter()
+        cache = key = None
+        cached = False
+        if index_cache is not None:
+            settings = {
+                "k1": k1,
+                "b": b,
+                "method": method,
+                "stopwords": list(stopwords) if isinstance(stopwords, (list, tuple)) else stopwords,
+                "stemmer_language": self._stemmer_language,
+                "token_pattern": token_pattern,
+            }
+            cache, key = BM25IndexCache(index_cache), index_key(docs, settings)
+            cached = cache.load_index(key, len(docs), self.bm25, self._tokenizer)
+        if not cached:
+            # allow_empty=False: an empty document gets no tokens (length 0) instead of a fake "" token that an
+            # empty query would then match.
+            corpus = self._tokenizer.tokenize(
+                docs, update_vocab=True, return_as="tuple", show_progress=False, allow_empty=False
+            )
+            # A copy of the vocabulary, so that bm25s never writes into the tokenizer's own dict. A corpus
+            # without any token has average length 0, which bm25s divides by (harmlessly: there is no entry).
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.bm25.index(
+                    Tokenized(ids=corpus.ids, vocab=dict(corpus.vocab)), create_empty_token=False, show_progress=False
+                )
+            del corpus
+            if cache is not None:
+                cache.save_index(key, self.bm25, self._tokenizer, settings)
+        self.index_info = {"cached": cached, "seconds": round(time.perf_counter() - started, 3)}
+        raw = self.bm25.scores
+        self.num_docs = int(raw["num_docs"])
+        self.vocab_size = len(raw["indptr"]) - 1
+        # bm25s stores a CSC matrix (num_docs x vocab): column t holds the per-document BM25 contribution
+        # of term t, already including idf and the length normalisation.
+        doc_term = sp.csc_matrix(
+            (raw["data"], raw["indices"], raw["indptr"]), shape=(self.num_docs, self.vocab_size), dtype=np.float32
+        )
+        doc_term.sort_indices()
+        self._doc_term = doc_term.tocsr()  # (num_docs, vocab): row d = term weights of d
+        self._doc_term.sort_indices()
+        self._split_terms(doc_term, dense_postings_mb)
+        # BM25L / BM25+ add a per-term constant to every document (non-occurrence score).
+        nonocc = getattr(self.bm25, "nonoccurrence_array", None)
+        self._nonoccurrence = None if nonocc is None else np.asarray(nonocc, dtype=np.float32)
+        self._n_threads = max(1, min(8, os.cpu_count() or 1)) if n_threads is None else max(1, int(n_threads))
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _split_terms(self, doc_term: sp.csc_matrix, dense_postings_mb: float) -> None:
+        """Partition the vocabulary into frequent terms (dense posting rows) and the rest (sparse rows).
+
+        A dense row costs ``num_docs`` multiply-adds per query occurrence (vectorised), a sparse one about
+        ``df`` scattered adds that are each ~50x slower; so terms in more than 1/64 of the documents go
+        dense, most frequent first, as far as ``dense_postings_mb`` allows.
+        """
+        df = np.diff(doc_term.indptr)
+        budget_rows = int(dense_postings_mb * 2**20 // (4 * self.num_docs))
+        by_df = np.argsort(-df, kind="stable")
+        frequent = by_df[: max(budget_rows, 0)]
+        frequent = np.sort(frequent[df[frequent] * 64 > self.num_docs])
+        is_dense = np.zeros(self.vocab_size, dtype=bool)
+        is_dense[frequent] = True
+        # Each term's column in its own part: dense terms 0..H-1, sparse terms 0..V-H-1.
+        self._term_slot = np.where(is_dense, np.cumsum(is_dense) - 1, np.cumsum(~is_dense) - 1).astype(np.int64)
+        self._term_is_dense = is_dense
+        self._dense_postings = np.ascontiguousarray(doc_term[:, frequent].T.toarray(), dtype=np.float32)  # (H, N)
+        self._sparse_postings = doc_term[:, np.flatnonzero(~is_dense)].T.tocsr()  # (V - H, N)
+
+    @property
+    def num_dense_terms(self) -> int:
+        """How many frequent terms are scored through dense posting rows."""
+        return int(self._dense_postings.shape[0])
+
+    @property
+    def n_threads(self) -> int:
+        """Worker threads used for large batches."""
+        return self._n_threads
+
+    # ---- tokenisation --------------------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Index term ids of each text, in text order, repeats kept and unknown words dropped."""
+        check_texts(texts)
+        return self._tokenizer.tokenize(
+            list(texts), update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
+        )
+
+    def _query_matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s)."""
+        ids = self.tokenize(texts)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        cols = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
+        rows = np.repeat(np.arange(len(ids)), lengths)
+        mat = sp.csr_matrix(
+            (np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(len(ids), self.vocab_size)
+        )
+        mat.sum_duplicates()  # counts, with sorted column indices
+        return mat
+
+    def _offsets(self, queries: sp.csr_matrix) -> np.ndarray | None:
+        """Per-query constant added to every document (BM25L/BM25+), ``(Q,)`` float32, or None."""
+        if self._nonoccurrence is None:
+            return None
+        return np.asarray(queries @ self._nonoccurrence, dtype=np.float32).ravel()
+
+    # ---- scoring ---------------------------------------------------------------------------------------
+
+    def _dense_scores(self, queries: sp.csr_matrix) -> np.ndarray:
+        """``(R, num_docs)`` float32 scores of the query rows.
+
+        Frequent terms: a sparse-times-dense product (row-wise vectorised multiply-adds); the other terms: a
+        sparse product whose few entries are added in place.
+        """
+        is_dense = self._term_is_dense[queries.indices]
+        hi = _select_columns(queries, is_dense, self._term_slot, self._dense_postings.shape[0])
+        lo = _select_columns(queries, ~is_dense, self._term_slot, self._sparse_postings.shape[0])
+        out = np.asarray(hi @ self._dense_postings, dtype=np.float32)
+        if lo.nnz:
+            extra = (lo @ self._sparse_postings).tocoo()
+            # (row, doc) pairs are distinct after the product, so a fancy-index add is exact.
+            out[extra.row, extra.col] += extra.data
+        offsets = self._offsets(queries)
+        if offsets is not None:
+            out += offsets[:, None]
+        return out
+
+    def _map_blocks(self, n_rows: int, fn: Callable[[slice], object]) -> list:
+        """Run ``fn`` over contiguous row blocks (bounded memory), on threads when it pays off."""
+        # Equal blocks, a multiple of the thread count, each small enough to stay in cache.
+        max_rows = max(1, _BLOCK_CELLS // max(self.num_docs, 1))
+        workers = self._n_threads if n_rows >= 16 * self._n_threads else 1
+        n_blocks = workers * -(-n_rows // (workers * max_rows))
+        per_block = -(-n_rows // n_blocks)
+        blocks = [slice(i, min(i + per_block, n_rows)) for i in range(0, n_rows, per_block)]
+        if n_rows * self.num_docs < _INLINE_CELLS:
+            return [fn(s) for s in blocks]
+        # Large work runs on the pool even with one thread: glibc then serves the multi-megabyte temporaries
+        # from the worker's own arena instead of mapping fresh pages for every block, as it does on the main
+        # thread (measured: ~40% of a 500-query batch went to page faults there).
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self._n_threads, thread_name_prefix="bm25")
+        return list(self._executor.map(fn, blocks))
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """BM25 score of every document for every text, ``(Q, num_docs)`` float32."""
+        queries = self._query_matrix(texts)
+        if queries.shape[0] == 0:
+            return np.zeros((0, self.num_docs), dtype=np.float32)
+        parts = self._map_blocks(queries.shape[0], lambda s: self._dense_scores(queries[s]))
+        return np.concatenate(parts, axis=0)
+
+    def rank(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` per text: ids ``(Q, k)`` int64 padded with -1, scores ``(Q, k)`` float32 padded with -inf;
+        descending score, ties by ascending id, only documents with score > 0."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = self._query_matrix(texts)
+        if queries.shape[0] == 0:
+            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+        parts = self._map_blocks(queries.shape[0], lambda s: rank_from_scores(self._dense_scores(queries[s]), k))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def kth_score(self, texts: Sequence[str], k: int) -> np.ndarray:
+        """The ``k``-th highest full-catalog score per text, 0 if fewer than ``k`` are positive; ``(Q,)``."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = self._query_matrix(texts)
+        if queries.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        parts = self._map_blocks(queries.shape[0], lambda s: kth_largest(self._dense_scores(queries[s]), k))
+        return np.concatenate(parts)
+
+    def score_pool(self, texts: Sequence[str], pool_ids: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Scores of only the given documents: ``pool_ids[q]`` (int array) -> float32 array of the same length.
+
+        A row gather of the document-term matrix, so its cost grows with the pools, not the catalog.
+        """
+        check_texts(texts)
+        if len(pool_ids) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(pool_ids)} pools")
+        queries = self._query_matrix(texts)
+        lengths = np.fromiter((len(p) for p in pool_ids), dtype=np.int64, count=len(pool_ids))
+        flat = (
+            np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in pool_ids])
+            if len(pool_ids)
+            else np.zeros(0, dtype=np.int64)
+        )
+        if len(flat) and (flat.min() < 0 or flat.max() >= self.num_docs):
+            raise ValueError(f"pool ids must lie in [0, {self.num_docs})")
+        owner = np.repeat(np.arange(len(pool_ids)), lengths)
+        values = self._gather_scores(queries, owner, flat)
+        return np.split(values, np.cumsum(lengths)[:-1])
+
+    def _gather_scores(self, queries: sp.csr_matrix, owner: np.ndarray, doc_ids: np.ndarray) -> np.ndarray:
+        """Scores of (query ``owner[i]``, document ``doc_ids[i]``) pairs, ``(len(doc_ids),)`` float32."""
+        if len(doc_ids) == 0:
+            return np.zeros(0, dtype=np.float32)
+        # Row i of the elementwise product holds doc_ids[i]'s weights of its query's terms times their counts.
+        pairs = self._doc_term[doc_ids].multiply(queries[owner])
+        values = np.asarray(pairs.sum(axis=1), dtype=np.float32).ravel()
+        offsets = self._offsets(queries)
+        if offsets is not None:
+            values += offsets[owner]
+        return values
+
+    def pool_frontier(
+        self, texts: Sequence[str], pool_ids: np.ndarray, cutoff: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pool scores ``(Q, P)`` float32 and retrieved mask ``(Q, P)`` bool for padded ``pool_ids`` (-1 pads).
+
+        Without an effective cutoff only the pools are scored (row gather). With one, each block of queries
+        is scored in full once, and both the cutoff threshold and the pool scores come from that same array,
+        so the threshold comparisons are exact.
+        """
+        queries = self._query_matrix(texts)
+        pool_ids = np.asarray(pool_ids, dtype=np.int64)
+        n_q, width = pool_ids.shape
+        if cutoff is None or cutoff >= self.num_docs:
+            valid = pool_ids >= 0
+            r, c = np.nonzero(valid)
+            pool_scores = np.zeros((n_q, width), dtype=np.float32)
+            pool_scores[r, c] = self._gather_scores(queries, r, pool_ids[r, c])
+            return pool_scores, valid & (pool_scores > 0)
+
+        def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
+            return pool_frontier(self._dense_scores(queries[s]), pool_ids[s], cutoff)
+
+        parts = self._map_blocks(n_q, block)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def __getstate__(self) -> dict:
+        # Threads and the C stemmer do not pickle; both are rebuilt on load.
+        state = self.__dict__.copy()
+        state["_executor"] = None
+        if self._stemmer_language is not None:
+            tokenizer = copy.copy(self._tokenizer)
+            tokenizer.stemmer = None
+            state["_tokenizer"] = tokenizer
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._stemmer_language is not None:
+            import Stemmer
+
+            self._tokenizer = copy.copy(self._tokenizer)
+            self._tokenizer.stemmer = Stemmer.Stemmer(self._stemmer_language).stemWord
+
+    def close(self) -> None:
+        """Stop the scoring threads (they are restarted on demand)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    def __del__(self) -> None:
+        # Worker threads would otherwise outlive a discarded retriever until interpreter exit. No contextlib
+        # here: at interpreter exit module globals may already be None, and only builtins are safe.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _select_columns(mat: sp.csr_matrix, keep: np.ndarray, slot: np.ndarray, width: int) -> sp.csr_matrix:
+    """The entries of ``mat`` flagged by ``keep`` (aligned with ``mat.data``), columns renumbered by ``slot``."""
+    rows = np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr))[keep]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=mat.shape[0]))])
+    return sp.csr_matrix((mat.data[keep], slot[mat.indices[keep]], indptr), shape=(mat.shape[0], width))
+
+
+class _NormalisingSplitter:
+    """Tokenizer splitter: NFKC-normalise (full-width and compatibility forms), lower-case, ``findall``.
+
+    A class rather than a closure so that a retriever can be pickled (e.g. into vector-env workers).
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = re.compile(pattern)
+
+    def __call__(self, text: str) -> list[str]:
+        # NFKC can change case (e.g. full-width capitals become ASCII capitals), hence lower() after it.
+        return self.pattern.findall(unicodedata.normalize("NFKC", text).lower())

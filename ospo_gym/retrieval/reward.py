@@ -1,0 +1,107 @@
+"""The reward: pooled NDCG@k of each query's ranking filtered to its judged pool (:func:`pooled_ndcg`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ospo_gym.metrics import ndcg_at_k
+from ospo_gym.retrieval.checks import check_frontier, check_scores, check_texts
+from ospo_gym.retrieval.protocol import PoolRetriever, Retriever
+from ospo_gym.retrieval.ranking import pool_frontier
+
+__all__ = ["pad_pools", "pooled_ndcg"]
+
+
+def pad_pools(
+    pools: Sequence[np.ndarray], pool_gains: Sequence[np.ndarray] | None = None, *, num_docs: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad per-query pools into rectangles.
+
+    Args:
+        pools: ``Q`` int arrays of document ids (distinct within a pool).
+        pool_gains: ``Q`` float arrays of the same lengths, or None.
+        num_docs: if given, ids are checked to lie in ``[0, num_docs)``.
+
+    Returns:
+        ids ``(Q, P)`` int64 padded with -1 and gains ``(Q, P)`` float64 padded with 0, ``P`` the largest pool.
+    """
+    lengths = np.fromiter((len(p) for p in pools), dtype=np.int64, count=len(pools))
+    width = int(lengths.max(initial=0))
+    ids = np.full((len(pools), width), -1, dtype=np.int64)
+    gains = np.zeros((len(pools), width), dtype=np.float64)
+    if width == 0:
+        return ids, gains
+    flat = np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in pools])
+    if num_docs is not None and len(flat) and (flat.min() < 0 or flat.max() >= num_docs):
+        raise ValueError(f"pool ids must lie in [0, {num_docs}); got ids in [{flat.min()}, {flat.max()}]")
+    rows = np.repeat(np.arange(len(pools)), lengths)
+    cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ids[rows, cols] = flat
+    if pool_gains is not None:
+        if len(pool_gains) != len(pools):
+            raise ValueError(f"got {len(pools)} pools but {len(pool_gains)} gain arrays")
+        gain_lengths = np.fromiter((len(g) for g in pool_gains), dtype=np.int64, count=len(pool_gains))
+        if not np.array_equal(gain_lengths, lengths):
+            bad = int(np.flatnonzero(gain_lengths != lengths)[0])
+            raise ValueError(f"pool {bad} has {lengths[bad]} ids but {gain_lengths[bad]} gains")
+        gains[rows, cols] = np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in pool_gains])
+    return ids, gains
+
+
+def _ndcg_of_frontier(
+    pool_ids: np.ndarray, pool_scores: np.ndarray, retrieved: np.ndarray, gains: np.ndarray, k: int
+) -> np.ndarray:
+    """NDCG@k of the retrieved pool documents ranked by (score desc, id asc); ideal from all pool gains."""
+    key = np.where(retrieved, -pool_scores.astype(np.float64), np.inf)
+    order = np.lexsort((pool_ids, key), axis=-1)
+    ranked = np.take_along_axis(np.where(retrieved, gains, 0.0), order, axis=1)
+    return ndcg_at_k(ranked, gains, k)
+
+
+def pooled_ndcg(
+    retriever: Retriever,
+    texts: Sequence[str],
+    pools: Sequence[np.ndarray],
+    pool_gains: Sequence[np.ndarray],
+    *,
+    k: int = 10,
+    cutoff: int | None = 1000,
+) -> np.ndarray:
+    """The reward: NDCG@k of each query's ranking filtered to its judged pool.
+
+    The query ranks the whole catalog; only the top ``cutoff`` documents with score > 0 are retrieved
+    (``cutoff=None``: all with score > 0); the retrieved list is filtered to ``pools[q]`` and NDCG@k is
+    computed over it, the ideal being the best ordering of all of ``pool_gains[q]``. A document whose score
+    ties the cutoff-th best score is retrieved only if it is within the top ``cutoff`` under the
+    ascending-id tie-break.
+
+    Args:
+        retriever: any :class:`Retriever`; a :class:`PoolRetriever` (e.g. the BM25 and dense retrievers) scores
+            only the pools plus what the cutoff needs, anything else is scored in full.
+        texts: ``Q`` query texts.
+        pools: ``Q`` int arrays of distinct document ids.
+        pool_gains: ``Q`` float arrays of gains (>= 0), aligned with ``pools``.
+        k: NDCG cutoff.
+        cutoff: retrieval depth, or None.
+
+    Returns:
+        ``(Q,)`` float64 in ``[0, 1]``; 0 for a query that retrieves no pool document or has no gain.
+    """
+    check_texts(texts)
+    if len(pools) != len(texts):
+        raise ValueError(f"got {len(texts)} texts but {len(pools)} pools")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if cutoff is not None and cutoff < 1:
+        raise ValueError(f"cutoff must be >= 1 or None, got {cutoff}")
+    ids, gains = pad_pools(pools, pool_gains, num_docs=retriever.num_docs)
+    if len(texts) == 0:
+        return np.zeros(0)
+    if isinstance(retriever, PoolRetriever):
+        pool_scores, retrieved = check_frontier(retriever.pool_frontier(texts, ids, cutoff), ids, retriever)
+    else:
+        scores = check_scores(retriever.scores(texts), len(texts), retriever.num_docs, retriever)
+        pool_scores, retrieved = pool_frontier(scores, ids, cutoff)
+    return _ndcg_of_frontier(ids, pool_scores, retrieved, gains, k)
