@@ -48,7 +48,7 @@ from ospo_gym.agents.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from ospo_gym.agents.config import AgentConfig
+from ospo_gym.agents.config import AgentConfig, renamed_fields
 from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch, get_estimator, zero_variance_groups
 from ospo_gym.agents.generation import Rollout, batch_token_offsets, generate
 from ospo_gym.agents.groups import GroupedEnv, env_name, make_env
@@ -326,7 +326,8 @@ class Agent:
             # that its agent.json names (that would be a file deciding where we write)
             saved["run_dir"] = AgentConfig.run_dir
         try:
-            config = AgentConfig.from_dict({**saved, **config_overrides})
+            # an old checkpoint's field names first, so that an override under the new name wins over them
+            config = AgentConfig.from_dict({**renamed_fields(AgentConfig, saved), **config_overrides})
         except (TypeError, ValueError) as err:
             try:  # whose fault: the saved config's, or the overrides'?
                 AgentConfig.from_dict(meta["config"])

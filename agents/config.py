@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
-from ospo_gym.credit.shapley import ESTIMATORS
+from ospo_gym.credit.shapley import CREDIT_VARIANTS
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 REWARD_SCALINGS = ("group", "batch", "none")
@@ -45,8 +46,9 @@ class AgentConfig:
     """M: coalitions evaluated per completion (∅ and the full set included)."""
     contiguous: bool = True
     """Contiguous coalitions (OSPO); ``False`` gives the paper's non-contiguous ablation."""
-    estimator: str = "owen"
-    """Segment-credit estimator of :func:`ospo_gym.credit.owen_estimate`: ``owen``, ``weighted``, ``released``."""
+    credit_variant: str = field(default="owen", metadata={"renamed_from": "estimator"})
+    """How :func:`ospo_gym.credit.segment_credit` turns coalition values into segment credit: ``owen``,
+    ``weighted``, ``released`` (formerly ``estimator``, still read from old configs with a warning)."""
     clip_token_advantages: float | None = None
     """Clip token advantages at ``± value · std(Â)`` (released option, e.g. 2.0); ``None`` does not clip."""
 
@@ -145,7 +147,7 @@ class AgentConfig:
         _check(self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
         _check_choice("scale_rewards", self.scale_rewards, REWARD_SCALINGS)
         _check_choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
-        _check_choice("estimator", self.estimator, ESTIMATORS)
+        _check_choice("credit_variant", self.credit_variant, CREDIT_VARIANTS)
         _check(self.w_max >= 1, f"w_max must be >= 1 (the widest coalition window), got {self.w_max}")
         _check(
             self.max_coalitions >= 2,
@@ -243,12 +245,33 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AgentConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``. A field's old name (old checkpoints and
+        YAML files: ``estimator`` for ``credit_variant``) is read as the new one, with a ``DeprecationWarning``."""
+        values = renamed_fields(cls, values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown AgentConfig fields {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def renamed_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the old name of each renamed field of the dataclass ``cls`` (its ``renamed_from``
+    metadata) replaced by the new one, warning once per old name; both names at once raise ``ValueError``."""
+    values = dict(values)
+    for f in dataclasses.fields(cls):
+        old = f.metadata.get("renamed_from")
+        if old is None or old not in values:
+            continue
+        if f.name in values:
+            raise ValueError(f"give {f.name} only: {old} is its deprecated old name, and both were given")
+        warnings.warn(
+            f"the config key {old!r} is deprecated and will be removed in the next version; use {f.name!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        values[f.name] = values.pop(old)
+    return values
 
 
 def _check(ok: bool, message: str) -> None:

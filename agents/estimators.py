@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, owen_estimate, sample_coalitions
+from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, sample_coalitions, segment_credit
 from ospo_gym.oracle import CoalitionOracle
 
 STD_EPS = 1e-4
@@ -197,8 +197,8 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
 
     Per completion: segments ``oracle.segment(text)``, coalitions ``sample_coalitions`` (seeded by
     ``(config.seed, batch.step, b)``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
-    ``owen_estimate``, then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean
-    stays Â. Completions with Â = 0 are not segmented, and those with fewer than two segments are not sent to the
+    ``segment_credit`` (variant ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the
+    rank-based split (RANK): the token mean stays Â. Completions with Â = 0 are not segmented, and those with fewer than two segments are not sent to the
     oracle: their credit cannot change their advantages.
     """
     advantages = batch.sequence_advantages(config.scale_rewards)
@@ -224,7 +224,7 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
             [coalitions[b] for b in asked],
         )
         for b, value in zip(asked, values, strict=True):
-            credit[b] = owen_estimate(coalitions[b], value, len(spans[b]), estimator=config.estimator)
+            credit[b] = segment_credit(coalitions[b], value, len(spans[b]), variant=config.credit_variant)
     token_advantages = ospo_token_advantages(
         spans,
         credit,

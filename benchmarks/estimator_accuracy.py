@@ -3,8 +3,8 @@
 For the retrieval task (BM25 + pooled NDCG over a generated ESCI-schema catalog, words as players) and the
 interaction task (phrase synergy and distractors, phrases as players), it draws completions, computes exact
 Shapley values by enumerating all 2**n coalitions through the env's oracle, and compares the estimate from
-sampled coalitions for every M, w_max, contiguous / non-contiguous and estimator: Spearman rank correlation and
-normalised L1 (``Σ|φ̂ − φ| / Σ|φ|``; the released estimator, defined only up to scale, is rescaled to exact
+sampled coalitions for every M, w_max, contiguous / non-contiguous and credit variant: Spearman rank correlation and
+normalised L1 (``Σ|φ̂ − φ| / Σ|φ|``; the released variant, defined only up to scale, is rescaled to exact
 efficiency first). Coalitions: contiguous windows (the paper), random subsets (the paper's non-contiguous
 ablation), and contiguous windows plus their complements (``sample_coalitions(..., complements=True)``).
 
@@ -24,11 +24,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import ospo_gym  # noqa: F401  (registers the env ids)
-from ospo_gym.credit import owen_estimate, sample_coalitions, shapley_exact
+from ospo_gym.credit import CREDIT_VARIANTS, sample_coalitions, segment_credit, shapley_exact
 
 M_VALUES = (8, 16, 32, 64, 96)
 KINDS = ("contiguous", "non-contiguous", "contiguous+complements")
-ESTIMATORS = ("owen", "weighted", "released")
 W_VALUES = (1, 2, 4, 8)
 RESULTS = Path(__file__).parent / "results"
 
@@ -90,20 +89,20 @@ def evaluate(env, completions, *, seeds: int) -> list[dict]:
             key = tuple(coalitions)
             if key not in table:
                 table[key] = oracle.values(prompt_id, text, spans, coalitions)
-            for estimator in ESTIMATORS:
-                estimate = owen_estimate(coalitions, table[key], n, estimator=estimator)
-                if estimator == "released" and abs(estimate.sum()) > 1e-12:  # released is only defined up to scale
+            for variant in CREDIT_VARIANTS:
+                estimate = segment_credit(coalitions, table[key], n, variant=variant)
+                if variant == "released" and abs(estimate.sum()) > 1e-12:  # released is only defined up to scale
                     estimate = estimate * exact.sum() / estimate.sum()
-                rows.setdefault((m, w, kind, estimator), []).append(score(estimate, exact))
+                rows.setdefault((m, w, kind, variant), []).append(score(estimate, exact))
     out = []
-    for (m, w, kind, estimator), scores in sorted(rows.items()):
+    for (m, w, kind, variant), scores in sorted(rows.items()):
         arr = np.array(scores)
         out.append(
             {
                 "M": m,
                 "w_max": w,
                 "coalitions": kind,
-                "estimator": estimator,
+                "credit_variant": variant,
                 "spearman": float(arr[:, 0].mean()),
                 "spearman_std": float(arr[:, 0].std()),
                 "l1": float(arr[:, 1].mean()),
@@ -113,11 +112,11 @@ def evaluate(env, completions, *, seeds: int) -> list[dict]:
     return out
 
 
-def markdown(task: str, rows: list[dict], estimator: str = "owen") -> str:
-    lines = [f"### {task}, estimator `{estimator}`: Spearman / normalised L1 against exact Shapley", ""]
+def markdown(task: str, rows: list[dict], variant: str = "owen") -> str:
+    lines = [f"### {task}, credit variant `{variant}`: Spearman / normalised L1 against exact Shapley", ""]
     lines += ["| coalitions | M | " + " | ".join(f"w_max={w}" for w in W_VALUES) + " |"]
     lines += ["|---|---|" + "---|" * len(W_VALUES)]
-    index = {(r["M"], r["w_max"], r["coalitions"]): r for r in rows if r["estimator"] == estimator}
+    index = {(r["M"], r["w_max"], r["coalitions"]): r for r in rows if r["credit_variant"] == variant}
     for kind in KINDS:
         for m in M_VALUES:
             cells = [f"{index[(m, w, kind)]['spearman']:.2f} / {index[(m, w, kind)]['l1']:.2f}" for w in W_VALUES]
@@ -125,13 +124,13 @@ def markdown(task: str, rows: list[dict], estimator: str = "owen") -> str:
     return "\n".join(lines) + "\n"
 
 
-def estimator_summary(tasks: dict[str, list[dict]]) -> str:
-    lines = ["### All estimators at M=96, w_max=8: Spearman / normalised L1", ""]
-    lines += ["| task | coalitions | " + " | ".join(ESTIMATORS) + " |", "|---|---|" + "---|" * len(ESTIMATORS)]
+def variant_summary(tasks: dict[str, list[dict]]) -> str:
+    lines = ["### All credit variants at M=96, w_max=8: Spearman / normalised L1", ""]
+    lines += ["| task | coalitions | " + " | ".join(CREDIT_VARIANTS) + " |", "|---|---|" + "---|" * len(CREDIT_VARIANTS)]
     for task, rows in tasks.items():
-        index = {(r["coalitions"], r["estimator"]): r for r in rows if (r["M"], r["w_max"]) == (96, 8)}
+        index = {(r["coalitions"], r["credit_variant"]): r for r in rows if (r["M"], r["w_max"]) == (96, 8)}
         for kind in KINDS:
-            cells = [f"{index[(kind, e)]['spearman']:.2f} / {index[(kind, e)]['l1']:.2f}" for e in ESTIMATORS]
+            cells = [f"{index[(kind, e)]['spearman']:.2f} / {index[(kind, e)]['l1']:.2f}" for e in CREDIT_VARIANTS]
             lines.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -157,7 +156,7 @@ def main() -> None:
     at_target = {
         r["coalitions"]: r["spearman"]
         for r in tasks["retrieval"]
-        if (r["M"], r["w_max"], r["estimator"]) == (96, 8, "owen")
+        if (r["M"], r["w_max"], r["credit_variant"]) == (96, 8, "owen")
     }
     summary = {
         "command": "python benchmarks/estimator_accuracy.py " + " ".join(
@@ -172,7 +171,7 @@ def main() -> None:
         "tasks": tasks,
     }
     (args.out / "estimator_accuracy.json").write_text(json.dumps(summary, indent=1))
-    md = [f"Command: `{summary['command']}` ({summary['seconds']} s)\n", estimator_summary(tasks)]
+    md = [f"Command: `{summary['command']}` ({summary['seconds']} s)\n", variant_summary(tasks)]
     for task, rows in tasks.items():
         md.append(markdown(task, rows, "owen"))
     contiguous = at_target["contiguous"]

@@ -8,8 +8,8 @@ import argparse
 import sys
 
 from ospo_gym.cli import credit_view
-from ospo_gym.cli.options import UsageError, parse_kwargs
-from ospo_gym.credit import ESTIMATORS, owen_estimate, sample_coalitions
+from ospo_gym.cli.options import DeprecatedFlag, UsageError, parse_kwargs
+from ospo_gym.credit import CREDIT_VARIANTS, sample_coalitions, segment_credit
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.output_files import check_output_file, write_atomic
 from ospo_gym.registration import ENV_IDS
@@ -22,12 +22,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", required=True, help="the completion to explain")
     parser.add_argument("--w-max", type=int, default=DEFAULT_W_MAX, help="widest coalition window")
     parser.add_argument("--max-coalitions", type=int, default=DEFAULT_MAX_COALITIONS, help="coalition budget M")
+    variant = dict(choices=CREDIT_VARIANTS, dest="credit_variant")  # the variants AgentConfig accepts: one tuple
     parser.add_argument(
-        "--estimator",
-        choices=ESTIMATORS,  # the variants AgentConfig.estimator accepts: one tuple
-        default="owen",
-        help="segment-credit estimator of ospo_gym.credit.owen_estimate",
+        "--credit-variant", default="owen", help="variant of ospo_gym.credit.segment_credit (default owen)", **variant
     )
+    parser.add_argument("--estimator", help=argparse.SUPPRESS, action=DeprecatedFlag, replacement="--credit-variant",
+                        **variant)  # fmt: skip
     parser.add_argument("--exact", action="store_true", help="also print exact Shapley values")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML heat-map")
@@ -62,7 +62,7 @@ def cmd_credit(args: argparse.Namespace) -> int:
     spans = env.oracle.segment(text)
     coalitions = sample_coalitions(len(spans), args.w_max, args.max_coalitions, rng=args.seed)
     values = env.oracle.values(prompt_id, text, spans, coalitions)
-    credit = owen_estimate(coalitions, values, len(spans), estimator=args.estimator)
+    credit = segment_credit(coalitions, values, len(spans), variant=args.credit_variant)
     exact = env.ground_truth_credit(prompt_id, text) if args.exact else None
     reward = float(env.rewards([prompt_id], [text])[0])
     print(f"prompt: {env.prompt(prompt_id)}")
@@ -71,7 +71,7 @@ def cmd_credit(args: argparse.Namespace) -> int:
     if len(spans):
         print(credit_view.credit_terminal(text, spans, credit, exact=exact, colour=colour))
     title = f"{args.env} · prompt {prompt_id}"
-    note = f"prompt: {env.prompt(prompt_id)} | reward {reward:.4f} | {len(coalitions)} coalitions, {args.estimator}"
+    note = f"prompt: {env.prompt(prompt_id)} | reward {reward:.4f} | {len(coalitions)} coalitions, {args.credit_variant}"
 
     def write_html(path: str):
         return write_atomic(path, credit_view.credit_html(text, spans, credit, title=title, exact=exact, note=note))

@@ -20,6 +20,7 @@ import inspect
 import json
 import re
 import shlex
+import sys
 import textwrap
 import types
 import typing
@@ -50,6 +51,25 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         exit_usage_error(self, message)
+
+
+class DeprecatedFlag(argparse.Action):
+    """The old spelling of an option (hidden from ``--help``): parses as the new one, into the same ``dest``, and
+    says on stderr to use ``replacement`` instead."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, replacement: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        _deprecated(parser.prog, f"{option_string} is", self.replacement)
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated(prog: str, old: str, new: str) -> None:
+    # stderr, not a DeprecationWarning: Python's default filters hide those outside __main__
+    print(f"{prog}: warning: {old} deprecated and will be removed in the next version; use {new}", file=sys.stderr)
 
 
 # -- dataclass -> argparse -------------------------------------------------------------------------------------
@@ -105,7 +125,8 @@ def add_dataclass_options(
 ) -> None:
     """One option per field of ``cls`` (minus ``exclude``): ``--field-name``, typed from the annotation, help from
     the field's docstring. Defaults are *not* stored (``argparse.SUPPRESS``): only what was typed reaches the
-    namespace, so a YAML file can fill the rest (:func:`resolve_options`)."""
+    namespace, so a YAML file can fill the rest (:func:`resolve_options`). A field's ``renamed_from`` metadata (its
+    old name) adds the old flag as a hidden :class:`DeprecatedFlag`."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     summary = plain_text((cls.__doc__ or "").split("\n\n")[0]) or None
@@ -137,10 +158,21 @@ def add_dataclass_options(
             )
             help_text += f" [default: {default}]"
         group.add_argument(flag, help=help_text, **kwargs)
+        old = f.metadata.get("renamed_from")
+        if old is not None and "action" not in kwargs:  # scalar options only: a flag that takes a value
+            group.add_argument(
+                "--" + old.replace("_", "-"), **kwargs, help=argparse.SUPPRESS, action=DeprecatedFlag, replacement=flag
+            )
 
 
 def known_keys(*classes: type, exclude: Sequence[str] = ()) -> set[str]:
-    return {f.name for cls in classes for f in dataclasses.fields(cls)} - set(exclude)
+    """The YAML keys of the fields of ``classes`` (minus ``exclude``), a renamed field's old name included."""
+    keys = set()
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name not in exclude:
+                keys.update(filter(None, (f.name, f.metadata.get("renamed_from"))))
+    return keys
 
 
 def load_yaml(path: str | None, allowed: set[str]) -> dict[str, Any]:
@@ -178,11 +210,18 @@ def load_yaml(path: str | None, allowed: set[str]) -> dict[str, Any]:
 
 def resolve_options(cls: type, args: argparse.Namespace, from_yaml: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``cls`` that the YAML file or the command line set (command line wins); dict-typed fields
-    merge (``NAME=VALUE`` pairs parsed over the file's mapping)."""
+    merge (``NAME=VALUE`` pairs parsed over the file's mapping). A renamed field's old key is read as the new one,
+    with a warning on stderr."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         typed = getattr(args, f.name, dataclasses.MISSING)
         in_file = from_yaml.get(f.name, dataclasses.MISSING)
+        old = f.metadata.get("renamed_from")
+        if old is not None and old in from_yaml:
+            if in_file is not dataclasses.MISSING:
+                raise UsageError(f"--config gives both {f.name} and its deprecated old name {old}; keep {f.name}")
+            _deprecated("ospo-gym", f"the --config key {old} is", f.name)
+            in_file = from_yaml[old]
         if f.metadata.get("flag") or typing.get_origin(typing.get_type_hints(cls)[f.name]) is dict:
             merged: dict[str, Any] = {}
             if in_file is not dataclasses.MISSING:
@@ -265,6 +304,7 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
         value = getattr(args, action.dest, None)
         if (
             action.dest == "help"
+            or isinstance(action, DeprecatedFlag)  # its value is the new option's, rebuilt under the new name
             or value is None
             or (action.dest != "config" and action.default is not argparse.SUPPRESS)
         ):

@@ -163,7 +163,7 @@ class GenerativeSearchEnv(gym.Env[str, str]):
         if len(spans) > MAX_EXACT_PLAYERS:
             raise ValueError(
                 f"the text has {len(spans)} segments; exact Shapley values enumerate 2**n coalitions and allow at "
-                f"most {MAX_EXACT_PLAYERS}. Shorten the text or use ospo_gym.credit.owen_estimate."
+                f"most {MAX_EXACT_PLAYERS}. Shorten the text or use ospo_gym.credit.segment_credit."
             )
         return shapley_exact(lambda cs: self.oracle.values(prompt_id, text, spans, cs), len(spans))
 

@@ -188,7 +188,7 @@ def test_the_check_finds_each_kind_of_upward_import(tmp_path, relative, source, 
     [
         ("ospo_gym/x.py", "def f():\n    import torch\n"),  # heavy, but only when called
         ("ospo_gym/x.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n"),
-        ("ospo_gym/x.py", "from ospo_gym import metrics\nfrom ospo_gym.credit import owen_estimate\n"),
+        ("ospo_gym/x.py", "from ospo_gym import metrics\nfrom ospo_gym.credit import segment_credit\n"),
         ("envs/x.py", "from ospo_gym.envs import base\nfrom . import base\nfrom ospo_gym import oracle\n"),
         ("agents/x.py", "import torch\nfrom ospo_gym.envs import base\n"),
         ("cli/x.py", "from ospo_gym.agents import Agent\nfrom . import options\n"),

@@ -1,10 +1,10 @@
-"""Credit assignment for generative search (pure numpy): coalitions, Shapley/Owen values, token advantages.
+"""Credit assignment for generative search (pure numpy): coalitions, segment credit, token advantages.
 
 The pipeline OSPO (arXiv 2601.08403) runs for one completion::
 
     coalitions = sample_coalitions(n_segments, w_max=8, max_coalitions=96, rng=seed)
     values = oracle.values(prompt_id, text, spans, coalitions)      # env side
-    credit = owen_estimate(coalitions, values, n_segments)          # (n,)
+    credit = segment_credit(coalitions, values, n_segments)         # (n,); variant="owen"
     token_adv = ospo_token_advantages([spans], [credit], [offsets], advantages, redistribution="prop")
 """
 
@@ -15,10 +15,11 @@ from ospo_gym.credit.coalitions import (
     sample_coalitions,
 )
 from ospo_gym.credit.shapley import (
-    ESTIMATORS,
+    CREDIT_VARIANTS,
     ValueFn,
     marginal_pairs,
     owen_estimate,
+    segment_credit,
     shapley_exact,
     shapley_weight,
 )
@@ -36,7 +37,7 @@ from ospo_gym.credit.tokens import (
 )
 
 __all__ = [
-    "ESTIMATORS",
+    "CREDIT_VARIANTS",
     "REDISTRIBUTIONS",
     "Coalition",
     "ValueFn",
@@ -52,8 +53,24 @@ __all__ = [
     "redistribute_prop",
     "redistribute_rank",
     "sample_coalitions",
+    "segment_credit",
     "segment_to_tokens",
     "shapley_exact",
     "shapley_weight",
     "token_weights",
 ]
+
+
+def __getattr__(name: str):
+    # the old name of CREDIT_VARIANTS works for one more version, with a warning
+    if name == "ESTIMATORS":
+        import warnings
+
+        warnings.warn(
+            "ospo_gym.credit.ESTIMATORS is deprecated and will be removed in the next version; use CREDIT_VARIANTS "
+            "(the segment-credit variants; 'estimator' names the advantage estimators of the agents' registry)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return CREDIT_VARIANTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Segment credit: exact Shapley values and the Owen–Shapley estimate from sampled coalitions.
+"""Segment credit: exact Shapley values, and estimates of them from sampled coalitions (Owen–Shapley and variants).
 
 Notation: ``n`` players (segments), ``v(S)`` the coalition value, Shapley weight
 ``w(s) = s! (n - s - 1)! / n!`` for a coalition of size ``s`` not containing the player.
@@ -6,6 +6,7 @@ Notation: ``n`` players (segments), ``v(S)`` the coalition value, Shapley weight
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -16,7 +17,8 @@ from ospo_gym.credit.coalitions import Coalition
 ValueFn = Callable[[Sequence[Coalition]], np.ndarray]
 """Maps a batch of coalitions to their values, shape (K,)."""
 
-ESTIMATORS = ("owen", "weighted", "released")
+CREDIT_VARIANTS = ("owen", "weighted", "released")
+"""The variants of :func:`segment_credit` (``AgentConfig.credit_variant``, ``--credit-variant``)."""
 MAX_EXACT_PLAYERS = 20
 
 
@@ -41,7 +43,7 @@ def shapley_exact(value_fn: ValueFn, n: int) -> np.ndarray:
     if not 0 <= n <= MAX_EXACT_PLAYERS:
         raise ValueError(
             f"shapley_exact enumerates 2**n coalitions; n must be in [0, {MAX_EXACT_PLAYERS}], got {n}. "
-            "Use owen_estimate for longer texts."
+            "Use segment_credit for longer texts."
         )
     if n == 0:
         return np.zeros(0)
@@ -129,12 +131,12 @@ def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray,
     return without_idx, with_idx, player
 
 
-def owen_estimate(
-    coalitions: Sequence[Coalition], values: np.ndarray, n: int, *, estimator: str = "owen"
+def segment_credit(
+    coalitions: Sequence[Coalition], values: np.ndarray, n: int, *, variant: str = "owen"
 ) -> np.ndarray:
-    """Segment credit from the values of sampled coalitions.
+    """Segment credit from the values of sampled coalitions; ``variant`` is one of :data:`CREDIT_VARIANTS`.
 
-    Every estimator works from the sampled pairs ``(S, S ∪ {i})`` (both coalitions evaluated), with marginal
+    Every variant works from the sampled pairs ``(S, S ∪ {i})`` (both coalitions evaluated), with marginal
     ``Δ = v(S ∪ {i}) − v(S)``:
 
     * ``"owen"`` (default), stratified: average the marginals of player ``i`` within each coalition size, then
@@ -158,8 +160,8 @@ def owen_estimate(
     Returns:
         phi: (n,) float64.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    if variant not in CREDIT_VARIANTS:
+        raise ValueError(f"unknown credit variant {variant!r}; expected one of {CREDIT_VARIANTS}")
     check_players(n)
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (len(coalitions),):
@@ -170,7 +172,7 @@ def owen_estimate(
     without_idx, with_idx, player = marginal_pairs(coalitions, n)
     sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))[without_idx]
     marginal = values[with_idx] - values[without_idx]
-    if estimator == "owen":
+    if variant == "owen":
         stratum = player * n + sizes  # (player, size) cells; sizes < n
         cell_sum = np.bincount(stratum, weights=marginal, minlength=n * n)
         cell_count = np.bincount(stratum, minlength=n * n)
@@ -181,7 +183,7 @@ def owen_estimate(
     else:
         weight = shapley_weight(sizes, n)
         weighted = np.bincount(player, weights=weight * marginal, minlength=n)
-        if estimator == "released":
+        if variant == "released":
             return weighted
         weight_sum = np.bincount(player, weights=weight, minlength=n)
     covered = weight_sum > 0
@@ -194,3 +196,19 @@ def owen_estimate(
             residual = values[full] - values[empty] - phi[covered].sum()
             phi[~covered] = residual / (~covered).sum()
     return phi
+
+
+def owen_estimate(
+    coalitions: Sequence[Coalition], values: np.ndarray, n: int, *, estimator: str = "owen"
+) -> np.ndarray:
+    """Deprecated name of :func:`segment_credit` (``estimator`` is its ``variant``); removed in the next version.
+
+    Renamed because not every variant is an Owen estimate (``"weighted"`` is a Shapley-weighted mean).
+    """
+    warnings.warn(
+        "owen_estimate(..., estimator=...) is deprecated and will be removed in the next version; use "
+        "segment_credit(..., variant=...) (the same function: not every variant is an Owen estimate)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return segment_credit(coalitions, values, n, variant=estimator)

@@ -285,9 +285,9 @@ class OSPOConfig(GRPOConfig):
     contiguous: bool = field(
         default=True, metadata=_help("Contiguous coalitions (OSPO); False: the paper's non-contiguous ablation.")
     )
-    estimator: str = field(
+    credit_variant: str = field(
         default="owen",
-        metadata=_help("Segment-credit estimator of ospo_gym.credit.owen_estimate: 'owen', 'weighted', 'released'."),
+        metadata=_help("Variant of ospo_gym.credit.segment_credit: 'owen', 'weighted', 'released'."),
     )
     clip_token_advantages: float | None = field(
         default=None,
@@ -330,7 +330,7 @@ class OSPOConfig(GRPOConfig):
             w_max=self.w_max,
             max_coalitions=self.max_coalitions,
             contiguous=self.contiguous,
-            estimator=self.estimator,
+            credit_variant=self.credit_variant,
             clip_token_advantages=self.clip_token_advantages,
             seed=self.seed,
             **optional,

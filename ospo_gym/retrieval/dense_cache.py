@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ospo_gym.output_files import OutputPathError, write_atomic
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -137,17 +137,16 @@ def load_hnsw(faiss: Any, path: Path, num_docs: int, dim: int) -> Any | None:
 
 
 def save_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a reader never sees a half-written file; a cache that
-    cannot be written only warns."""
+    """Write a cache file with :func:`ospo_gym.output_files.write_atomic` (temporary file + rename: a reader
+    never sees half a file; a link or special file at ``path`` is not written through); ``write(handle)`` gets
+    the open binary file. A cache that cannot be written only warns: loading still works without it."""
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as err:
+        write_atomic(path, fill, what="cache file")
+    except (OSError, OutputPathError) as err:
         warnings.warn(f"could not write cache file {path}: {err}", RuntimeWarning, stacklevel=3)

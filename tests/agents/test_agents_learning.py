@@ -1,6 +1,6 @@
 """Slow: every built-in algorithm learns the additive keyword task with the tiny CPU policy.
 
-Run with ``pytest -m slow -s tests/test_agents_learning.py`` (prints the numbers). Reward is the mean over all
+Run with ``pytest -m slow -s tests/agents/test_agents_learning.py`` (prints the numbers). Reward is the mean over all
 prompts, 16 (8 for the per-prompt task) sampled completions each, before and after training. Measured on 2 CPU
 cores, tiny_cpu preset (8 completions per prompt, 8 new tokens, lr 2e-3, one torch thread):
 

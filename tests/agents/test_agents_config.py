@@ -16,6 +16,15 @@ def test_defaults_and_derived_fields():
     assert AgentConfig(epsilon_high=0.28).epsilon_high == 0.28
 
 
+def test_from_dict_reads_the_old_estimator_key_as_credit_variant_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="'estimator' is deprecated .* use 'credit_variant'"):
+        config = AgentConfig.from_dict({"estimator": "weighted", "seed": 3})
+    assert (config.credit_variant, config.seed) == ("weighted", 3)
+    assert "estimator" not in config.to_dict() and config.to_dict()["credit_variant"] == "weighted"
+    with pytest.raises(ValueError, match="give credit_variant only: estimator is its deprecated old name"):
+        AgentConfig.from_dict({"estimator": "weighted", "credit_variant": "owen"})
+
+
 def test_tiny_cpu_preset_takes_overrides():
     config = AgentConfig.tiny_cpu(algo="ospo_rank", max_new_tokens=4)
     assert config.algo == "ospo_rank" and config.max_new_tokens == 4
@@ -36,7 +45,7 @@ def test_roundtrip_through_dict():
         ("prompts_per_step", 0, "prompts_per_step"),
         ("loss_aggregation", "mean", "token_mean"),
         ("scale_rewards", "std", "'group', 'batch', 'none'"),
-        ("estimator", "shapley", "owen"),
+        ("credit_variant", "shapley", "owen"),
         ("w_max", 0, "w_max"),
         ("max_coalitions", 1, "empty and the full coalition"),
         ("clip_token_advantages", 0.0, "clip_token_advantages"),

@@ -11,7 +11,7 @@ import pytest
 
 import ospo_gym
 from ospo_gym.cli import build_parser, main
-from ospo_gym.credit import ESTIMATORS
+from ospo_gym.credit import CREDIT_VARIANTS
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 
 
@@ -32,13 +32,13 @@ def test_credit_prints_a_row_per_segment(capsys):
     assert "segments: 2" in out and "exact" in out and "gamma delta" in out
 
 
-@pytest.mark.parametrize("variant", ESTIMATORS)
+@pytest.mark.parametrize("variant", CREDIT_VARIANTS)
 def test_credit_takes_every_segment_credit_variant(variant, capsys):
     env = gym.make("ospo/AdditiveKeywords-v0").unwrapped
     want, avoid = env.prompt(0).removeprefix("want: ").split(" avoid: ")
     text = " ".join([*want.split()[:2], avoid.split()[0]])  # two wanted keywords, one to avoid
     code = main(["credit", "--env", "ospo/AdditiveKeywords-v0", "--prompt-id", "0", "--text", text,
-                 "--estimator", variant, "--no-color"])  # fmt: skip
+                 "--credit-variant", variant, "--no-color"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert "segments: 3" in out
@@ -46,14 +46,48 @@ def test_credit_takes_every_segment_credit_variant(variant, capsys):
     assert signs == ["+", "+", "-"]
 
 
+def test_estimator_is_a_deprecated_alias_of_credit_variant_on_the_command_line(capsys):
+    credit = ["credit", "--env", "ospo/AdditiveKeywords-v0", "--prompt-id", "0", "--text", "a b c", "--no-color"]
+    assert main([*credit, "--credit-variant", "weighted"]) == 0
+    new = capsys.readouterr()
+    assert main([*credit, "--estimator", "weighted"]) == 0
+    old = capsys.readouterr()
+    assert old.out == new.out and new.err == ""
+    assert "warning: --estimator is deprecated and will be removed in the next version; use --credit-variant" in old.err
+    with pytest.raises(SystemExit) as exit_:  # the old flag is checked against the same choices
+        main([*credit, "--estimator", "magic"])
+    assert exit_.value.code == 2 and "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_train_reads_the_old_estimator_flag_and_yaml_key_as_credit_variant(tmp_path, capsys):
+    agents = pytest.importorskip("ospo_gym.agents")
+    from ospo_gym.cli.options import UsageError, command_line, known_keys, load_yaml, resolve_options
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--tiny", "--estimator", "released"])
+    assert "warning: --estimator is deprecated" in capsys.readouterr().err
+    assert resolve_options(agents.AgentConfig, args, {}) == {"credit_variant": "released"}
+    assert command_line(args.command_parser, args) == "ospo-gym train --tiny --credit-variant released"
+    assert "--estimator" not in args.command_parser.format_help()  # hidden: --help shows the new name only
+    config = tmp_path / "old.yaml"
+    config.write_text("estimator: weighted\n", encoding="utf-8")
+    values = load_yaml(str(config), known_keys(agents.AgentConfig))
+    assert resolve_options(agents.AgentConfig, parser.parse_args(["train"]), values) == {"credit_variant": "weighted"}
+    assert "the --config key estimator is deprecated" in capsys.readouterr().err
+    config.write_text("estimator: weighted\ncredit_variant: owen\n", encoding="utf-8")
+    values = load_yaml(str(config), known_keys(agents.AgentConfig))
+    with pytest.raises(UsageError, match="both credit_variant and its deprecated old name estimator"):
+        resolve_options(agents.AgentConfig, parser.parse_args(["train"]), values)
+
+
 def test_credit_offers_what_agent_config_takes_with_the_cores_defaults():
     """One tuple of variants (``weighted`` included) and one place for the coalition defaults
     (ospo_gym.credit.defaults), for the credit command and AgentConfig alike."""
     agent_config = pytest.importorskip("ospo_gym.agents").AgentConfig
     args = build_parser().parse_args(["credit", "--text", "x"])
-    assert args.command_parser._option_string_actions["--estimator"].choices == ESTIMATORS
-    for variant in ESTIMATORS:
-        assert agent_config(estimator=variant).estimator == variant
+    assert args.command_parser._option_string_actions["--credit-variant"].choices == CREDIT_VARIANTS
+    for variant in CREDIT_VARIANTS:
+        assert agent_config(credit_variant=variant).credit_variant == variant
     assert args.w_max == agent_config().w_max == DEFAULT_W_MAX
     assert args.max_coalitions == agent_config().max_coalitions == DEFAULT_MAX_COALITIONS
 

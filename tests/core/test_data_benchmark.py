@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_data_scale.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_data_scale.py"
 
 
 def test_real_data_scale_smoke(tmp_path):

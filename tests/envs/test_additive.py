@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ospo_gym  # noqa: F401
-from ospo_gym.credit import owen_estimate, sample_coalitions, shapley_exact
+from ospo_gym.credit import sample_coalitions, segment_credit, shapley_exact
 
 
 @pytest.fixture
@@ -54,13 +54,13 @@ def test_closed_form_with_phrase_segments():
 
 
 @pytest.mark.parametrize(("w_max", "budget"), [(1, 12), (2, 14), (4, 30), (8, 96)])
-def test_owen_estimate_recovers_scaled_weights(env, w_max, budget):
+def test_segment_credit_recovers_scaled_weights(env, w_max, budget):
     rng = np.random.default_rng(w_max)
     words = rng.choice(env.vocabulary, size=10, replace=False)  # distinct keywords: additive over segments
     text = " ".join(words)
     spans = env.oracle.segment(text)
     coalitions = sample_coalitions(len(spans), w_max, budget, rng=0)
-    credit = owen_estimate(coalitions, env.oracle.values(2, text, spans, coalitions), len(spans))
+    credit = segment_credit(coalitions, env.oracle.values(2, text, spans, coalitions), len(spans))
     np.testing.assert_allclose(credit, env.ground_truth_credit(2, text), atol=1e-12)
 
 

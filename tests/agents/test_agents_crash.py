@@ -21,7 +21,7 @@ from ospo_gym.agents import Agent  # noqa: E402
 from ospo_gym.agents.checkpoint import CheckpointError, find_checkpoint, verify_checkpoint  # noqa: E402
 from ospo_gym.agents.logger import read_metrics  # noqa: E402
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: where test_agents_support lives
 TOTAL_STEPS = 6
 SETTINGS = dict(algo="ospo_prop", save_every=2, keep_checkpoints=2, seed=3)
 

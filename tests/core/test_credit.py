@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ospo_gym.credit as credit_package
 from ospo_gym.credit import (
+    CREDIT_VARIANTS,
     average_ranks,
     clip_token_advantages,
     contiguous_coalitions,
@@ -22,6 +24,7 @@ from ospo_gym.credit import (
     redistribute_prop,
     redistribute_rank,
     sample_coalitions,
+    segment_credit,
     shapley_exact,
     shapley_weight,
     token_weights,
@@ -149,7 +152,7 @@ def test_shapley_efficiency_symmetry_dummy(game):
 
 
 def test_shapley_exact_rejects_large_n():
-    with pytest.raises(ValueError, match="owen_estimate"):
+    with pytest.raises(ValueError, match="segment_credit"):
         shapley_exact(additive(np.zeros(30)), 30)
 
 
@@ -165,16 +168,16 @@ def test_shapley_exact_rejects_large_n():
     contiguous=st.booleans(),
 )
 @settings(max_examples=150, deadline=None)
-@pytest.mark.parametrize("estimator", ["owen", "weighted"])
-def test_owen_estimate_is_exact_on_additive_games(estimator, weights, w_max, extra, offset, seed, contiguous):
+@pytest.mark.parametrize("variant", ["owen", "weighted"])
+def test_segment_credit_is_exact_on_additive_games(variant, weights, w_max, extra, offset, seed, contiguous):
     n = len(weights)
     budget = n + 2 + extra  # enough room for ∅, the full set and every singleton
     coalitions = sample_coalitions(n, w_max, budget, rng=seed, contiguous=contiguous, complements=extra % 2 == 1)
     values = additive(weights, offset)(coalitions)
     if contiguous:
-        np.testing.assert_allclose(owen_estimate(coalitions, values, n, estimator=estimator), weights, atol=1e-9)
+        np.testing.assert_allclose(segment_credit(coalitions, values, n, variant=variant), weights, atol=1e-9)
     else:  # random subsets may leave a player without a pair: covered players are exact, efficiency holds
-        phi = owen_estimate(coalitions, values, n, estimator=estimator)
+        phi = segment_credit(coalitions, values, n, variant=variant)
         _, _, player = marginal_pairs(coalitions, n)
         covered = np.isin(np.arange(n), player)
         np.testing.assert_allclose(phi[covered], np.asarray(weights)[covered], atol=1e-9)
@@ -187,10 +190,10 @@ def test_owen_estimate_is_exact_on_additive_games(estimator, weights, w_max, ext
     seed=st.integers(0, 1000),
 )
 @settings(max_examples=80, deadline=None)
-def test_owen_estimate_below_coverage_budget_stays_efficient_and_exact_where_covered(weights, budget, seed):
+def test_segment_credit_below_coverage_budget_stays_efficient_and_exact_where_covered(weights, budget, seed):
     n = len(weights)
     coalitions = sample_coalitions(n, 4, budget, rng=seed)
-    phi = owen_estimate(coalitions, additive(weights)(coalitions), n)
+    phi = segment_credit(coalitions, additive(weights)(coalitions), n)
     _, _, player = marginal_pairs(coalitions, n)
     covered = np.isin(np.arange(n), player)
     np.testing.assert_allclose(phi[covered], np.asarray(weights)[covered], atol=1e-9)
@@ -198,14 +201,14 @@ def test_owen_estimate_below_coverage_budget_stays_efficient_and_exact_where_cov
     assert np.isfinite(phi).all()
 
 
-@pytest.mark.parametrize("estimator", ["owen", "weighted", "released"])
-def test_every_estimator_equals_exact_shapley_when_every_coalition_is_sampled(estimator):
+@pytest.mark.parametrize("variant", ["owen", "weighted", "released"])
+def test_every_credit_variant_equals_exact_shapley_when_every_coalition_is_sampled(variant):
     rng = np.random.default_rng(7)
     n = 6
     table = {c: rng.normal() for size in range(n + 1) for c in combinations(range(n), size)}
     value = lambda cs: np.array([table[tuple(c)] for c in cs])  # noqa: E731
     everything = list(table)
-    estimate = owen_estimate(everything, value(everything), n, estimator=estimator)
+    estimate = segment_credit(everything, value(everything), n, variant=variant)
     np.testing.assert_allclose(estimate, shapley_exact(value, n), atol=1e-12)
 
 
@@ -219,23 +222,34 @@ def test_complements_pool_windows_and_their_complements():
     assert len(sampled) == 40 and sum(len(c) == 1 for c in sampled) == 12
 
 
-def test_released_estimator_hand_case():
+def test_released_credit_variant_hand_case():
     # n = 3, coalitions ∅, {0}, {1}, {0,1}: player 0 has pairs (∅,{0}) w=1/3 and ({1},{0,1}) w=1/6
     coalitions = [(), (0,), (1,), (0, 1)]
     values = np.array([0.0, 1.0, 2.0, 4.0])
-    phi = owen_estimate(coalitions, values, 3, estimator="released")
+    phi = segment_credit(coalitions, values, 3, variant="released")
     np.testing.assert_allclose(phi, [1 / 3 * 1 + 1 / 6 * 2, 1 / 3 * 2 + 1 / 6 * 3, 0.0])
-    weighted = owen_estimate(coalitions, values, 3, estimator="weighted")
+    weighted = segment_credit(coalitions, values, 3, variant="weighted")
     np.testing.assert_allclose(weighted, [(1 / 3 + 2 / 6) / 0.5, (2 / 3 + 3 / 6) / 0.5, 0.0])
-    stratified = owen_estimate(coalitions, values, 3)  # mean per size, then mean over sizes
+    stratified = segment_credit(coalitions, values, 3)  # mean per size, then mean over sizes
     np.testing.assert_allclose(stratified, [(1 + 2) / 2, (2 + 3) / 2, 0.0])
 
 
-def test_owen_estimate_rejects_bad_input():
-    with pytest.raises(ValueError, match="estimator"):
-        owen_estimate([()], np.zeros(1), 1, estimator="magic")
+def test_owen_estimate_and_estimators_are_deprecated_aliases_of_the_credit_variant_names():
+    coalitions, values = [(), (0,), (1,), (0, 1)], np.array([0.0, 1.0, 2.0, 4.0])
+    with pytest.warns(DeprecationWarning, match=r"use segment_credit\(\.\.\., variant=\.\.\.\)"):
+        old = owen_estimate(coalitions, values, 3, estimator="weighted")
+    np.testing.assert_array_equal(old, segment_credit(coalitions, values, 3, variant="weighted"))
+    with pytest.warns(DeprecationWarning, match="use CREDIT_VARIANTS"):
+        assert credit_package.ESTIMATORS == CREDIT_VARIANTS == ("owen", "weighted", "released")
+    with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
+        credit_package.NOPE  # noqa: B018
+
+
+def test_segment_credit_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown credit variant 'magic'"):
+        segment_credit([()], np.zeros(1), 1, variant="magic")
     with pytest.raises(ValueError, match="one per coalition"):
-        owen_estimate([(), (0,)], np.zeros(3), 1)
+        segment_credit([(), (0,)], np.zeros(3), 1)
 
 
 @pytest.mark.parametrize(
@@ -253,29 +267,29 @@ def test_owen_estimate_rejects_bad_input():
         ([(), (0, 0)], "names a player twice"),
     ],
 )
-@pytest.mark.parametrize("estimator", ["owen", "weighted", "released"])
-def test_owen_estimate_rejects_bad_player_indices(coalitions, message, estimator):
+@pytest.mark.parametrize("variant", ["owen", "weighted", "released"])
+def test_segment_credit_rejects_bad_player_indices(coalitions, message, variant):
     with pytest.raises(ValueError, match=message):
-        owen_estimate(coalitions, np.zeros(len(coalitions)), 3, estimator=estimator)
+        segment_credit(coalitions, np.zeros(len(coalitions)), 3, variant=variant)
 
 
-def test_owen_estimate_checks_the_number_of_players():
+def test_segment_credit_checks_the_number_of_players():
     for n in (-1, 1.5, True):
         with pytest.raises(ValueError, match="number of players"):
-            owen_estimate([()], np.zeros(1), n)
+            segment_credit([()], np.zeros(1), n)
     with pytest.raises(ValueError, match="names player 0"):
-        owen_estimate([(), (0,)], np.zeros(2), 0)
+        segment_credit([(), (0,)], np.zeros(2), 0)
     with pytest.raises(ValueError, match="names player -1"):
         marginal_pairs([(), (-1,)], 2)
 
 
-def test_owen_estimate_of_valid_indices_is_unchanged_by_their_int_type():
+def test_segment_credit_of_valid_indices_is_unchanged_by_their_int_type():
     coalitions = sample_coalitions(7, 3, 20, rng=1)
     values = np.random.default_rng(0).random(len(coalitions))
-    expected = owen_estimate(coalitions, values, 7)
+    expected = segment_credit(coalitions, values, 7)
     as_numpy = [tuple(np.int64(i) for i in c) for c in coalitions]
-    np.testing.assert_array_equal(owen_estimate(as_numpy, values, 7), expected)
-    np.testing.assert_array_equal(owen_estimate([list(c) for c in coalitions], values, np.int64(7)), expected)
+    np.testing.assert_array_equal(segment_credit(as_numpy, values, 7), expected)
+    np.testing.assert_array_equal(segment_credit([list(c) for c in coalitions], values, np.int64(7)), expected)
 
 
 # -- tokens --------------------------------------------------------------------------------------------------

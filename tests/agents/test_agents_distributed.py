@@ -109,7 +109,7 @@ def test_fsdp2_with_a_kl_reference_and_two_updates_per_batch_matches_one(tmp_pat
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_micro_batches_on_two_processes_match_one_whole_batch(single, parallelism, tmp_path):
     """Gradient accumulation over chunks of 3 of each rank's 4 completions gives what one process gives with the
-    whole batch (padding chunks, for a rank with fewer chunks: tests/test_agents_agent.py)."""
+    whole batch (padding chunks, for a rank with fewer chunks: tests/agents/test_agents_agent.py)."""
     extra = ("--steps", str(STEPS), "--micro-batch-size", "3", "--parallelism", parallelism)
     _assert_same_run(single, _train(tmp_path, 2, *extra))
 

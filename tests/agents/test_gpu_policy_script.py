@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_policy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_policy.py"
 
 
 def test_tiny_run_writes_the_report(tmp_path):

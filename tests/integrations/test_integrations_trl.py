@@ -241,7 +241,7 @@ def test_reward_function_bad_inputs(integration, env):
 
 # -- OSPOConfig / OSPOTrainer bad input --------------------------------------------------------------------------
 def test_the_estimator_sees_the_ospo_knobs(integration, tmp_path):
-    knobs = dict(algo="ospo_rank", w_max=3, max_coalitions=20, contiguous=False, estimator="weighted",
+    knobs = dict(algo="ospo_rank", w_max=3, max_coalitions=20, contiguous=False, credit_variant="weighted",
                  clip_token_advantages=2.0, scale_rewards="batch", seed=7)  # fmt: skip
     settings = config(integration, tmp_path, max_completion_length=12, **knobs).agent_config()
     assert {name: getattr(settings, name) for name in knobs} == knobs
@@ -259,7 +259,7 @@ def test_unknown_estimator_name_lists_the_known_ones(integration, tmp_path):
     [
         (dict(w_max=0), "w_max must be >= 1"),
         (dict(max_coalitions=1), "max_coalitions must be >= 2"),
-        (dict(estimator="exact"), "estimator must be one of"),
+        (dict(credit_variant="exact"), "credit_variant must be one of"),
         (dict(segmentation="letters"), "segmentation must be one of"),
         (dict(remove_unused_columns=True), "drops the dataset's prompt_id column"),
         (dict(multi_objective_aggregation="normalize_then_sum"), "use 'sum_then_normalize'"),

@@ -420,7 +420,7 @@ def test_benchmark_smoke(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dense.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_dense.py"
     spec = importlib.util.spec_from_file_location("bench_dense", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

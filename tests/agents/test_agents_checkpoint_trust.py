@@ -231,6 +231,20 @@ def test_a_bad_config_in_agent_json_is_a_checkpoint_error(saved, tmp_path):
     assert not isinstance(error.value, CheckpointError)  # a wrong override is the user's error
 
 
+def test_a_checkpoint_saved_with_the_old_estimator_key_still_loads(saved, tmp_path):
+    """agent.json written before ``estimator`` became ``credit_variant`` (its manifest recomputed to match)."""
+    folder = copy_of(saved, tmp_path / "ckpt")
+    meta = json.loads((folder / "agent.json").read_text(encoding="utf-8"))
+    meta["config"].pop("credit_variant")
+    meta["config"]["estimator"] = "weighted"
+    (folder / "agent.json").write_text(json.dumps(meta), encoding="utf-8")
+    rehash(folder)
+    with pytest.warns(DeprecationWarning, match="'estimator' is deprecated"):
+        assert Agent.load(folder).config.credit_variant == "weighted"
+    with pytest.warns(DeprecationWarning, match="'estimator' is deprecated"):  # an override under the new name wins
+        assert Agent.load(folder, credit_variant="released").config.credit_variant == "released"
+
+
 @pytest.mark.parametrize(
     "state",
     [
