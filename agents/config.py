@@ -10,6 +10,7 @@ from typing import Any
 
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.credit.shapley import CREDIT_VARIANTS
+from ospo_gym.credit.tokens import CREDIT_PATHS
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 REWARD_SCALINGS = ("group", "batch", "none")
@@ -51,6 +52,12 @@ class AgentConfig:
     ``weighted``, ``released`` (formerly ``estimator``, still read from old configs with a warning)."""
     clip_token_advantages: float | None = None
     """Clip token advantages at ``± value · std(Â)`` (released option, e.g. 2.0); ``None`` does not clip."""
+    credit_path: str = "default"
+    """How segment credit becomes token advantages: ``"default"``, or ``"released"`` to reproduce the released
+    code (coalitions over budget sampled uniformly, uniform credit for a text of one segment, min–max without a
+    tie fallback, reward-scaled PROP, RANK of the reward-scaled credit over the padded row; see
+    ``ospo_gym.credit.ospo_token_advantages``). ``AgentConfig.released()`` sets it together with the released
+    credit variant and clipping."""
 
     # -- sampler ---------------------------------------------------------------------------------------------
     max_new_tokens: int = 64
@@ -148,6 +155,7 @@ class AgentConfig:
         _check_choice("scale_rewards", self.scale_rewards, REWARD_SCALINGS)
         _check_choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         _check_choice("credit_variant", self.credit_variant, CREDIT_VARIANTS)
+        _check_choice("credit_path", self.credit_path, CREDIT_PATHS)
         _check(self.w_max >= 1, f"w_max must be >= 1 (the widest coalition window), got {self.w_max}")
         _check(
             self.max_coalitions >= 2,
@@ -235,6 +243,26 @@ class AgentConfig:
             max_new_tokens=8,
             max_grad_norm=1.0,
             torch_threads=1,  # a tiny model runs fastest on one thread (no sync cost, no contention)
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def released(cls, **overrides: Any) -> AgentConfig:
+        """The released OSPO code's credit path end to end; overrides win.
+
+        Sets ``algo="ospo_prop"`` (the released default redistribution; pass ``algo="ospo_rank"`` for RANK),
+        contiguous coalitions, ``credit_variant="released"`` (Shapley-weighted marginals, not renormalised),
+        ``credit_path="released"`` (token projection, PROP and RANK as released) and clipping at ``± 2 · std(Â)``.
+        Coalition budget (``w_max``, ``max_coalitions``) and the sequence advantage Â keep their own settings.
+        Not reproduced: the order ``torch.argsort`` gives ties beyond 16 elements (ours is stable).
+        """
+        settings: dict[str, Any] = dict(
+            algo="ospo_prop",
+            contiguous=True,
+            credit_variant="released",
+            credit_path="released",
+            clip_token_advantages=2.0,
         )
         settings.update(overrides)
         return cls(**settings)

@@ -198,8 +198,9 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
     Per completion: segments ``oracle.segment(text)``, coalitions ``sample_coalitions`` (seeded by
     ``(config.seed, batch.step, b)``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
     ``segment_credit`` (variant ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the
-    rank-based split (RANK): the token mean stays Â. Completions with Â = 0 are not segmented, and those with fewer than two segments are not sent to the
-    oracle: their credit cannot change their advantages.
+    rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
+    split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
+    those with fewer than two segments are not sent to the oracle: their credit cannot change their advantages.
     """
     advantages = batch.sequence_advantages(config.scale_rewards)
     spans = [oracle.segment(text) if a != 0.0 else [] for text, a in zip(batch.texts, advantages, strict=True)]
@@ -212,6 +213,7 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
             config.max_coalitions,
             rng=np.random.default_rng(streams[b]),
             contiguous=config.contiguous,
+            cover_singletons=config.credit_path == "default",  # the released code samples over budget uniformly
         )
         for b in asked
     }
@@ -232,6 +234,8 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
         advantages,
         redistribution=redistribution,
         mask=batch.completion_mask,
+        rewards=batch.rewards,
+        credit_path=config.credit_path,
     )
     if config.clip_token_advantages is not None:
         every = batch.sequence_advantages(config.scale_rewards, whole_batch=True)

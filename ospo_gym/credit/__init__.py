@@ -24,6 +24,7 @@ from ospo_gym.credit.shapley import (
     shapley_weight,
 )
 from ospo_gym.credit.tokens import (
+    CREDIT_PATHS,
     REDISTRIBUTIONS,
     average_ranks,
     clip_token_advantages,
@@ -37,6 +38,7 @@ from ospo_gym.credit.tokens import (
 )
 
 __all__ = [
+    "CREDIT_PATHS",
     "CREDIT_VARIANTS",
     "REDISTRIBUTIONS",
     "Coalition",

@@ -14,6 +14,9 @@ import numpy as np
 Span = tuple[int, int]
 REDISTRIBUTIONS = ("prop", "rank")
 RANK_ORDERS = ("ascending", "released")
+CREDIT_PATHS = ("default", "released")
+"""The token steps of :func:`ospo_token_advantages` (``credit_path=``, ``AgentConfig.credit_path``)."""
+RELEASED_EPS = 1e-4
 
 
 def token_weights(spans: Sequence[Span], offsets: np.ndarray) -> np.ndarray:
@@ -123,15 +126,27 @@ def average_ranks(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def redistribute_rank(
-    credit: np.ndarray, mask: np.ndarray, advantages: np.ndarray, *, order: str = "ascending"
+    credit: np.ndarray,
+    mask: np.ndarray,
+    advantages: np.ndarray,
+    *,
+    order: str = "ascending",
+    rewards: np.ndarray | None = None,
 ) -> np.ndarray:
     """OSPO-RANK: ``A_t = T · Â · rank_t / Σ_t rank_t``, the highest-credit token getting the largest share.
 
     Args:
         credit: (B, T) token credit; mask: (B, T); advantages: (B,).
         order: ``"ascending"`` (default) ranks 1..T from lowest to highest credit, ties averaged.
-            ``"released"`` reproduces the released code, whose ``argsort(argsort(x, descending))`` gives
-            rank 0 to the *highest*-credit token (so it gets no advantage) and ranks padding too.
+            ``"released"`` reproduces the released code: rank 0 goes to the *highest* value (so that token gets
+            no advantage), 1 to the next, and so on over the whole padded row (padding counts as 0 and takes
+            ranks too, then gets masked out).
+        rewards: (B,) sequence rewards, only read with ``order="released"``: the released code ranks the
+            reward-scaled credit ``φ̃ · r / Σ φ̃`` (Σ clamped at 1e-4), not φ̃ itself. A zero reward makes every
+            value 0, so the ranks follow token position; a negative reward reverses the order; padding ties
+            with zero-credit tokens. ``None`` ranks φ̃ as it is (the order of any positive reward).
+            Ties are broken by position (a stable sort); the released ``torch.argsort`` is unstable beyond 16
+            elements on CPU, and that arbitrary order is not reproduced.
 
     Returns:
         (B, T) token advantages, 0 where masked; the token mean of each sequence is Â.
@@ -143,8 +158,14 @@ def redistribute_rank(
     count = _valid_counts(mask)[:, None]
     if order == "released":
         padded = np.where(mask, np.asarray(credit, dtype=np.float64), 0.0)
-        ranks = np.argsort(np.argsort(-padded, axis=1, kind="stable"), axis=1).astype(np.float64) * mask
-        props = ranks / np.maximum(ranks.sum(axis=1, keepdims=True), 1e-4)
+        if rewards is None:
+            descending = np.argsort(-padded, axis=1, kind="stable")
+        else:
+            scale = np.asarray(rewards, dtype=np.float64)[:, None] / np.maximum(padded.sum(1, keepdims=True), RELEASED_EPS)
+            # + 0.0 turns -0.0 (zero credit times a negative reward) into 0.0, so such tokens tie with padding
+            descending = np.argsort(-(padded * scale) + 0.0, axis=1, kind="stable")
+        ranks = np.argsort(descending, axis=1).astype(np.float64) * mask
+        props = ranks / np.maximum(ranks.sum(axis=1, keepdims=True), RELEASED_EPS)
         return np.where(mask, advantages[:, None] * props * count, 0.0)
     ranks = average_ranks(credit, mask)
     props = ranks / np.maximum(ranks.sum(axis=1, keepdims=True), 1.0)
@@ -194,6 +215,7 @@ def ospo_token_advantages(
     rank_order: str = "ascending",
     rewards: np.ndarray | None = None,
     released: bool = False,
+    credit_path: str = "default",
 ) -> np.ndarray:
     """The whole credit-to-token step for a batch of completions.
 
@@ -205,16 +227,29 @@ def ospo_token_advantages(
         redistribution: ``"prop"`` (OSPO-PROP) or ``"rank"`` (OSPO-RANK).
         mask: (B, T) valid tokens; default: the first T_b tokens of each row.
         rank_order, rewards, released: see :func:`redistribute_rank` and :func:`redistribute_prop`.
+        credit_path: one of :data:`CREDIT_PATHS`. ``"default"`` is described below. ``"released"`` reproduces
+            the released code's whole token step and needs ``rewards`` (B,); it overrides ``rank_order`` and
+            ``released``. A sequence with at most one segment gets uniform credit; otherwise token credit is
+            ``W.T @ credit`` min–max scaled over the sequence's tokens, with no tie fallback, so when every
+            segment ties the tokens inside segments get 1 and those outside 0 (swapped for a negative tied
+            credit), and 0.5 everywhere when no token lies outside. PROP then rescales by the reward
+            (:func:`redistribute_prop` ``released=True``: zero reward, zero advantage) and RANK ranks the
+            reward-scaled credit over the padded row (:func:`redistribute_rank` ``order="released"``).
 
     Returns:
         (B, T) token advantages with T = max T_b (or mask's width). A sequence with fewer than two segments,
         or whose segments all have the same credit, gets Â on every token (GRPO's uniform advantage). (The
-        released code instead gives the tokens outside the segments nothing when all segments tie.)
+        released code instead gives the tokens outside the segments nothing when all segments tie: see
+        ``credit_path="released"``.)
     """
     if redistribution not in REDISTRIBUTIONS:
         raise ValueError(f"unknown redistribution {redistribution!r}; expected one of {REDISTRIBUTIONS}")
+    if credit_path not in CREDIT_PATHS:
+        raise ValueError(f"unknown credit path {credit_path!r}; expected one of {CREDIT_PATHS}")
     if not len(spans) == len(segment_credit) == len(offsets) == len(advantages):
         raise ValueError("spans, segment_credit, offsets and advantages need one entry per sequence")
+    if credit_path == "released":
+        return _released_token_advantages(spans, segment_credit, offsets, advantages, redistribution, mask, rewards)
     raw = [
         segment_to_tokens(s, c, o) if _informative(c) else np.zeros(len(np.asarray(o).reshape(-1, 2)))
         for s, c, o in zip(spans, segment_credit, offsets, strict=True)
@@ -226,3 +261,35 @@ def ospo_token_advantages(
     if redistribution == "prop":
         return redistribute_prop(normalised, mask, advantages, rewards=rewards, released=released)
     return redistribute_rank(normalised, mask, advantages, order=rank_order)
+
+
+def _released_token_advantages(
+    spans: Sequence[Sequence[Span]],
+    segment_credit: Sequence[np.ndarray],
+    offsets: Sequence[np.ndarray],
+    advantages: np.ndarray,
+    redistribution: str,
+    mask: np.ndarray | None,
+    rewards: np.ndarray | None,
+) -> np.ndarray:
+    """``credit_path="released"`` of :func:`ospo_token_advantages` (its docstring says what is reproduced)."""
+    if rewards is None:
+        raise ValueError(
+            "credit_path='released' needs rewards (B,): the released code scales token credit by each "
+            "completion's reward before PROP and RANK"
+        )
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.shape != (len(spans),):
+        raise ValueError(f"rewards has shape {rewards.shape}, expected ({len(spans)},) — one per sequence")
+    raw = [segment_to_tokens(s, c, o) for s, c, o in zip(spans, segment_credit, offsets, strict=True)]
+    width = mask.shape[1] if mask is not None else None
+    credit, default_mask = pad_rows(raw, width)
+    mask = default_mask if mask is None else np.asarray(mask, dtype=bool)
+    normalised = minmax_normalise(credit, mask)
+    # the released code skips min–max for a text of at most one phrase and gives each token 1 / T
+    single = np.array([len(s) <= 1 for s in spans], dtype=bool)
+    uniform = mask / np.maximum(_valid_counts(mask), 1.0)[:, None]
+    normalised = np.where(single[:, None], uniform, normalised)
+    if redistribution == "prop":
+        return redistribute_prop(normalised, mask, advantages, rewards=rewards, released=True)
+    return redistribute_rank(normalised, mask, advantages, order="released", rewards=rewards)

@@ -68,3 +68,15 @@ def test_roundtrip_through_dict():
 def test_invalid_values_raise_with_a_hint(field, value, hint):
     with pytest.raises(ValueError, match=hint):
         AgentConfig(**{field: value})
+
+
+def test_released_preset_sets_every_credit_knob_and_overrides_win():
+    config = AgentConfig.released()
+    assert (config.algo, config.credit_variant, config.credit_path) == ("ospo_prop", "released", "released")
+    assert config.clip_token_advantages == 2.0 and config.contiguous
+    assert AgentConfig.released(algo="ospo_rank", clip_token_advantages=None).clip_token_advantages is None
+    assert AgentConfig().credit_path == "default"
+    assert AgentConfig.from_dict(config.to_dict()) == config
+    message = r"credit_path must be one of \('default', 'released'\), got 'paper'"
+    with pytest.raises(ValueError, match=message):
+        AgentConfig(credit_path="paper")

@@ -156,3 +156,60 @@ def test_register_a_user_estimator_as_decorator():
 def test_batch_checks_offsets_against_the_mask():
     with pytest.raises(ValueError, match="valid tokens"):
         RolloutBatch([0], [0], [1.0], ["a b"], [np.zeros((1, 2))], np.ones((1, 3), dtype=bool))
+
+
+class WordGame:
+    """A stub oracle: one segment per word, ``v(S)`` the sum of the words' fixed weights."""
+
+    weights = {"red": 0.1, "shoes": 0.3}
+
+    def segment(self, text):
+        return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+    def __init__(self):
+        self.asked = []
+
+    def values_batch(self, prompt_ids, texts, spans, coalitions):
+        self.asked.extend(coalitions)
+        words = [[texts[b][s:e] for s, e in spans[b]] for b in range(len(texts))]
+        return [
+            np.array([sum(self.weights.get(words[b][i], 0.05) for i in c) for c in cs]) for b, cs in enumerate(coalitions)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("algo", "zero_reward_row", "rewarded_row"),
+    [
+        # in units of a = |Â|; R = 0 (Â = −a): zero; R = 1 (Â = a): 3 · φ̃ / Σφ̃
+        ("ospo_prop", [0.0, 0.0, 0.0], [0.75, 2.25, 0.0]),
+        # R = 0: ranks [0, 1, 2] by position, times Â = −a; R = 1: ranks [1, 0, 2]
+        ("ospo_rank", [0.0, -1.0, -2.0], [1.0, 0.0, 2.0]),
+    ],
+)
+def test_released_preset_reproduces_the_released_credit_path(algo, zero_reward_row, rewarded_row):
+    # "red shoes" twice, rewards 0 and 1: Â = ∓a, a = .5 / (.5 + 1e-4); all 4 coalitions sampled, so the released
+    # credit is exact Shapley [.1, .3]; tokens "red", " shoes", EOS -> credit [.1, .3, 0] -> min–max [1/3, 1, 0]
+    batch = make_batch(["red shoes", "red shoes"], [0.0, 1.0], [0, 0])
+    config = AgentConfig.released(algo=algo, max_coalitions=8)
+    a = 0.5 / 0.5001
+    out = get_estimator(algo)(batch, WordGame(), config)
+    np.testing.assert_allclose(out, a * np.array([zero_reward_row, rewarded_row]), atol=1e-12)
+    clipped = get_estimator(algo)(batch, WordGame(), AgentConfig.released(algo=algo, clip_token_advantages=0.5))
+    bound = 0.5 * np.std([-a, a], ddof=1)  # the released clip: ± multiple · unbiased std of the batch's Â
+    np.testing.assert_allclose(clipped, np.clip(out, -bound, bound), atol=1e-12)
+    default = get_estimator(algo)(batch, WordGame(), AgentConfig(algo=algo, max_coalitions=8))
+    np.testing.assert_allclose(default.sum(axis=1) / 3, [-a, a])  # ours keeps the token mean at Â
+
+
+def test_released_preset_samples_coalitions_over_budget_uniformly():
+    # 8 segments, M = 4: ∅, the full set and 2 of the 35 other windows; ours fills those 2 with singletons first
+    batch = make_batch(["a b c d e f g h"] * 2, [0.0, 1.0], [0, 0])
+    drawn = {}
+    for name, config in [("default", AgentConfig(algo="ospo_prop", max_coalitions=4)),
+                         ("released", AgentConfig.released(max_coalitions=4))]:  # fmt: skip
+        oracle = WordGame()
+        for step in range(5):
+            batch.step = step
+            get_estimator("ospo_prop")(batch, oracle, config)
+        drawn[name] = {len(c) for cs in oracle.asked for c in cs[1:-1]}
+    assert drawn["default"] == {1} and drawn["released"] != {1}

@@ -408,3 +408,82 @@ def test_clip_token_advantages():
     np.testing.assert_allclose(clip_token_advantages(token, seq), np.clip(token, -bound, bound))
     np.testing.assert_allclose(clip_token_advantages(token, np.array([1.0])), token)
     np.testing.assert_allclose(clip_token_advantages(token, np.array([0.0, 0.0])), token)
+
+
+# -- credit_path="released": hand values read off the released code (ospo_utils.py, train_ospo.py) ---------------
+# RANK there: pbrs = φ̃ · R / max(Σφ̃, 1e-4) over the padded row; rank = place in a descending sort (0 = highest;
+# ties in position order); A = Â · T · rank / Σ rank. PROP: A = Â · T · pbrs / max(Σ pbrs, 1e-4).
+
+
+def test_released_rank_at_zero_reward_follows_token_position():
+    credit, mask = np.array([[1.0, 0.0, 0.5, 0.25]]), np.ones((1, 4), dtype=bool)
+    # R = 0: every pbrs is 0, ranks [0, 1, 2, 3], Σ = 6, A = −1 · 4 · rank / 6
+    out = redistribute_rank(credit, mask, np.array([-1.0]), order="released", rewards=np.array([0.0]))
+    np.testing.assert_allclose(out, [[0.0, -2 / 3, -4 / 3, -2.0]])
+    # without rewards φ̃ itself is ranked (descending 1, .5, .25, 0 -> ranks [0, 3, 1, 2])
+    unscaled = redistribute_rank(credit, mask, np.array([-1.0]), order="released")
+    np.testing.assert_allclose(unscaled, [[0.0, -2.0, -2 / 3, -4 / 3]])
+
+
+def test_released_rank_negative_reward_reverses_the_order_and_padding_takes_ranks():
+    credit = np.array([[1.0, 0.0, 0.5, 0.25, 0.0, 0.0]])
+    mask = np.array([[True, True, True, True, False, False]])
+    # R = −0.5: pbrs ∝ [−1, 0, −.5, −.25, 0, 0]; descending: token 1 and the two padding zeros (position order),
+    # then tokens 3, 2, 0 -> ranks [5, 0, 4, 3, 1, 2], masked Σ = 12, A = 1 · 4 · rank / 12
+    out = redistribute_rank(credit, mask, np.array([1.0]), order="released", rewards=np.array([-0.5]))
+    np.testing.assert_allclose(out, [[5 / 3, 0.0, 4 / 3, 1.0, 0.0, 0.0]])
+
+
+RED_SHOES = ([(0, 9), (14, 17)], np.array([[0, 3], [4, 7], [7, 9], [10, 13], [14, 17]]))  # "red shoes for men"
+
+
+@pytest.mark.parametrize(
+    ("tied", "mode", "expected"),
+    [
+        # tied credit 0.3: token credit [.3, .3, .3, 0, .3] -> min–max [1, 1, 1, 0, 1]
+        (0.3, "prop", [1.25, 1.25, 1.25, 0.0, 1.25]),  # 5 · φ̃ / 4
+        (0.3, "rank", [0.0, 0.5, 1.0, 2.0, 1.5]),  # ranks [0, 1, 2, 4, 3] / 10 · 5
+        # tied credit −0.2: [−.2, −.2, −.2, 0, −.2] -> min–max [0, 0, 0, 1, 0]: only "for" has credit
+        (-0.2, "prop", [0.0, 0.0, 0.0, 5.0, 0.0]),
+        (-0.2, "rank", [0.5, 1.0, 1.5, 0.0, 2.0]),  # ranks [1, 2, 3, 0, 4] / 10 · 5
+    ],
+)
+def test_released_path_all_tie_row_gives_tokens_outside_the_segments_the_other_extreme(tied, mode, expected):
+    spans, offsets = RED_SHOES
+    args = ([spans], [np.array([tied, tied])], [offsets], np.array([1.0]))
+    out = ospo_token_advantages(*args, redistribution=mode, rewards=np.array([0.6]), credit_path="released")
+    np.testing.assert_allclose(out, [expected])
+    default = ospo_token_advantages(*args, redistribution=mode, rewards=np.array([0.6]))
+    np.testing.assert_allclose(default, np.ones((1, 5)))  # our default: a tie says nothing, GRPO's uniform Â
+
+
+def test_released_path_prop_zero_reward_gives_zero_advantage_and_one_segment_is_uniform():
+    spans, offsets = RED_SHOES
+    zero = ospo_token_advantages(
+        [spans], [np.array([0.4, 0.1])], [offsets], np.array([-1.0]), rewards=np.array([0.0]), credit_path="released"
+    )
+    np.testing.assert_allclose(zero, 0.0)
+    # one segment: uniform credit 1/T; R = −0.4 puts the padding zero above it: ranks [1, 2, 3 | 0], A = .5 · 3 · r / 6
+    mask = np.array([[True, True, True, False]])
+    words = np.array([[0, 3], [4, 7], [8, 11]])
+    rank = ospo_token_advantages(
+        [[(0, 11)]], [np.array([2.0])], [words], np.array([0.5]), redistribution="rank", mask=mask,
+        rewards=np.array([-0.4]), credit_path="released",
+    )  # fmt: skip
+    np.testing.assert_allclose(rank, [[0.25, 0.5, 0.75, 0.0]])
+    prop = ospo_token_advantages(
+        [[(0, 11)]], [np.array([2.0])], [words], np.array([0.5]), mask=mask, rewards=np.array([0.7]),
+        credit_path="released",
+    )  # fmt: skip
+    np.testing.assert_allclose(prop, [[0.5, 0.5, 0.5, 0.0]])
+
+
+def test_released_path_errors():
+    spans, offsets = RED_SHOES
+    args = ([spans], [np.array([0.4, 0.1])], [offsets], np.array([1.0]))
+    with pytest.raises(ValueError, match="credit_path='released' needs rewards"):
+        ospo_token_advantages(*args, credit_path="released")
+    with pytest.raises(ValueError, match="rewards has shape"):
+        ospo_token_advantages(*args, rewards=np.array([1.0, 2.0]), credit_path="released")
+    with pytest.raises(ValueError, match="unknown credit path 'paper'"):
+        ospo_token_advantages(*args, credit_path="paper")
