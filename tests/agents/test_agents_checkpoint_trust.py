@@ -17,6 +17,8 @@ from test_agents_support import ENV_ID, ENV_KWARGS, fast_config, tiny_policy_pat
 
 torch = pytest.importorskip("torch")
 
+from cli_support import run_main  # noqa: E402
+
 from ospo_gym.agents import Agent  # noqa: E402
 from ospo_gym.agents.checkpoint import (  # noqa: E402
     CheckpointError,
@@ -25,7 +27,6 @@ from ospo_gym.agents.checkpoint import (  # noqa: E402
     verify_checkpoint,
 )
 from ospo_gym.agents.logger import read_metrics  # noqa: E402
-from ospo_gym.cli import main  # noqa: E402
 
 QUIET = ["--no-progress-bar", "--no-tensorboard"]
 
@@ -84,15 +85,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # -- item 3: the manifest lists every file, inside the checkpoint only ---------------------------------------

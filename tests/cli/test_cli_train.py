@@ -17,8 +17,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("yaml")
 
+from cli_support import run_main  # noqa: E402
+
 from ospo_gym.agents import AgentConfig  # noqa: E402
-from ospo_gym.cli import main  # noqa: E402
 
 SMALL_ENV = ["--env-arg", "vocab_size=12", "--env-arg", "num_prompts=3"]
 QUIET = ["--no-progress-bar", "--no-tensorboard"]
@@ -28,16 +29,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ospo_gym.cli", *args], capture_output=True, text=True, timeout=120
     )
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    """``main(args)`` in-process; argparse's own errors arrive as SystemExit."""
-    try:
-        code = main(args)
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
