@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from fixtures_real import real_env_kwargs
+from test_env_inputs import BAD_SCORES
 
 import ospo_gym
 from ospo_gym.credit import sample_coalitions
@@ -129,17 +130,7 @@ class ScriptedRetriever:
         return np.full((len(texts), k), -1), np.full((len(texts), k), -np.inf)
 
 
-BAD_RETRIEVER_OUTPUTS = {
-    "one row for every text": lambda q, n: np.ones((1, n)),
-    "one column short": lambda q, n: np.ones((q, n - 1)),
-    "twice the catalog": lambda q, n: np.ones((q, 2 * n)),
-    "transposed": lambda q, n: np.ones((n, q)),
-    "1-D": lambda q, n: np.ones(n),
-    "None": lambda q, n: None,
-    "NaN": lambda q, n: np.full((q, n), np.nan),
-    "+inf": lambda q, n: np.full((q, n), np.inf),
-    "strings": lambda q, n: np.full((q, n), "1"),
-}
+BAD_RETRIEVER_OUTPUTS = BAD_SCORES  # the same broken outputs as the env-input tests, over every retrieval id
 RETRIEVAL_IDS = ("ospo/SyntheticRetrieval-v0", "ospo/ESCI-v0", "ospo/HM-v0")
 
 
