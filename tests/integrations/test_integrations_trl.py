@@ -469,10 +469,12 @@ def test_two_trl_processes_compute_what_one_computes(integration, policy_path, t
     for processes, per_device in ((1, 8), (2, 4)):
         out = tmp_path / f"run{processes}"
         out.mkdir()
-        launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}"] if processes > 1 else []
+        # --standalone: a free rendezvous port, not the fixed 29500 an earlier torchrun may still hold
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
         arguments = [str(policy_path), str(out), str(per_device), json.dumps(INTERACTION)]
-        command = [sys.executable, *launcher, str(script), *arguments]
-        subprocess.run(command, check=True, capture_output=True, timeout=300)
+        command = [sys.executable, *(launcher if processes > 1 else []), str(script), *arguments]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
         records = [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
         assert all(r["processes"] == processes for r in records)
         runs[processes] = [np.asarray(r["advantages"]) for r in records]
