@@ -325,6 +325,8 @@ class Agent:
             # a standalone checkpoint's fresh run folder goes under the default parent, not under a parent
             # that its agent.json names (that would be a file deciding where we write)
             saved["run_dir"] = AgentConfig.run_dir
+        # a checkpoint from before std_ddof existed trained with the population std: resume it with that
+        saved.setdefault("std_ddof", 0)
         try:
             # an old checkpoint's field names first, so that an override under the new name wins over them
             config = AgentConfig.from_dict({**renamed_fields(AgentConfig, saved), **config_overrides})
@@ -407,6 +409,7 @@ class Agent:
             oracle_counts=(oracle.num_calls - calls, oracle.num_values - values),
             clock=StepClock(start, generated, credited, done),
             scale_rewards=config.scale_rewards,
+            std_ddof=config.std_ddof,
         )
         self.history.append({STEP: self.num_steps, **metrics})
         return metrics

@@ -79,12 +79,13 @@ class RolloutBatch:
     global_rewards: np.ndarray | None = None
     global_group_index: np.ndarray | None = None
 
-    def sequence_advantages(self, scale: str, *, whole_batch: bool = False) -> np.ndarray:
+    def sequence_advantages(self, scale: str, *, ddof: int = 1, whole_batch: bool = False) -> np.ndarray:
         """GRPO's Â of this batch's completions, shape (B,), computed over the whole step's batch; with
-        ``whole_batch=True`` the (B_global,) Â of every completion of the step."""
+        ``whole_batch=True`` the (B_global,) Â of every completion of the step. ``ddof`` as in
+        :func:`group_advantages`."""
         if self.global_rewards is None:
-            return group_advantages(self.rewards, self.group_index, scale)
-        every = group_advantages(self.global_rewards, self.global_group_index, scale)
+            return group_advantages(self.rewards, self.group_index, scale, ddof=ddof)
+        every = group_advantages(self.global_rewards, self.global_group_index, scale, ddof=ddof)
         return every if whole_batch else every[self.first_row : self.first_row + len(self.rewards)]
 
     def __post_init__(self) -> None:
@@ -151,14 +152,20 @@ def list_estimators() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def group_advantages(rewards: np.ndarray, group_index: np.ndarray, scale: str = "group") -> np.ndarray:
+def group_advantages(
+    rewards: np.ndarray, group_index: np.ndarray, scale: str = "group", *, ddof: int = 1
+) -> np.ndarray:
     """GRPO's sequence advantage ``Â = (r − mean_group) / (std + 1e-4)``, shape (B,).
 
     Args:
         rewards: (B,) float; group_index: (B,) int group ids in ``0..num_groups-1``.
         scale: ``"group"`` (std of the group), ``"batch"`` (std of all B rewards) or ``"none"`` (no division).
-            Stds are population stds (ddof=0). A group of equal rewards (a group of one too) gets exactly Â = 0.
+            A group of equal rewards (a group of one too) gets exactly Â = 0.
+        ddof: the std's delta degrees of freedom: 1 (default) is the unbiased std of ``torch.std``, TRL, verl
+            and the released OSPO code; 0 the population std (earlier ospo-gym), √(G/(G−1)) times smaller.
     """
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 (population std) or 1 (unbiased std), got {ddof!r}")
     rewards = np.asarray(rewards, dtype=np.float64)
     group_index = np.asarray(group_index, dtype=np.int64)
     count = np.bincount(group_index)
@@ -168,9 +175,10 @@ def group_advantages(rewards: np.ndarray, group_index: np.ndarray, scale: str = 
     if scale == "none":
         return centred
     if scale == "batch":
-        return centred / (rewards.std() + STD_EPS)
+        return centred / (rewards.std(ddof=ddof if rewards.size > ddof else 0) + STD_EPS)
     if scale == "group":
-        std = np.sqrt(np.bincount(group_index, weights=centred**2) / safe)
+        # a group of one has centred 0, so any positive divisor gives its Â = 0
+        std = np.sqrt(np.bincount(group_index, weights=centred**2) / np.maximum(count - ddof, 1))
         return centred / (std[group_index] + STD_EPS)
     raise ValueError(f"unknown reward scaling {scale!r}; expected 'group', 'batch' or 'none'")
 
@@ -188,7 +196,7 @@ def zero_variance_groups(rewards: np.ndarray, group_index: np.ndarray) -> np.nda
 
 def grpo(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:
     """GRPO (Shao et al. 2024, arXiv 2402.03300): ``A_t = Â`` on every valid token. The oracle is not used."""
-    advantages = batch.sequence_advantages(config.scale_rewards)
+    advantages = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof)
     return np.where(batch.completion_mask, advantages[:, None], 0.0)
 
 
@@ -202,7 +210,7 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
     split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
     those with fewer than two segments are not sent to the oracle: their credit cannot change their advantages.
     """
-    advantages = batch.sequence_advantages(config.scale_rewards)
+    advantages = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof)
     spans = [oracle.segment(text) if a != 0.0 else [] for text, a in zip(batch.texts, advantages, strict=True)]
     streams = np.random.SeedSequence([config.seed, batch.step]).spawn(batch.first_row + len(batch.texts))[batch.first_row :]
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
@@ -238,7 +246,7 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
         credit_path=config.credit_path,
     )
     if config.clip_token_advantages is not None:
-        every = batch.sequence_advantages(config.scale_rewards, whole_batch=True)
+        every = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof, whole_batch=True)
         token_advantages = clip_token_advantages(token_advantages, every, config.clip_token_advantages)
     return token_advantages
 

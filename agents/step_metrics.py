@@ -55,6 +55,7 @@ def step_metrics(
     oracle_counts: tuple[int, int],
     clock: StepClock,
     scale_rewards: str,
+    std_ddof: int = 1,
 ) -> dict[str, Any]:
     """The step's metrics, in the order they are logged: reward, the update's (``update``), credit, perf.
 
@@ -65,7 +66,7 @@ def step_metrics(
         advantages: (B, T) this rank's token advantages; mask: (B, T) bool, its valid tokens.
         oracle_counts: the oracle calls and values this rank made in the step.
         clock: the step's timings on this rank (the slowest rank's are reported).
-        scale_rewards: the config's ``scale_rewards``, for the sequence advantage Â.
+        scale_rewards, std_ddof: the config's ``scale_rewards`` and ``std_ddof``, for the sequence advantage Â.
     """
     # per-rank pieces gathered so that every rank reports the metrics of the whole batch
     pieces = world.gather((advantages[mask], row_stds(advantages, mask), mask.sum(axis=1)))
@@ -79,7 +80,7 @@ def step_metrics(
         **credit_metrics(
             np.concatenate([p[0] for p in pieces]),
             np.concatenate([p[1] for p in pieces]),
-            group_advantages(rewards, group_index, scale_rewards),
+            group_advantages(rewards, group_index, scale_rewards, ddof=std_ddof),
         ),
         CREDIT_ORACLE_CALLS: int(oracle[0]),
         CREDIT_ORACLE_VALUES: int(oracle[1]),

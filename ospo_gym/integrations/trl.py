@@ -261,9 +261,9 @@ class OSPOConfig(GRPOConfig):
     """``trl.GRPOConfig`` plus OSPO's knobs; the token advantages come from the estimator named ``algo``.
 
     The sequence advantage the estimators start from is ospo-gym's GRPO one, ``Â = (r − mean_group) / (std + 1e-4)``
-    with ``scale_rewards`` ("group", "batch", "none") as in TRL, but with the *population* std, as in ospo-gym's
-    own loop (TRL's GRPO divides by the sample std, so its Â is smaller by ``sqrt((G − 1) / G)``, 0.94 for G = 8);
-    zero-variance groups get exactly 0. So ``algo="grpo"`` is the GRPO control arm with the same Â as the OSPO arms. Rewards are
+    with ``scale_rewards`` ("group", "batch", "none") and the unbiased std, as in TRL (``std_ddof=0`` gives the
+    population std); zero-variance groups get exactly 0. So ``algo="grpo"`` gives TRL's own GRPO advantages and is
+    the control arm with the same Â as the OSPO arms. Rewards are
     the reward functions' weighted sum (``reward_weights``), as TRL's default ``multi_objective_aggregation``.
     The estimator receives an :class:`~ospo_gym.agents.AgentConfig` (see :meth:`agent_config`) with these knobs,
     ``group_size = num_generations`` and ``seed``.
@@ -292,6 +292,10 @@ class OSPOConfig(GRPOConfig):
     clip_token_advantages: float | None = field(
         default=None,
         metadata=_help("Clip token advantages at ± value · std(Â) of the whole batch (e.g. 2.0); None: no clipping."),
+    )
+    std_ddof: int = field(
+        default=1,
+        metadata=_help("Delta degrees of freedom of Â's std: 1, the unbiased std (TRL's); 0, the population std."),
     )
     segmentation: str | None = field(
         default=None,
@@ -327,6 +331,7 @@ class OSPOConfig(GRPOConfig):
             group_size=self.num_generations,
             prompts_per_step=max(1, self.generation_batch_size // self.num_generations),
             scale_rewards=self.scale_rewards,
+            std_ddof=self.std_ddof,
             w_max=self.w_max,
             max_coalitions=self.max_coalitions,
             contiguous=self.contiguous,

@@ -41,18 +41,46 @@ def test_group_advantages_hand_computation():
     rewards = np.array([1.0, 0.0, 0.5, 0.5, 0.2, 0.4])
     groups = np.array([0, 0, 0, 0, 1, 1])
     a = group_advantages(rewards, groups, "group")
-    # group 0: mean 0.5, population std sqrt(0.125); group 1: mean 0.3, std 0.1
+    # group 0: mean 0.5, unbiased std sqrt(0.5 / 3); group 1: mean 0.3, unbiased std sqrt(0.02)
+    std0, std1 = np.sqrt(0.5 / 3), np.sqrt(0.02)
+    expected = [0.5 / (std0 + 1e-4), -0.5 / (std0 + 1e-4), 0, 0, -0.1 / (std1 + 1e-4), 0.1 / (std1 + 1e-4)]
+    np.testing.assert_allclose(a, expected)
+    # the population std (ddof=0): group 0 std sqrt(0.125), group 1 std 0.1
+    population = group_advantages(rewards, groups, "group", ddof=0)
     std0 = np.sqrt(0.125)
-    np.testing.assert_allclose(a, [0.5 / (std0 + 1e-4), -0.5 / (std0 + 1e-4), 0, 0, -0.1 / 0.1001, 0.1 / 0.1001])
+    np.testing.assert_allclose(population, [0.5 / (std0 + 1e-4), -0.5 / (std0 + 1e-4), 0, 0, -0.1 / 0.1001, 0.1 / 0.1001])
     np.testing.assert_allclose(group_advantages(rewards, groups, "none"), [0.5, -0.5, 0, 0, -0.1, 0.1], atol=1e-15)
     centred = np.array([0.5, -0.5, 0, 0, -0.1, 0.1])
-    np.testing.assert_allclose(group_advantages(rewards, groups, "batch"), centred / (rewards.std() + 1e-4))
+    np.testing.assert_allclose(group_advantages(rewards, groups, "batch"), centred / (rewards.std(ddof=1) + 1e-4))
+    np.testing.assert_allclose(group_advantages(rewards, groups, "batch", ddof=0), centred / (rewards.std() + 1e-4))
+
+
+def test_group_advantages_equal_torch_std_the_released_and_trl_formula():
+    """TRL, verl and the released code: (r − mean) / (torch.std(group) + 1e-4), torch.std being unbiased."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    for group_size in (2, 3, 8):
+        rewards = rng.random(4 * group_size)
+        grouped = torch.tensor(rewards).view(-1, group_size)
+        centred = grouped - grouped.mean(dim=1, keepdim=True)
+        expected = (centred / (grouped.std(dim=1, keepdim=True) + 1e-4)).flatten().numpy()
+        got = group_advantages(rewards, np.repeat(np.arange(4), group_size))
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_a_group_of_one_and_a_bad_ddof():
+    assert group_advantages(np.array([0.3, 0.1, 0.5]), np.array([0, 1, 1]))[0] == 0.0
+    assert group_advantages(np.array([0.3]), np.array([0]), "batch").tolist() == [0.0]
+    with pytest.raises(ValueError, match="ddof must be 0"):
+        group_advantages(np.array([0.3, 0.1]), np.array([0, 0]), ddof=2)
 
 
 def test_grpo_broadcasts_the_sequence_advantage_to_valid_tokens(env):
     batch = make_batch(["a b c", "a", "b c", "c"], [0.9, 0.1, 0.3, 0.3], [0, 0, 1, 1])
     token_adv = get_estimator("grpo")(batch, env.oracle, AgentConfig())
-    expected = np.array([0.4 / 0.4001, -0.4 / 0.4001, 0.0, 0.0])
+    std = np.sqrt(0.32)  # unbiased std of (0.9, 0.1)
+    expected = np.array([0.4 / (std + 1e-4), -0.4 / (std + 1e-4), 0.0, 0.0])
     np.testing.assert_allclose(token_adv, np.where(batch.completion_mask, expected[:, None], 0.0))
 
 
@@ -187,11 +215,11 @@ class WordGame:
     ],
 )
 def test_released_preset_reproduces_the_released_credit_path(algo, zero_reward_row, rewarded_row):
-    # "red shoes" twice, rewards 0 and 1: Â = ∓a, a = .5 / (.5 + 1e-4); all 4 coalitions sampled, so the released
+    # "red shoes" twice, rewards 0 and 1: Â = ∓a, a = .5 / (√.5 + 1e-4) (unbiased std of (0, 1)); all 4 coalitions sampled, so the released
     # credit is exact Shapley [.1, .3]; tokens "red", " shoes", EOS -> credit [.1, .3, 0] -> min–max [1/3, 1, 0]
     batch = make_batch(["red shoes", "red shoes"], [0.0, 1.0], [0, 0])
     config = AgentConfig.released(algo=algo, max_coalitions=8)
-    a = 0.5 / 0.5001
+    a = 0.5 / (np.sqrt(0.5) + 1e-4)
     out = get_estimator(algo)(batch, WordGame(), config)
     np.testing.assert_allclose(out, a * np.array([zero_reward_row, rewarded_row]), atol=1e-12)
     clipped = get_estimator(algo)(batch, WordGame(), AgentConfig.released(algo=algo, clip_token_advantages=0.5))
