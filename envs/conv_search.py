@@ -102,6 +102,7 @@ class ConvSearchEnv(gym.Env[str, str]):
     * ``retriever="bm25"`` (or another name or factory of :func:`~ospo_gym.retrieval.make_retriever`),
       ``retriever_kwargs``; ``segmentation="word"`` (the oracle's players within a turn),
       ``segmentation_backend="rules"``, ``max_turn_chars=1000`` (1 to 10**6), ``render_mode=None`` or ``"ansi"``.
+      It takes none of the base-class arguments below (``max_turn_chars`` plays the part of ``max_action_chars``).
 
     ## Version History
     * v0: initial version.

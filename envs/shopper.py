@@ -146,9 +146,9 @@ def esci_task(
     vocab, values = {}, {}
     for a in attributes:
         column = aligned[f"product_{a}"]
-        known = column.notna().to_numpy()
+        known = column.notna().to_numpy(copy=True)
         words = column.where(column.notna(), "").astype(str).str.strip().str.lower().to_numpy(dtype=object)
-        known &= words != ""
+        known = known & (words != "")
         vocab[a] = tuple(sorted(set(words[known])))
         index = np.full(len(words), -1, dtype=np.int64)
         index[known] = np.searchsorted(np.array(vocab[a], dtype=object), words[known])
