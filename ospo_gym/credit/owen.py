@@ -20,7 +20,7 @@ from itertools import combinations
 import numpy as np
 
 from ospo_gym.credit.coalitions import Coalition, sample_coalitions
-from ospo_gym.credit.shapley import ValueFn, marginal_pairs, player_indices, shapley_weight
+from ospo_gym.credit.shapley import ValueFn, marginal_pairs, player_indices, segment_credit, shapley_weight
 
 MAX_EXACT_OWEN_PLAYERS = 16
 """Largest ``P`` :func:`owen_exact` enumerates (``2**P`` coalitions)."""
@@ -132,7 +132,9 @@ def two_level_coalitions(
     return sorted(pool, key=lambda c: (len(c), c))
 
 
-def two_level_credit(coalitions: Sequence[Coalition], values: np.ndarray, union_sizes: Sequence[int]) -> np.ndarray:
+def two_level_credit(
+    coalitions: Sequence[Coalition], values: np.ndarray, union_sizes: Sequence[int], *, union_efficient: bool = True
+) -> np.ndarray:
     """Two-level Owen estimate from sampled coalitions (turns as unions, segments as players), shape (P,).
 
     Uses every sampled pair ``(S, S ∪ {i})`` whose ``S`` holds, of the unions other than ``i``'s, only whole
@@ -141,6 +143,13 @@ def two_level_credit(coalitions: Sequence[Coalition], values: np.ndarray, union_
     every ``|R|`` weight ``1/m'`` and, within it, every ``|T|`` weight ``1/b_k``, so this is exact when all
     coalitions are sampled. A player without such a pair gets an equal share of what the others leave of
     ``v(N) − v(∅)`` (when both are in the pool), as :func:`~ospo_gym.credit.segment_credit` does.
+
+    With ``union_efficient`` (default) the union level is made exact where the pool allows: the unions' credit
+    ``Φ`` is :func:`~ospo_gym.credit.segment_credit` (``"owen"``) of the quotient game on the pooled coalitions
+    made of whole unions — exact Shapley values when every subset of unions is pooled, as
+    :func:`two_level_coalitions` does up to 7 unions — and each union's players are shifted by one common amount
+    so that they sum to ``Φ_k``. Then the credit of the players of a union sums to its (quotient) Shapley value
+    and all of it to ``v(N) − v(∅)``; when every coalition is pooled the shift is 0.
     """
     sizes = check_union_sizes(union_sizes)
     n = int(sizes.sum())
@@ -187,7 +196,22 @@ def two_level_credit(coalitions: Sequence[Coalition], values: np.ndarray, union_
         full, none = index.get(tuple(range(n))), index.get(())
         if full is not None and none is not None:
             phi[~covered] = (values[full] - values[none] - phi[covered].sum()) / (~covered).sum()
+    if union_efficient:
+        phi = _shift_to_union_credit(phi, per_union, values, sizes)
     return phi
+
+
+def _shift_to_union_credit(phi: np.ndarray, per_union: np.ndarray, values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Shift each union's players so that they sum to the union's quotient-game credit (see two_level_credit)."""
+    live = np.flatnonzero(sizes > 0)
+    whole = np.all((per_union[:, live] == 0) | (per_union[:, live] == sizes[live][None, :]), axis=1)
+    quotient = [tuple(np.flatnonzero(per_union[j, live] > 0).tolist()) for j in np.flatnonzero(whole)]
+    union_credit = segment_credit(quotient, values[whole], len(live))
+    union = union_of_players(sizes)
+    current = np.bincount(union, weights=phi, minlength=len(sizes))[live]
+    shift = np.zeros(len(sizes))
+    shift[live] = (union_credit - current) / sizes[live]
+    return phi + shift[union]
 
 
 def union_sums(credit: np.ndarray, union_sizes: Sequence[int]) -> np.ndarray:
