@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.agents.estimators import RolloutBatch, grpo, group_advantages, register_estimator
+from ospo_gym.agents.estimators import RolloutBatch, group_advantages, grpo, register_estimator
 from ospo_gym.credit import ospo_token_advantages
 from ospo_gym.credit.owen import two_level_coalitions, two_level_credit
 from ospo_gym.turn_oracle import TurnOracle
