@@ -384,3 +384,27 @@ def test_esci_files_give_real_queries_targets_and_judgements():
         steps = play(env, prompt_id, ["ask: brand?", query, "ask: colour?"])
         turns, total = steps[-1][4]["turns"], steps[-1][4]["return"]
         assert env.oracle.turn_values(prompt_id, turns, [tuple(range(len(turns)))])[0] == total
+
+
+ODD_TURNS = [
+    "", " ", "?", "ask:", "ASK:?", "\x00\x01", "\ud800 lone surrogate", "ñandú ワイヤレス 🎧", "<answer></answer>",
+    "<think>colour?</think>", "<answer>red</answer>?", "ask: brand brand brand colour material?", "a" * 5000,
+    "brand?" * 400, "None of these are red.", "That's it, thank you!",
+]
+
+
+def test_odd_turns_never_break_an_episode_or_its_replay(env):
+    rng = np.random.default_rng(0)
+    for episode in range(12):
+        prompt_id = episode % len(env.prompt_ids)
+        turns = [ODD_TURNS[int(i)] for i in rng.integers(len(ODD_TURNS), size=5)]
+        steps = play(env, prompt_id, turns)
+        for obs, reward, _, _, info in steps:
+            assert np.isfinite(reward) and env.observation_space.contains(obs)
+            assert len(obs) <= env.observation_space.max_length
+            assert all(len(t) <= env.max_turn_chars for t in info["turns"])
+        kept, total = steps[-1][4]["turns"], steps[-1][4]["return"]
+        spans = env.oracle.segment_turns(kept)
+        every = tuple(range(sum(len(s) for s in spans)))
+        assert env.oracle.turn_values(prompt_id, kept, [tuple(range(len(kept)))])[0] == total
+        assert env.oracle.values(prompt_id, kept, spans, [every])[0] == total
