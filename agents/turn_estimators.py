@@ -197,7 +197,9 @@ def ospo_turn(batch: RolloutBatch, oracle: object, config: AgentConfig) -> np.nd
     """``ospo_turn``: two-level Owen credit (turns as unions, segments as players; :func:`ospo_turn_credit`)
     redistributed over the tokens of every turn with OSPO-PROP, ``A_t = T_b · Â · φ̃_t / Σ φ̃`` (B, T): the token
     mean of each episode stays its GRPO advantage ``Â``. Episodes with ``Â = 0`` are not sent to the oracle; an
-    episode whose credit does not vary gets ``Â`` on every token."""
+    episode whose credit does not vary gets ``Â`` on every token. Reads ``config.scale_rewards``, ``std_ddof``,
+    ``w_max``, ``max_coalitions`` and ``seed``; the single-turn options ``credit_variant``, ``credit_path``,
+    ``contiguous`` and ``clip_token_advantages`` do not apply here."""
     batch = _require_multi_turn(batch, "ospo_turn")
     if not isinstance(oracle, TurnOracle):
         raise ValueError(

@@ -98,7 +98,8 @@ class ConvSearchEnv(gym.Env[str, str]):
     * ``num_products=2000``, ``num_targets=100`` (at most 100,000), ``title_noise=0.1``, ``seed=0``: the
       generated catalog, the targets and the shopper's noise.
     * ``data_dir=None`` (a folder with the ESCI parquet files), ``locale="us"``, ``cache_dir=None``,
-      ``use_cache=True``: the ESCI data path (``num_products`` and ``title_noise`` are then unused).
+      ``use_cache=True``: the ESCI data path (queries of both splits with an Exact product; ``num_products`` and
+      ``title_noise`` are then unused). H&M data is not supported yet.
     * ``retriever="bm25"`` (or another name or factory of :func:`~ospo_gym.retrieval.make_retriever`),
       ``retriever_kwargs``; ``segmentation="word"`` (the oracle's players within a turn),
       ``segmentation_backend="rules"``, ``max_turn_chars=1000`` (1 to 10**6), ``render_mode=None`` or ``"ansi"``.

@@ -121,7 +121,7 @@ def synthetic_task(config: CatalogConfig, num_targets: int, relevance: str, rng:
 def esci_task(
     data_dir: str | os.PathLike | None, num_targets: int, relevance: str, rng: np.random.Generator, **load_kwargs
 ) -> ShopperTask:
-    """A task over ESCI files (:func:`ospo_gym.data.esci.load_esci`): a seeded sample of ``num_targets`` queries;
+    """A task over ESCI files (:func:`ospo_gym.data.esci.load_esci`, both splits): a seeded sample of ``num_targets`` queries;
     each one's hidden target is the first of its Exact products, the opening is the query, the hidden attributes
     are the target's ``product_brand`` and ``product_color`` (read from the products file; null: unknown to the
     shopper), and the gains are the query's judgements (E=1, S=0.1, C=0.01, I=0, or Exact only)."""
@@ -134,8 +134,9 @@ def esci_task(
     data = load_esci(data_dir, **load_kwargs)
     table = np.array([RELEVANCE[relevance][c] for c in LABELS], dtype=np.float64)
     exact_code = LABELS.index("E")
-    rows = [q for q in range(len(data.query_ids)) if np.any(data.pool_labels[data.pool_offsets[q] : data.pool_offsets[q + 1]] == exact_code)]
-    if not rows:
+    query_of = np.repeat(np.arange(len(data.query_ids)), np.diff(data.pool_offsets))
+    rows = np.flatnonzero(np.bincount(query_of[data.pool_labels == exact_code], minlength=len(data.query_ids)) > 0)
+    if not len(rows):
         raise ValueError(f"no ESCI query in {data.info.get('folder')} has an Exact product; widen min_exact/max_exact")
     rows = np.sort(rng.choice(rows, size=min(num_targets, len(rows)), replace=False))
     folder = Path(data.info["folder"])
