@@ -18,12 +18,14 @@ from ospo_gym.agents.generation import Rollout, completion_logprobs, generate, t
 from ospo_gym.agents.guard import TrainingDivergedError
 from ospo_gym.agents.loss import policy_loss
 from ospo_gym.agents.policy import build_tiny_qwen2, load_policy
+from ospo_gym.agents.turn_estimators import MultiTurnRolloutBatch  # registers the multi-turn estimators
 
 __all__ = [
     "AdvantageEstimator",
     "Agent",
     "AgentConfig",
     "Callback",
+    "MultiTurnRolloutBatch",
     "Rollout",
     "RolloutBatch",
     "TrainingDivergedError",

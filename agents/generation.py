@@ -56,13 +56,14 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str], device: torch.device)
 
 
 def _encode_distinct(
-    tokenizer: Any, prompts: Sequence[str], device: torch.device
+    tokenizer: Any, prompts: Sequence[str], device: torch.device, formatted: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded tokens and mask (D, P) of the D distinct prompts, and the (B,) row of each prompt among them."""
+    """Left-padded tokens and mask (D, P) of the D distinct prompts, and the (B,) row of each prompt among them.
+    ``formatted``: the prompts already went through the chat template (multi-turn conversations)."""
     templated = bool(getattr(tokenizer, "chat_template", None))
     distinct = list(dict.fromkeys(prompts))
     encoded = tokenizer(
-        format_prompts(tokenizer, distinct),
+        distinct if formatted else format_prompts(tokenizer, distinct),
         return_tensors="pt",
         padding=True,
         padding_side="left",
@@ -104,6 +105,7 @@ def generate(
     first_row: int = 0,
     return_logprobs: bool = False,
     stop_early: bool = True,
+    formatted: bool = False,
 ) -> Rollout:
     """Sample one completion per prompt (batched, left padding) with a KV-cache decode loop over ``model``.
 
@@ -120,9 +122,12 @@ def generate(
     keyed by ``(seed, first_row + b)``. So row ``b``'s completion does not depend on the other rows of the batch,
     on the device, or on how a batch is split: a rank of a data-parallel run that samples rows ``first_row ...``
     of the global batch draws exactly what a single process sampling the whole batch draws for those rows.
+
+    ``formatted=True``: the prompts are already chat-formatted (a multi-turn conversation rendered with the
+    tokenizer's chat template) and are encoded as they are; by default each prompt is one user turn.
     """
     device = next(model.parameters()).device
-    distinct_tokens, distinct_mask, index = _encode_distinct(tokenizer, prompts, device)
+    distinct_tokens, distinct_mask, index = _encode_distinct(tokenizer, prompts, device, formatted)
     prompt_tokens, prompt_mask = distinct_tokens.index_select(0, index), distinct_mask.index_select(0, index)
     padded = not bool(distinct_mask.all())
     eos = torch.as_tensor(eos_token_ids(model, tokenizer), device=device)

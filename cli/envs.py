@@ -6,7 +6,7 @@ import argparse
 import inspect
 import json
 
-from ospo_gym.registration import ENV_IDS
+from ospo_gym.registration import ALL_ENV_IDS
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
         print(env_cards_markdown(), end="")  # byte for byte what docs/envs.md holds
         return 0
-    listing = {env_id: env_knobs(env_id) for env_id in ENV_IDS}
+    listing = {env_id: env_knobs(env_id) for env_id in ALL_ENV_IDS}
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0

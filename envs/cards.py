@@ -14,7 +14,7 @@ import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
 from ospo_gym.envs.base import GenerativeSearchEnv
-from ospo_gym.registration import ENV_IDS, register_envs
+from ospo_gym.registration import ALL_ENV_IDS, register_envs
 
 SECTIONS = (
     "Description",
@@ -111,7 +111,7 @@ def env_cards_markdown() -> str:
     """``docs/envs.md``: an index of every registered id, one card per id from the env docstrings, and the
     base-class arguments they share."""
     register_envs()
-    classes = {env_id: load_env_creator(gym.spec(env_id).entry_point) for env_id in ENV_IDS}
+    classes = {env_id: load_env_creator(gym.spec(env_id).entry_point) for env_id in ALL_ENV_IDS}
     index = ["| id | summary |", "|---|---|"]
     for env_id, env_class in classes.items():
         summary = _markdown(_parse(env_class.__doc__ or "(no docstring)")[0]).replace("|", "\\|")

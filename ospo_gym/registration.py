@@ -26,12 +26,27 @@ _ENVS: dict[str, tuple[str, str, dict]] = {
     "ospo/HM-v0": ("ospo_gym.envs.hm:HmEnv", "ospo_gym.envs.hm:HmVectorEnv", {}),
 }
 
+# Multi-turn ids: episodes of several steps and a turn-level oracle (ospo_gym.turn_oracle.TurnOracle); the
+# single-step contract tests run over ENV_IDS, the multi-turn ones over MULTI_TURN_ENV_IDS.
+_MULTI_TURN_ENVS: dict[str, tuple[str, str, dict]] = {
+    "ospo/ConvSearch-v0": (
+        "ospo_gym.envs.conv_search:ConvSearchEnv",
+        "ospo_gym.envs.conv_search:ConvSearchVectorEnv",
+        {},
+    ),
+}
+
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)
+"""The single-step ids (one prompt, one answer)."""
+MULTI_TURN_ENV_IDS: tuple[str, ...] = tuple(_MULTI_TURN_ENVS)
+"""The multi-turn ids."""
+ALL_ENV_IDS: tuple[str, ...] = ENV_IDS + MULTI_TURN_ENV_IDS
+"""Every registered id."""
 
 
 def register_envs() -> None:
     """Register every id; safe to call more than once."""
-    for env_id, (entry_point, vector_entry_point, kwargs) in _ENVS.items():
+    for env_id, (entry_point, vector_entry_point, kwargs) in {**_ENVS, **_MULTI_TURN_ENVS}.items():
         if env_id in gym.registry:
             continue
         gym.register(
