@@ -28,6 +28,19 @@ Phrase backends:
   ``re``, so decomposed accents end a word: NFC-normalise text first if that matters.
 * ``"spacy"`` or ``"spacy:<model_name>"`` (optional extra): spaCy's noun chunks, ADJ→NOUN spans and
   preference-lemma windows, snapped outwards to whole words.
+* ``"spacy-released"`` or ``"spacy-released:<model_name>"`` (optional extra): the authors' released
+  ``break_query_into_phrases`` (``AbhijnanNath/nips26_project_code_rl`` at 2d944f0f) reproduced exactly,
+  quirks included; with ``dedupe=True`` the phrase texts equal its output. Where it differs from ``"spacy"``:
+  its lemma list holds ``"looking"`` instead of ``"look"`` (spaCy lemmatises "looking" to "look", so a
+  "looking for ..." window fires only where the tagger keeps the lemma "looking", e.g. a NOUN) and compares
+  lemmas case-sensitively; words are counted by whitespace (``str.split``), not as spaCy tokens, so
+  "men's running shoes" is 3 words and "4-pack" one; a preference window is always the verb and the next 5
+  spaCy tokens, across punctuation and sentence ends, kept if it has 3–6 whitespace words; candidates are
+  visited by start (noun chunks, then ADJ→NOUN spans, then windows at equal starts) and one that overlaps the
+  last kept phrase replaces it only if strictly longer in characters (so a chain of longer overlapping
+  candidates can drop an earlier phrase that longest-first keeps); spans are not snapped to whole words, so
+  they may end inside a word that spaCy splits ("ca|n't", "t|-|shirt"). Spans are stripped of whitespace
+  and stay ordered and disjoint.
 
 Everything is linear in the length of the text (regex scans, numpy on token arrays, one greedy pass).
 """
@@ -43,13 +56,16 @@ import numpy as np
 
 Span = tuple[int, int]
 SEGMENTATION_MODES = ("phrase", "sentence", "word")
-BACKENDS = ("rules", "spacy", "spacy:<model_name>")
+BACKENDS = ("rules", "rules-v2", "spacy", "spacy:<model_name>", "spacy-released", "spacy-released:<model_name>")
 DEFAULT_SPACY_MODEL = "en_core_web_sm"
 
 MIN_GROUP_WORDS, MAX_GROUP_WORDS = 2, 5
 MIN_PREFERENCE_WORDS, MAX_PREFERENCE_WORDS = 3, 6
 
 PREFERENCE_LEMMAS = frozenset({"look", "need", "want", "prefer", "replace", "update", "wear", "pair"})
+# The released list, verbatim: "looking" is not a lemma spaCy gives the verb (it gives "look").
+RELEASED_PREFERENCE_LEMMAS = frozenset({"looking", "need", "want", "prefer", "replace", "update", "wear", "pair"})
+RELEASED_PREFERENCE_TOKENS = 6  # a released window: the verb and the 5 spaCy tokens after it
 # The rules backend has no lemmatiser, so it matches these surface forms instead.
 PREFERENCE_VERBS = frozenset(
     {
@@ -107,7 +123,7 @@ _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 
 _SPACY_HINT = (
-    "backend={backend!r} needs spaCy and its model {model!r}: "
+    "the spaCy phrase backends ('spacy', 'spacy-released') need spaCy and the model {model!r}: "
     "pip install 'ospo-gym[spacy]' && python -m spacy download {model}. "
     "backend='rules' (the default) needs nothing."
 )
@@ -128,15 +144,23 @@ def _check_mode(mode: object) -> str:
     return mode  # type: ignore[return-value]
 
 
-def _parse_backend(backend: object) -> str | None:
-    """None for the rules backend, else the spaCy model name to load."""
+def _parse_backend(backend: object) -> tuple[str, str] | None:
+    """None for the rules backend, else ``(kind, model)``: kind ``"rules-v2"`` (model ``""``), ``"spacy"`` or
+    ``"spacy-released"`` with the spaCy model name or folder to load."""
     if backend == "rules":
         return None
-    if backend == "spacy":
-        return DEFAULT_SPACY_MODEL
-    if isinstance(backend, str) and backend.startswith("spacy:") and backend[len("spacy:") :].strip():
-        return backend[len("spacy:") :].strip()
-    raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "rules-v2":
+        return "rules-v2", ""
+    for kind in ("spacy", "spacy-released"):
+        if backend == kind:
+            return kind, DEFAULT_SPACY_MODEL
+        prefix = kind + ":"
+        if isinstance(backend, str) and backend.startswith(prefix) and backend[len(prefix) :].strip():
+            return kind, backend[len(prefix) :].strip()
+    raise ValueError(
+        f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)} "
+        "(<model_name> is an installed spaCy package or a model folder)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -319,14 +343,21 @@ def _rules_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
     return starts[first], ends[stop - 1]
 
 
+# ---------------------------------------------------------------------------------------------- phrases: rules-v2
+
+
+def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate phrases of the rules-v2 backend as character spans: starts (C,), ends (C,)."""
+    return _rules_candidates(text)
+
+
 # ---------------------------------------------------------------------------------------------- phrases: spaCy
 
 
 @lru_cache(maxsize=4)
 def _load_spacy(model: str) -> Any:
-    """The loaded spaCy pipeline (cached per model name); ImportError with an install hint if missing."""
-    backend = "spacy" if model == DEFAULT_SPACY_MODEL else f"spacy:{model}"
-    hint = _SPACY_HINT.format(backend=backend, model=model)
+    """The loaded spaCy pipeline (cached per model name or folder); ImportError with an install hint if missing."""
+    hint = _SPACY_HINT.format(model=model)
     try:
         import spacy  # heavy and optional: only when the spaCy backend is asked for
     except ImportError as err:
@@ -368,6 +399,66 @@ def _spacy_candidates(doc: Any) -> list[Span]:
     return candidates
 
 
+def _released_candidates(doc: Any) -> list[Span]:
+    """The released candidates of a parsed ``Doc``, unstripped character spans in the released visiting order.
+
+    Noun chunks with 2–5 whitespace words, then each ADJ whose NOUN head is to its right (the tokens from the
+    ADJ to the head, 2–5 whitespace words), then each token whose lemma is in RELEASED_PREFERENCE_LEMMAS (case
+    as spaCy gives it) with the next 5 tokens, whatever they are (3–6 whitespace words); each list in token
+    order, as the released code builds them.
+    """
+    text = doc.text
+    n_tokens = len(doc)
+
+    def token_span(first: int, stop: int) -> Span:  # what doc[first:stop] covers, as (start_char, end_char)
+        last = doc[stop - 1]
+        return doc[first].idx, last.idx + len(last.text)
+
+    def n_words(span: Span) -> int:  # the released count: whitespace-separated pieces of the span's text
+        return len(text[span[0] : span[1]].split())
+
+    chunks = [(chunk.start_char, chunk.end_char) for chunk in doc.noun_chunks]
+    adjective_nouns = [
+        token_span(tok.i, tok.head.i + 1)
+        for tok in doc
+        if tok.pos_ == "ADJ" and tok.head.pos_ == "NOUN" and tok.head.i > tok.i
+    ]
+    windows = [
+        token_span(tok.i, min(tok.i + RELEASED_PREFERENCE_TOKENS, n_tokens))
+        for tok in doc
+        if tok.lemma_ in RELEASED_PREFERENCE_LEMMAS
+    ]
+    return (
+        [span for span in chunks + adjective_nouns if MIN_GROUP_WORDS <= n_words(span) <= MAX_GROUP_WORDS]
+        + [span for span in windows if MIN_PREFERENCE_WORDS <= n_words(span) <= MAX_PREFERENCE_WORDS]
+    )
+
+
+def _released_suppression(candidates: Iterable[Span]) -> list[Span]:
+    """The released overlap resolution: visit candidates by start (a stable sort, so equal starts keep their
+    order); one that overlaps a kept span replaces it if strictly longer, else is dropped.
+
+    The released loop compares with every kept span, but visiting by start keeps the kept spans ordered and
+    disjoint, and then only the last one can overlap a newcomer (all others end before it starts, hence
+    before the newcomer starts): so one comparison per candidate gives the same result in linear time.
+    """
+    kept: list[Span] = []
+    for start, end in sorted(candidates, key=lambda span: span[0]):
+        if kept and start < kept[-1][1]:  # overlaps the last kept span (start >= its start by the sort)
+            if end - start > kept[-1][1] - kept[-1][0]:
+                kept[-1] = (start, end)
+        else:
+            kept.append((start, end))
+    return kept
+
+
+def _released_phrase_spans(text: str, model: str) -> list[Span]:
+    """Stripped spans of the released phrases, ordered and disjoint (before the released dedupe)."""
+    doc = _load_spacy(model)(text)
+    stripped = (_strip(text, start, end) for start, end in _released_suppression(_released_candidates(doc)))
+    return [span for span in stripped if span is not None]
+
+
 def _spacy_phrase_candidates(text: str, model: str) -> tuple[np.ndarray, np.ndarray]:
     """Snapped candidate character spans from spaCy: starts (C,), ends (C,)."""
     doc = _load_spacy(model)(text)
@@ -386,15 +477,25 @@ def phrase_spans(text: str, *, backend: str = "rules", dedupe: bool = False) -> 
     reference did); by default repeated phrases are separate players.
     """
     _check_text(text)
-    model = _parse_backend(backend)
+    parsed = _parse_backend(backend)
     if not text or text.isspace():
         return []
-    if model is None:
-        starts, ends = _rules_candidates(text)
+    if parsed is None:
+        spans = _resolve_overlaps(len(text), *_rules_candidates(text))
+    elif parsed[0] == "rules-v2":
+        spans = _resolve_overlaps(len(text), *_rules_v2_candidates(text))
+    elif parsed[0] == "spacy-released":
+        spans = _released_phrase_spans(text, parsed[1])
     else:
-        starts, ends = _spacy_phrase_candidates(text, model)
-    spans = _resolve_overlaps(len(text), starts, ends)
+        spans = _resolve_overlaps(len(text), *_spacy_phrase_candidates(text, parsed[1]))
     return _dedupe(text, spans) if dedupe else spans
+
+
+def released_phrases(text: str, *, model: str = DEFAULT_SPACY_MODEL) -> list[str]:
+    """The phrase texts the released ``break_query_into_phrases([text])[0]`` returns: the stripped texts of
+    ``phrase_spans(text, backend="spacy-released:<model>", dedupe=True)``, in order."""
+    spans = phrase_spans(text, backend=f"spacy-released:{model}", dedupe=True)
+    return [text[start:end] for start, end in spans]
 
 
 def segment(text: str, mode: str = "phrase", *, backend: str = "rules", dedupe: bool = False) -> list[Span]:
@@ -499,9 +600,11 @@ __all__ = [
     "FUNCTION_WORDS",
     "PREFERENCE_LEMMAS",
     "PREFERENCE_VERBS",
+    "RELEASED_PREFERENCE_LEMMAS",
     "SEGMENTATION_MODES",
     "Span",
     "phrase_spans",
+    "released_phrases",
     "retrieval_regions",
     "retrieval_text",
     "segment",
