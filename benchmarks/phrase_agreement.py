@@ -86,7 +86,9 @@ def write_reference(model: str) -> None:
             for text in load_texts(lang)
         ]
         payload = {"meta": meta, "rows": rows}
-        reference_path(lang).write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        reference_path(lang).write_text(
+            json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+        )
         print(f"wrote {reference_path(lang)} ({len(rows)} texts)")
 
 
@@ -106,7 +108,12 @@ def agreement(rows: list[dict], candidate: str, reference: str) -> dict:
     over all rows and over the train / held-out rows."""
     got = [row[candidate] if candidate in row else phrases(row["text"], candidate) for row in rows]
     scores = np.array([jaccard(g, row[reference]) for g, row in zip(got, rows, strict=True)])
-    exact = np.array([{p.lower() for p in g} == {p.lower() for p in row[reference]} for g, row in zip(got, rows, strict=True)])
+    exact = np.array(
+        [
+            {p.lower() for p in g} == {p.lower() for p in row[reference]}
+            for g, row in zip(got, rows, strict=True)
+        ]
+    )
     held = np.array([row["held_out"] for row in rows], dtype=bool)
     out = {}
     for name, mask in (("all", np.ones_like(held)), ("train", ~held), ("held_out", held)):
@@ -125,7 +132,11 @@ def report() -> dict:
         payload = load_reference(lang)
         rows = payload["rows"]
         results["meta"] = payload["meta"]
-        per_lang = {f"{backend} vs {ref}": agreement(rows, backend, ref) for backend in RULES_BACKENDS for ref in REFERENCES}
+        per_lang = {
+            f"{backend} vs {ref}": agreement(rows, backend, ref)
+            for backend in RULES_BACKENDS
+            for ref in REFERENCES
+        }
         per_lang["spacy-released vs spacy"] = agreement(rows, "spacy-released", "spacy")
         results["languages"][lang] = per_lang
     return results
@@ -142,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     for lang, per_lang in results["languages"].items():
         for name, numbers in per_lang.items():
-            cells = "  ".join(f"{split} J={v['jaccard']} exact={v['exact']} (n={v['n']})" for split, v in numbers.items())
+            cells = "  ".join(
+                f"{split} J={v['jaccard']} exact={v['exact']} (n={v['n']})" for split, v in numbers.items()
+            )
             print(f"{lang}  {name:28s} {cells}")
     return 0
 

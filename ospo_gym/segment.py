@@ -26,6 +26,15 @@ Phrase backends:
   CJK characters (no spaces) is matched as one word, so unsegmented CJK text yields phrases only where
   spaces separate its words (e.g. ``"ワイヤレス イヤホン"``). Combining marks are not ``\\w`` in Python's
   ``re``, so decomposed accents end a word: NFC-normalise text first if that matters.
+* ``"rules-v2"`` (needs no model): a closer imitation of spaCy en_core_web_sm's noun chunks on shopping text.
+  Words (decimals such as "15.6" kept whole) get a coarse part of speech from small word lists and suffixes
+  (determiner/possessive, adjective, number, participle, adverb, verb, function word, preference verb, noun;
+  a content word right after a subject pronoun, modal, "to" or a relative pronoun is a verb). A chunk is an
+  optional determiner and the modifiers before its last noun, 2–5 spaCy-like tokens ("men's" and "don't" are
+  two, "t-shirt" two); longer chunks are dropped, as spaCy's are, not split. Preference windows count tokens
+  the same way and stop before punctuation or a hyphenated word. ``"rules"`` is unchanged by it (the synthetic
+  envs and their committed results use ``"rules"``); see ``benchmarks/phrase_agreement.py`` for how close each
+  comes to spaCy.
 * ``"spacy"`` or ``"spacy:<model_name>"`` (optional extra): spaCy's noun chunks, ADJ→NOUN spans and
   preference-lemma windows, snapped outwards to whole words.
 * ``"spacy-released"`` or ``"spacy-released:<model_name>"`` (optional extra): the authors' released
@@ -56,7 +65,14 @@ import numpy as np
 
 Span = tuple[int, int]
 SEGMENTATION_MODES = ("phrase", "sentence", "word")
-BACKENDS = ("rules", "rules-v2", "spacy", "spacy:<model_name>", "spacy-released", "spacy-released:<model_name>")
+BACKENDS = (
+    "rules",
+    "rules-v2",
+    "spacy",
+    "spacy:<model_name>",
+    "spacy-released",
+    "spacy-released:<model_name>",
+)
 DEFAULT_SPACY_MODEL = "en_core_web_sm"
 
 MIN_GROUP_WORDS, MAX_GROUP_WORDS = 2, 5
@@ -64,7 +80,9 @@ MIN_PREFERENCE_WORDS, MAX_PREFERENCE_WORDS = 3, 6
 
 PREFERENCE_LEMMAS = frozenset({"look", "need", "want", "prefer", "replace", "update", "wear", "pair"})
 # The released list, verbatim: "looking" is not a lemma spaCy gives the verb (it gives "look").
-RELEASED_PREFERENCE_LEMMAS = frozenset({"looking", "need", "want", "prefer", "replace", "update", "wear", "pair"})
+RELEASED_PREFERENCE_LEMMAS = frozenset(
+    {"looking", "need", "want", "prefer", "replace", "update", "wear", "pair"}
+)
 RELEASED_PREFERENCE_TOKENS = 6  # a released window: the verb and the 5 spaCy tokens after it
 # The rules backend has no lemmatiser, so it matches these surface forms instead.
 PREFERENCE_VERBS = frozenset(
@@ -107,6 +125,8 @@ me le les nos yo
 FUNCTION_WORDS = frozenset((_ENGLISH_FUNCTION_WORDS + _SPANISH_FUNCTION_WORDS).split())
 
 _WORD = re.compile(r"\w+(?:['’\-]\w+)*")
+# rules-v2 also keeps a decimal number in one word ("15.6 inch"), as spaCy's tokenizer does.
+_WORD_V2 = re.compile(r"\d+(?:[.,]\d+)+(?:['’\-]?\w+)*|\w+(?:['’\-]\w+)*")
 _NON_SPACE = re.compile(r"\S+")
 # Everything str.splitlines() breaks on; all of it is whitespace (str.isspace), so cutting there is safe.
 _LINE_BREAK_CLASS = r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]"
@@ -257,13 +277,13 @@ def sentence_spans(text: str) -> list[Span]:
 # ---------------------------------------------------------------------------------------------- phrases: rules
 
 
-def _tokenise(text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _tokenise(text: str, pattern: re.Pattern[str] = _WORD) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Words of the text. Returns starts (N,), ends (N,) character offsets and the N lowercased words.
 
     Each word starts and ends next to a non-word character (or the text's edge), so any span from a word's
     start to a later word's end never splits a word and has no surrounding whitespace.
     """
-    matches = list(_WORD.finditer(text))
+    matches = list(pattern.finditer(text))
     starts = np.fromiter((m.start() for m in matches), dtype=np.int64, count=len(matches))
     ends = np.fromiter((m.end() for m in matches), dtype=np.int64, count=len(matches))
     words = [m.group().lower().replace("’", "'") for m in matches]
@@ -346,9 +366,188 @@ def _rules_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------- phrases: rules-v2
 
 
+# rules-v2 tags each word with a coarse part of speech from these lists and a few suffixes, then builds noun
+# chunks the way spaCy's English noun_chunks come out of en_core_web_sm on shopping text: a chunk is an optional
+# determiner and the modifiers before a head noun, and it ends at that noun.
+_V2_DETERMINERS = frozenset(
+    "a an the my your his her its our their this these those some any every each another".split()
+)
+_V2_SUBJECTS_AND_MODALS = frozenset(
+    "i you we they he she it who that which to can could would should will may might must "
+    "i'd i'll you'd we'd they'd don't doesn't didn't can't won't".split()
+)  # a content word right after one of these is a verb ("who likes fishing", "can you recommend a blender")
+_V2_VERBS = frozenset(
+    """
+    likes loves hides keeps reduces fits folds works makes tracks protects removes stays lasts holds comes uses
+    helps includes features supports absorbs cleans charges plays connects lets allows gives provides stops
+    prevents goes gets brings takes grows feels smells tastes sounds recommend buy find get keep use
+    """.split()
+)
+_V2_ADVERBS = frozenset("extra super ultra really pretty quite fairly".split())
+_V2_ADJECTIVES = frozenset(
+    """
+    red blue green yellow black white grey gray pink purple orange brown beige navy cream gold silver rose
+    new old small large big little tiny huge cheap best good great nice soft hard light heavy thick thin long short
+    high low hot cold warm cool dry wet deep wide narrow slim tall full empty clean fresh quiet loud bright dark
+    cute clear safe free gentle simple modern minimal minimalist classic vintage compact strong sturdy smooth
+    rough flat round square sharp smart natural digital electric electronic magnetic organic ergonomic educational
+    thermal floral manual automatic ceramic acrylic plastic metallic wooden woolen golden leather-free
+    protective expensive inexpensive active attractive creative massive supportive exclusive
+    lightweight waterproof wireless cordless stainless rechargeable portable adjustable durable comfortable
+    reliable washable foldable reusable stackable expandable programmable packable convertible breathable
+    extra-large oversized polarized non-toxic toxic sensitive aggressive hypoallergenic gluten-free
+    """.split()
+)
+_V2_ADJECTIVE_SUFFIXES = ("able", "ible", "proof", "less", "ful", "ous")
+_V2_SUFFIX_NOUNS = frozenset(
+    "cable cables table tables turntable vegetable vegetables stable bible wireless-less house blouse mouse".split()
+)  # nouns that end like adjectives
+_V2_ING_NOUNS = frozenset(
+    """
+    clothing bedding lighting flooring ring rings king string spring ceiling building thing something nothing
+    anything everything wedding stuffing frosting icing pudding packaging awning topping railing morning evening
+    swimming-pool earring earrings bearing bearings filling fitting fittings padding lining siding
+    """.split()
+)
+_V2_SPACY_UNITS = frozenset("km m cm mm dm yd in ft kg g mg t lb oz mph mb kb gb tb".split())
+_V2_CLITICS = ("n't", "'s", "'m", "'re", "'ve", "'d", "'ll")
+_V2_DIGIT_UNIT = re.compile(r"(\d+)([a-z]+)")
+(_NOUN, _ADJ, _NUM, _PART, _ADV, _VERB, _DET, _FUNC, _PREF) = range(9)
+
+
+def _v2_tag(word: str, previous: str | None) -> int:
+    """Coarse part of speech of a lowercased word given the lowercased word before it (None at a break)."""
+    if word in PREFERENCE_VERBS:
+        return _PREF
+    if word in _V2_DETERMINERS:
+        return _DET
+    if word in FUNCTION_WORDS:
+        return _FUNC
+    if previous in _V2_SUBJECTS_AND_MODALS or word in _V2_VERBS:
+        return _VERB if not word[0].isdigit() else _NUM
+    if word[0].isdigit():
+        return _NUM
+    if word in _V2_ADVERBS:
+        return _ADV
+    if word.endswith("'s") or word.endswith("s'"):
+        return _DET  # a possessive opens a chunk as a determiner does ("women's high waisted leggings")
+    if word in _V2_ADJECTIVES or (word.endswith(_V2_ADJECTIVE_SUFFIXES) and word not in _V2_SUFFIX_NOUNS):
+        return _ADJ
+    if (word.endswith("ing") and len(word) > 5 and word not in _V2_ING_NOUNS) or (
+        word.endswith("ed") and len(word) > 4
+    ):
+        return _PART
+    return _NOUN
+
+
+def _v2_token_count(word: str) -> int:
+    """How many non-punctuation tokens spaCy's English tokenizer makes of a word: hyphens split it, clitics
+    ("n't", "'s") and a unit after digits ("44mm") are tokens of their own."""
+    count = 0
+    for part in word.split("-"):
+        if not part:
+            continue
+        count += 1 + any(part.endswith(clitic) and len(part) > len(clitic) for clitic in _V2_CLITICS)
+        unit = _V2_DIGIT_UNIT.fullmatch(part)
+        count += unit is not None and unit.group(2) in _V2_SPACY_UNITS
+    return count
+
+
+def _v2_chunks(tags: list[int], words: list[str], breaks: np.ndarray) -> list[tuple[int, int]]:
+    """Noun-chunk word ranges ``[first, stop)`` of one text from the word tags.
+
+    A chunk opens at a determiner or possessive or at its first modifier and grows over adjectives, numbers,
+    participles and nouns; a function word, preference verb, verb or break closes it; a number after its noun
+    opens a new chunk, an adverb after its noun closes it; for participles see the comment below. A chunk ends
+    at its last noun (trailing modifiers, and a trailing "set", which the parser reads as a verb in "mug set of
+    4", are cut off) and needs a noun. Adjectives after a noun do not split a chunk: on the tuning texts spaCy
+    kept them in ("bathroom scale digital") more often than not.
+    """
+    chunks: list[tuple[int, int]] = []
+    first = -1  # first word of the open chunk, -1 if none
+    last_noun = -1  # its last noun
+
+    def close() -> None:
+        if first >= 0 and last_noun >= first:
+            stop = last_noun + 1
+            if stop - first >= 2 and words[last_noun] in ("set", "sets"):
+                stop -= 1
+            chunks.append((first, stop))
+
+    for i, tag in enumerate(tags):
+        if breaks[i]:
+            close()
+            first = last_noun = -1
+        in_chunk_noun = first >= 0 and last_noun >= first
+        if tag in (_FUNC, _PREF, _VERB):
+            close()
+            first = last_noun = -1
+        elif tag == _DET:
+            close()
+            first, last_noun = i, -1
+        elif tag == _PART:
+            ing = words[i].endswith("ing")
+            # "-ing" right after a preposition or at the start of a list item is a verb ("for sleeping baby",
+            # ", hydrating face moisturizer"); "-ed" there is an adjective (", cushioned sneakers"). After a noun,
+            # "-ed" is a verb ("wall mounted shelves") and "-ing" a noun ("dish drying rack").
+            verb_position = (i > 0 and not breaks[i] and tags[i - 1] == _FUNC) or (breaks[i] and i > 0)
+            if in_chunk_noun and ing:
+                last_noun = i
+            elif in_chunk_noun or (verb_position and ing):
+                close()
+                first = last_noun = -1
+            elif first < 0:
+                first = i
+        elif tag == _ADV:
+            if in_chunk_noun:
+                close()
+                first = last_noun = -1
+            elif first < 0:
+                first = i
+        elif tag in (_ADJ, _NUM):
+            if in_chunk_noun and tag == _NUM:  # "air fryer | 6 quart": a number after a noun opens a chunk
+                close()
+                first, last_noun = i, -1
+            elif first < 0:
+                first = i
+        else:  # a noun
+            if first < 0:
+                first = i
+            last_noun = i
+    close()
+    return chunks
+
+
 def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate phrases of the rules-v2 backend as character spans: starts (C,), ends (C,)."""
-    return _rules_candidates(text)
+    """Candidate phrases of the rules-v2 backend as character spans: starts (C,), ends (C,).
+
+    Noun chunks of 2–5 spaCy-like tokens (longer ones are dropped, as spaCy's are, not split) and preference
+    windows: the verb and the words after it up to 6 tokens, ending before punctuation or a hyphenated word
+    (spaCy splits it at the hyphen, a punctuation token), kept with at least 3 tokens.
+    """
+    starts, ends, words = _tokenise(text, _WORD_V2)
+    if not words:
+        return starts, ends
+    breaks = _breaks_before(text, starts, ends)
+    tags = [_v2_tag(w, None if breaks[i] else words[i - 1]) for i, w in enumerate(words)]
+    n_tokens = np.fromiter((_v2_token_count(w) for w in words), dtype=np.int64, count=len(words))
+    cumulative = np.concatenate(([0], np.cumsum(n_tokens)))
+    ranges = [
+        (a, b) for a, b in _v2_chunks(tags, words, breaks)
+        if MIN_GROUP_WORDS <= cumulative[b] - cumulative[a] <= MAX_GROUP_WORDS
+    ]  # fmt: skip
+    hyphenated = np.fromiter(("-" in w for w in words), dtype=bool, count=len(words))
+    for verb in (i for i, tag in enumerate(tags) if tag == _PREF):
+        stop, used = verb + 1, int(n_tokens[verb])
+        while stop < len(words) and used < MAX_PREFERENCE_WORDS and not breaks[stop] and not hyphenated[stop]:
+            used += int(n_tokens[stop])
+            stop += 1
+        if used >= MIN_PREFERENCE_WORDS:
+            ranges.append((verb, stop))
+    if not ranges:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first, stop = np.array(ranges, dtype=np.int64).T
+    return starts[first], ends[stop - 1]
 
 
 # ---------------------------------------------------------------------------------------------- phrases: spaCy
@@ -428,10 +627,9 @@ def _released_candidates(doc: Any) -> list[Span]:
         for tok in doc
         if tok.lemma_ in RELEASED_PREFERENCE_LEMMAS
     ]
-    return (
-        [span for span in chunks + adjective_nouns if MIN_GROUP_WORDS <= n_words(span) <= MAX_GROUP_WORDS]
-        + [span for span in windows if MIN_PREFERENCE_WORDS <= n_words(span) <= MAX_PREFERENCE_WORDS]
-    )
+    return [
+        span for span in chunks + adjective_nouns if MIN_GROUP_WORDS <= n_words(span) <= MAX_GROUP_WORDS
+    ] + [span for span in windows if MIN_PREFERENCE_WORDS <= n_words(span) <= MAX_PREFERENCE_WORDS]
 
 
 def _released_suppression(candidates: Iterable[Span]) -> list[Span]:
