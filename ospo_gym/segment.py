@@ -393,6 +393,8 @@ _V2_ADJECTIVES = frozenset(
     rough flat round square sharp smart natural digital electric electronic magnetic organic ergonomic educational
     thermal floral manual automatic ceramic acrylic plastic metallic wooden woolen golden leather-free
     protective expensive inexpensive active attractive creative massive supportive exclusive
+    whole solid pure raw real fake faux premium professional universal standard mini single double triple
+    outdoor indoor upright narrow tiny giant
     lightweight waterproof wireless cordless stainless rechargeable portable adjustable durable comfortable
     reliable washable foldable reusable stackable expandable programmable packable convertible breathable
     extra-large oversized polarized non-toxic toxic sensitive aggressive hypoallergenic gluten-free
@@ -412,6 +414,7 @@ _V2_ING_NOUNS = frozenset(
 _V2_SPACY_UNITS = frozenset("km m cm mm dm yd in ft kg g mg t lb oz mph mb kb gb tb".split())
 _V2_CLITICS = ("n't", "'s", "'m", "'re", "'ve", "'d", "'ll")
 _V2_DIGIT_UNIT = re.compile(r"(\d+)([a-z]+)")
+_V2_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 (_NOUN, _ADJ, _NUM, _PART, _ADV, _VERB, _DET, _FUNC, _PREF) = range(9)
 
 
@@ -423,10 +426,15 @@ def _v2_tag(word: str, previous: str | None) -> int:
         return _DET
     if word in FUNCTION_WORDS:
         return _FUNC
-    if previous in _V2_SUBJECTS_AND_MODALS or word in _V2_VERBS:
-        return _VERB if not word[0].isdigit() else _NUM
     if word[0].isdigit():
-        return _NUM
+        # A number, or a number and a unit that spaCy splits off ("44mm" = 44 + mm); "4k", "20000mah" are nouns.
+        unit = _V2_DIGIT_UNIT.fullmatch(word)
+        numeric = _V2_NUMBER.fullmatch(word) is not None or (
+            unit is not None and unit.group(2) in _V2_SPACY_UNITS
+        )
+        return _NUM if numeric else _NOUN
+    if previous in _V2_SUBJECTS_AND_MODALS or word in _V2_VERBS:
+        return _VERB
     if word in _V2_ADVERBS:
         return _ADV
     if word.endswith("'s") or word.endswith("s'"):
@@ -434,7 +442,7 @@ def _v2_tag(word: str, previous: str | None) -> int:
     if word in _V2_ADJECTIVES or (word.endswith(_V2_ADJECTIVE_SUFFIXES) and word not in _V2_SUFFIX_NOUNS):
         return _ADJ
     if (word.endswith("ing") and len(word) > 5 and word not in _V2_ING_NOUNS) or (
-        word.endswith("ed") and len(word) > 4
+        word.endswith("ed") and len(word) > 4 and not word.endswith("eed")  # "breed", "speed" are nouns
     ):
         return _PART
     return _NOUN
@@ -491,8 +499,11 @@ def _v2_chunks(tags: list[int], words: list[str], breaks: np.ndarray) -> list[tu
             # ", hydrating face moisturizer"); "-ed" there is an adjective (", cushioned sneakers"). After a noun,
             # "-ed" is a verb ("wall mounted shelves") and "-ing" a noun ("dish drying rack").
             verb_position = (i > 0 and not breaks[i] and tags[i - 1] == _FUNC) or (breaks[i] and i > 0)
-            if in_chunk_noun and ing:
-                last_noun = i
+            followed_by_content = (
+                i + 1 < len(tags) and not breaks[i + 1] and tags[i + 1] in (_NOUN, _ADJ, _PART)
+            )
+            if in_chunk_noun and ing and not followed_by_content:
+                last_noun = i  # "self cleaning", "sleep tracking": a noun at the end of the chunk
             elif in_chunk_noun or (verb_position and ing):
                 close()
                 first = last_noun = -1
@@ -505,7 +516,8 @@ def _v2_chunks(tags: list[int], words: list[str], breaks: np.ndarray) -> list[tu
             elif first < 0:
                 first = i
         elif tag in (_ADJ, _NUM):
-            if in_chunk_noun and tag == _NUM:  # "air fryer | 6 quart": a number after a noun opens a chunk
+            # "air fryer | 6 quart": a number after a noun opens a chunk, unless it names a model ("iphone 13").
+            if in_chunk_noun and tag == _NUM and i - first >= 2:
                 close()
                 first, last_noun = i, -1
             elif first < 0:
@@ -516,6 +528,13 @@ def _v2_chunks(tags: list[int], words: list[str], breaks: np.ndarray) -> list[tu
             last_noun = i
     close()
     return chunks
+
+
+def _v2_trim_to_noun(tags: list[int], first: int, stop: int) -> tuple[int, int]:
+    """``[first, stop)`` shortened to end at its last noun (or "-ing" noun); empty if it has none."""
+    while stop > first and tags[stop - 1] not in (_NOUN, _PART):
+        stop -= 1
+    return first, stop
 
 
 def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -532,8 +551,26 @@ def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
     tags = [_v2_tag(w, None if breaks[i] else words[i - 1]) for i, w in enumerate(words)]
     n_tokens = np.fromiter((_v2_token_count(w) for w in words), dtype=np.int64, count=len(words))
     cumulative = np.concatenate(([0], np.cumsum(n_tokens)))
+    chunks = []
+    for a, b in _v2_chunks(tags, words, breaks):
+        if cumulative[b] - cumulative[a] <= MAX_GROUP_WORDS:
+            chunks.append((a, b))
+            continue
+        # Too long for one chunk: spaCy parses an adjective after a noun as the start of an apposition
+        # ("coffee beans | whole bean dark roast"); each piece ends at its last noun.
+        # Cut only as often as needed: at the first such adjective while the rest is still too long.
+        cuts = [j for j in range(a + 1, b) if tags[j] == _ADJ and tags[j - 1] in (_NOUN, _PART)]
+        lo = a
+        for cut in cuts:
+            if cumulative[b] - cumulative[lo] <= MAX_GROUP_WORDS:
+                break
+            chunks.append(_v2_trim_to_noun(tags, lo, cut))
+            lo = cut
+        chunks.append(_v2_trim_to_noun(tags, lo, b))
+    # spaCy's adjective-to-head spans: inside a chunk too long to keep, "solid wood kitchen table" survives.
+    adjective_spans = [(j, b) for a, b in chunks for j in range(a + 1, b - 1) if tags[j] == _ADJ]
     ranges = [
-        (a, b) for a, b in _v2_chunks(tags, words, breaks)
+        (a, b) for a, b in chunks + adjective_spans
         if MIN_GROUP_WORDS <= cumulative[b] - cumulative[a] <= MAX_GROUP_WORDS
     ]  # fmt: skip
     hyphenated = np.fromiter(("-" in w for w in words), dtype=bool, count=len(words))

@@ -263,7 +263,15 @@ def test_committed_reference_is_what_the_model_gives():
         ("air fryer 6 quart", ["air fryer", "6 quart"]),  # a number after a noun opens a chunk
         ("wall mounted floating shelves", ["floating shelves"]),  # "-ed" after a noun is a verb
         ("noise machine for sleeping baby", ["noise machine"]),  # "-ing" after a preposition is a verb
-        ("dish drying rack", ["dish drying rack"]),  # "-ing" after a noun stays in the chunk
+        ("cat litter box self cleaning", ["cat litter box self cleaning"]),  # "-ing" ending a chunk is a noun
+        ("queen mattress topper cooling gel", ["queen mattress topper"]),  # "-ing" before a noun is a verb
+        (
+            "coffee beans whole bean dark roast",
+            ["coffee beans", "whole bean dark roast"],
+        ),  # 6 words: cut at ADJ
+        ("farmhouse style solid wood kitchen table", ["farmhouse style", "solid wood kitchen table"]),
+        ("iphone 13 screen protector", ["iphone 13 screen protector"]),  # a model number stays in
+        ("dog harness no pull large breed", ["dog harness", "pull large breed"]),  # "breed" is no participle
         ("ceramic coffee mug set of 4", ["ceramic coffee mug"]),  # trailing "set" is the parser's verb
         ("memory foam mattress topper queen size", []),  # 6 words: dropped as spaCy drops it, not split
         ("laptop sleeve 15.6 inch", ["laptop sleeve", "15.6 inch"]),  # a decimal is one word
@@ -330,17 +338,18 @@ def test_committed_agreement_results_are_reproduced():
 
 
 def test_rules_v2_agreement_floor():
-    """rules-v2 agrees with spaCy's (corrected-backend) phrases on the English set at least as well as committed,
-    train and held-out, and clearly better than rules. The issue's target is 0.85; rules-v2 reaches about 0.68
-    (see benchmarks/RESULTS.md). Catches: a change that loses agreement."""
+    """rules-v2 agrees with spaCy's phrases (our corrected 'spacy' backend) on the English set at least as well as
+    committed, on the tuning texts and on the held-out ones, and clearly better than rules. The issue asked for 0.85;
+    rules-v2 reaches 0.71 (0.73 train, 0.66 held-out; benchmarks/RESULTS.md). Catches: a change that loses agreement."""
     module = _agreement()
     rows = module.load_reference("en")["rows"]
     v2 = module.agreement(rows, "rules-v2", "spacy")
     rules = module.agreement(rows, "rules", "spacy")
     assert (
-        v2["all"]["jaccard"] >= 0.67 and v2["train"]["jaccard"] >= 0.69 and v2["held_out"]["jaccard"] >= 0.63
+        v2["all"]["jaccard"] >= 0.70 and v2["train"]["jaccard"] >= 0.72 and v2["held_out"]["jaccard"] >= 0.65
     )
     assert v2["all"]["jaccard"] >= rules["all"]["jaccard"] + 0.1
+    assert v2["held_out"]["jaccard"] > rules["held_out"]["jaccard"]
 
 
 def test_the_rules_backend_is_frozen():
