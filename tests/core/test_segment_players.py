@@ -311,13 +311,33 @@ def test_rules_v2_spans_are_valid(text):
         previous = end
 
 
-def test_rules_v2_is_linear():
-    """Catches: a per-word rescan (quadratic) in the chunker or the windows."""
-    unit = "I am looking for a warm winter jacket for men, 15.6 inch. Red running shoes size 42!\n"
-    text = (unit * (100_000 // len(unit) + 1))[:100_000]
+_UNIT = "I am looking for a warm winter jacket for men, 15.6 inch. Red running shoes size 42!\n"
+ADVERSARIAL_V2 = {
+    "prose": (_UNIT * (100_000 // len(_UNIT) + 1))[:100_000],
+    "one content run": "ab " * 33_333,  # one chunk of 33k words: cut and trimmed once, not rescanned
+    "adjectives": "adjustable " * 9_000,
+    "adjective after noun": "red shoes stainless " * 5_000,
+    "verbs": "need " * 20_000,
+    "decimals": "1.5 " * 25_000,
+    "hyphens": "a-" * 50_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL_V2))
+def test_rules_v2_is_linear(name):
+    """Catches: a per-word rescan (quadratic) in the chunker, the long-chunk cuts or the windows."""
     started = time.perf_counter()
-    assert phrase_spans(text, backend="rules-v2")
+    phrase_spans(ADVERSARIAL_V2[name], backend="rules-v2")
     assert time.perf_counter() - started < 1.5
+
+
+def test_envs_take_the_new_backends():
+    """The env's oracle passes the backend through. Catches: a backend accepted by segment() but not by envs."""
+    import gymnasium as gym
+
+    env = gym.make("ospo/Interaction-v0", segmentation_backend="rules-v2").unwrapped
+    text = "<answer>a warm winter jacket for men</answer>"
+    assert texts(text, env.oracle.segment(text)) == ["a warm winter jacket"]
 
 
 # ---------------------------------------------------------------------------------------------- agreement
