@@ -31,8 +31,10 @@ Phrase backends:
   (determiner/possessive, adjective, number, participle, adverb, verb, function word, preference verb, noun;
   a content word right after a subject pronoun, modal, "to" or a relative pronoun is a verb). A chunk is an
   optional determiner and the modifiers before its last noun, 2–5 spaCy-like tokens ("men's" and "don't" are
-  two, "t-shirt" two); longer chunks are dropped, as spaCy's are, not split. Preference windows count tokens
-  the same way and stop before punctuation or a hyphenated word. ``"rules"`` is unchanged by it (the synthetic
+  two, "t-shirt" two); a longer run is cut at an adjective after a noun, as little as needed, and what is still
+  too long is dropped, as spaCy drops it, not split evenly. Preference windows count tokens the same way and
+  stop before punctuation or a hyphenated word. Tuned on English; Spanish keeps its adjectives after the noun,
+  which rules-v2 trims, so ``"rules"`` suits Spanish better. ``"rules"`` is unchanged by it (the synthetic
   envs and their committed results use ``"rules"``); see ``benchmarks/phrase_agreement.py`` for how close each
   comes to spaCy.
 * ``"spacy"`` or ``"spacy:<model_name>"`` (optional extra): spaCy's noun chunks, ADJ→NOUN spans and
@@ -394,7 +396,7 @@ _V2_ADJECTIVES = frozenset(
     thermal floral manual automatic ceramic acrylic plastic metallic wooden woolen golden leather-free
     protective expensive inexpensive active attractive creative massive supportive exclusive
     whole solid pure raw real fake faux premium professional universal standard mini single double triple
-    outdoor indoor upright narrow tiny giant
+    outdoor indoor upright giant
     lightweight waterproof wireless cordless stainless rechargeable portable adjustable durable comfortable
     reliable washable foldable reusable stackable expandable programmable packable convertible breathable
     extra-large oversized polarized non-toxic toxic sensitive aggressive hypoallergenic gluten-free
@@ -402,7 +404,7 @@ _V2_ADJECTIVES = frozenset(
 )
 _V2_ADJECTIVE_SUFFIXES = ("able", "ible", "proof", "less", "ful", "ous")
 _V2_SUFFIX_NOUNS = frozenset(
-    "cable cables table tables turntable vegetable vegetables stable bible wireless-less house blouse mouse".split()
+    "cable cables table tables turntable turntables vegetable vegetables bible bibles".split()
 )  # nouns that end like adjectives
 _V2_ING_NOUNS = frozenset(
     """
@@ -466,7 +468,8 @@ def _v2_chunks(tags: list[int], words: list[str], breaks: np.ndarray) -> list[tu
 
     A chunk opens at a determiner or possessive or at its first modifier and grows over adjectives, numbers,
     participles and nouns; a function word, preference verb, verb or break closes it; a number after its noun
-    opens a new chunk, an adverb after its noun closes it; for participles see the comment below. A chunk ends
+    opens a new chunk (unless the chunk so far is one word: "iphone 13"), an adverb after its noun closes it;
+    for participles see the comment below. A chunk ends
     at its last noun (trailing modifiers, and a trailing "set", which the parser reads as a verb in "mug set of
     4", are cut off) and needs a noun. Adjectives after a noun do not split a chunk: on the tuning texts spaCy
     kept them in ("bathroom scale digital") more often than not.
@@ -497,7 +500,8 @@ def _v2_chunks(tags: list[int], words: list[str], breaks: np.ndarray) -> list[tu
             ing = words[i].endswith("ing")
             # "-ing" right after a preposition or at the start of a list item is a verb ("for sleeping baby",
             # ", hydrating face moisturizer"); "-ed" there is an adjective (", cushioned sneakers"). After a noun,
-            # "-ed" is a verb ("wall mounted shelves") and "-ing" a noun ("dish drying rack").
+            # "-ed" is a verb ("wall mounted shelves"), and so is "-ing" before more content ("noise cancelling
+            # headphones"); "-ing" that ends the chunk is a noun ("cat litter box self cleaning").
             verb_position = (i > 0 and not breaks[i] and tags[i - 1] == _FUNC) or (breaks[i] and i > 0)
             followed_by_content = (
                 i + 1 < len(tags) and not breaks[i + 1] and tags[i + 1] in (_NOUN, _ADJ, _PART)
@@ -540,9 +544,11 @@ def _v2_trim_to_noun(tags: list[int], first: int, stop: int) -> tuple[int, int]:
 def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Candidate phrases of the rules-v2 backend as character spans: starts (C,), ends (C,).
 
-    Noun chunks of 2–5 spaCy-like tokens (longer ones are dropped, as spaCy's are, not split) and preference
-    windows: the verb and the words after it up to 6 tokens, ending before punctuation or a hyphenated word
-    (spaCy splits it at the hyphen, a punctuation token), kept with at least 3 tokens.
+    Noun chunks of 2–5 spaCy-like tokens: a longer one is cut at an adjective after a noun, only as often as it
+    takes to leave a last piece of at most 5 tokens, and any piece still too long is dropped, not split evenly;
+    the span from an adjective inside a chunk to the chunk's end (spaCy's ADJ→NOUN spans) is a candidate too.
+    Preference windows: the verb and the words after it up to 6 tokens (a word is never cut), ending before
+    punctuation or a hyphenated word (spaCy splits it at the hyphen, a punctuation token), kept with at least 3.
     """
     starts, ends, words = _tokenise(text, _WORD_V2)
     if not words:
