@@ -45,7 +45,8 @@ class CoalitionOracle:
     Args:
         score_texts: the env's batched reward of retrieval texts.
         segmentation: ``"phrase"``, ``"sentence"`` or ``"word"`` — how :meth:`segment` cuts a completion.
-        segmentation_backend: ``"rules"`` (no model needed) or ``"spacy"`` for phrase mode.
+        segmentation_backend: for phrase mode, ``"rules"`` or ``"rules-v2"`` (no model needed), ``"spacy"`` or
+            ``"spacy-released"`` (the released players); see :mod:`ospo_gym.segment`.
 
     Counters ``num_calls``, ``num_values`` (coalition values returned) and ``num_scored`` (distinct texts sent to
     the reward) let agents log oracle cost.

@@ -26,8 +26,32 @@ Phrase backends:
   CJK characters (no spaces) is matched as one word, so unsegmented CJK text yields phrases only where
   spaces separate its words (e.g. ``"ワイヤレス イヤホン"``). Combining marks are not ``\\w`` in Python's
   ``re``, so decomposed accents end a word: NFC-normalise text first if that matters.
+* ``"rules-v2"`` (needs no model): a closer imitation of spaCy en_core_web_sm's noun chunks on shopping text.
+  Words (decimals such as "15.6" kept whole) get a coarse part of speech from small word lists and suffixes
+  (determiner/possessive, adjective, number, participle, adverb, verb, function word, preference verb, noun;
+  a content word right after a subject pronoun, modal, "to" or a relative pronoun is a verb). A chunk is an
+  optional determiner and the modifiers before its last noun, 2–5 spaCy-like tokens ("men's" and "don't" are
+  two, "t-shirt" two); a longer run is cut at an adjective after a noun, as little as needed, and what is still
+  too long is dropped, as spaCy drops it, not split evenly. Preference windows count tokens the same way and
+  stop before punctuation or a hyphenated word. Tuned on English; Spanish keeps its adjectives after the noun,
+  which rules-v2 trims, so ``"rules"`` suits Spanish better. ``"rules"`` is unchanged by it (the synthetic
+  envs and their committed results use ``"rules"``); see ``benchmarks/phrase_agreement.py`` for how close each
+  comes to spaCy.
 * ``"spacy"`` or ``"spacy:<model_name>"`` (optional extra): spaCy's noun chunks, ADJ→NOUN spans and
   preference-lemma windows, snapped outwards to whole words.
+* ``"spacy-released"`` or ``"spacy-released:<model_name>"`` (optional extra): the authors' released
+  ``break_query_into_phrases`` (``AbhijnanNath/nips26_project_code_rl`` at 2d944f0f) reproduced exactly,
+  quirks included; with ``dedupe=True`` the phrase texts equal its output. Where it differs from ``"spacy"``:
+  its lemma list holds ``"looking"`` instead of ``"look"`` (spaCy lemmatises "looking" to "look", so a
+  "looking for ..." window fires only where the tagger keeps the lemma "looking", e.g. a NOUN) and compares
+  lemmas case-sensitively; words are counted by whitespace (``str.split``), not as spaCy tokens, so
+  "men's running shoes" is 3 words and "4-pack" one; a preference window is always the verb and the next 5
+  spaCy tokens, across punctuation and sentence ends, kept if it has 3–6 whitespace words; candidates are
+  visited by start (noun chunks, then ADJ→NOUN spans, then windows at equal starts) and one that overlaps the
+  last kept phrase replaces it only if strictly longer in characters (so a chain of longer overlapping
+  candidates can drop an earlier phrase that longest-first keeps); spans are not snapped to whole words, so
+  they may end inside a word that spaCy splits ("ca|n't", "t|-|shirt"). Spans are stripped of whitespace
+  and stay ordered and disjoint.
 
 Everything is linear in the length of the text (regex scans, numpy on token arrays, one greedy pass).
 """
@@ -43,13 +67,25 @@ import numpy as np
 
 Span = tuple[int, int]
 SEGMENTATION_MODES = ("phrase", "sentence", "word")
-BACKENDS = ("rules", "spacy", "spacy:<model_name>")
+BACKENDS = (
+    "rules",
+    "rules-v2",
+    "spacy",
+    "spacy:<model_name>",
+    "spacy-released",
+    "spacy-released:<model_name>",
+)
 DEFAULT_SPACY_MODEL = "en_core_web_sm"
 
 MIN_GROUP_WORDS, MAX_GROUP_WORDS = 2, 5
 MIN_PREFERENCE_WORDS, MAX_PREFERENCE_WORDS = 3, 6
 
 PREFERENCE_LEMMAS = frozenset({"look", "need", "want", "prefer", "replace", "update", "wear", "pair"})
+# The released list, verbatim: "looking" is not a lemma spaCy gives the verb (it gives "look").
+RELEASED_PREFERENCE_LEMMAS = frozenset(
+    {"looking", "need", "want", "prefer", "replace", "update", "wear", "pair"}
+)
+RELEASED_PREFERENCE_TOKENS = 6  # a released window: the verb and the 5 spaCy tokens after it
 # The rules backend has no lemmatiser, so it matches these surface forms instead.
 PREFERENCE_VERBS = frozenset(
     {
@@ -91,6 +127,8 @@ me le les nos yo
 FUNCTION_WORDS = frozenset((_ENGLISH_FUNCTION_WORDS + _SPANISH_FUNCTION_WORDS).split())
 
 _WORD = re.compile(r"\w+(?:['’\-]\w+)*")
+# rules-v2 also keeps a decimal number in one word ("15.6 inch"), as spaCy's tokenizer does.
+_WORD_V2 = re.compile(r"\d+(?:[.,]\d+)+(?:['’\-]?\w+)*|\w+(?:['’\-]\w+)*")
 _NON_SPACE = re.compile(r"\S+")
 # Everything str.splitlines() breaks on; all of it is whitespace (str.isspace), so cutting there is safe.
 _LINE_BREAK_CLASS = r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]"
@@ -107,7 +145,7 @@ _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 
 _SPACY_HINT = (
-    "backend={backend!r} needs spaCy and its model {model!r}: "
+    "the spaCy phrase backends ('spacy', 'spacy-released') need spaCy and the model {model!r}: "
     "pip install 'ospo-gym[spacy]' && python -m spacy download {model}. "
     "backend='rules' (the default) needs nothing."
 )
@@ -128,15 +166,23 @@ def _check_mode(mode: object) -> str:
     return mode  # type: ignore[return-value]
 
 
-def _parse_backend(backend: object) -> str | None:
-    """None for the rules backend, else the spaCy model name to load."""
+def _parse_backend(backend: object) -> tuple[str, str] | None:
+    """None for the rules backend, else ``(kind, model)``: kind ``"rules-v2"`` (model ``""``), ``"spacy"`` or
+    ``"spacy-released"`` with the spaCy model name or folder to load."""
     if backend == "rules":
         return None
-    if backend == "spacy":
-        return DEFAULT_SPACY_MODEL
-    if isinstance(backend, str) and backend.startswith("spacy:") and backend[len("spacy:") :].strip():
-        return backend[len("spacy:") :].strip()
-    raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "rules-v2":
+        return "rules-v2", ""
+    for kind in ("spacy", "spacy-released"):
+        if backend == kind:
+            return kind, DEFAULT_SPACY_MODEL
+        prefix = kind + ":"
+        if isinstance(backend, str) and backend.startswith(prefix) and backend[len(prefix) :].strip():
+            return kind, backend[len(prefix) :].strip()
+    raise ValueError(
+        f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)} "
+        "(<model_name> is an installed spaCy package or a model folder)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -233,13 +279,13 @@ def sentence_spans(text: str) -> list[Span]:
 # ---------------------------------------------------------------------------------------------- phrases: rules
 
 
-def _tokenise(text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _tokenise(text: str, pattern: re.Pattern[str] = _WORD) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Words of the text. Returns starts (N,), ends (N,) character offsets and the N lowercased words.
 
     Each word starts and ends next to a non-word character (or the text's edge), so any span from a word's
     start to a later word's end never splits a word and has no surrounding whitespace.
     """
-    matches = list(_WORD.finditer(text))
+    matches = list(pattern.finditer(text))
     starts = np.fromiter((m.start() for m in matches), dtype=np.int64, count=len(matches))
     ends = np.fromiter((m.end() for m in matches), dtype=np.int64, count=len(matches))
     words = [m.group().lower().replace("’", "'") for m in matches]
@@ -319,14 +365,241 @@ def _rules_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
     return starts[first], ends[stop - 1]
 
 
+# ---------------------------------------------------------------------------------------------- phrases: rules-v2
+
+
+# rules-v2 tags each word with a coarse part of speech from these lists and a few suffixes, then builds noun
+# chunks the way spaCy's English noun_chunks come out of en_core_web_sm on shopping text: a chunk is an optional
+# determiner and the modifiers before a head noun, and it ends at that noun.
+_V2_DETERMINERS = frozenset(
+    "a an the my your his her its our their this these those some any every each another".split()
+)
+_V2_SUBJECTS_AND_MODALS = frozenset(
+    "i you we they he she it who that which to can could would should will may might must "
+    "i'd i'll you'd we'd they'd don't doesn't didn't can't won't".split()
+)  # a content word right after one of these is a verb ("who likes fishing", "can you recommend a blender")
+_V2_VERBS = frozenset(
+    """
+    likes loves hides keeps reduces fits folds works makes tracks protects removes stays lasts holds comes uses
+    helps includes features supports absorbs cleans charges plays connects lets allows gives provides stops
+    prevents goes gets brings takes grows feels smells tastes sounds recommend buy find get keep use
+    """.split()
+)
+_V2_ADVERBS = frozenset("extra super ultra really pretty quite fairly".split())
+_V2_ADJECTIVES = frozenset(
+    """
+    red blue green yellow black white grey gray pink purple orange brown beige navy cream gold silver rose
+    new old small large big little tiny huge cheap best good great nice soft hard light heavy thick thin long short
+    high low hot cold warm cool dry wet deep wide narrow slim tall full empty clean fresh quiet loud bright dark
+    cute clear safe free gentle simple modern minimal minimalist classic vintage compact strong sturdy smooth
+    rough flat round square sharp smart natural digital electric electronic magnetic organic ergonomic educational
+    thermal floral manual automatic ceramic acrylic plastic metallic wooden woolen golden leather-free
+    protective expensive inexpensive active attractive creative massive supportive exclusive
+    whole solid pure raw real fake faux premium professional universal standard mini single double triple
+    outdoor indoor upright giant
+    lightweight waterproof wireless cordless stainless rechargeable portable adjustable durable comfortable
+    reliable washable foldable reusable stackable expandable programmable packable convertible breathable
+    extra-large oversized polarized non-toxic toxic sensitive aggressive hypoallergenic gluten-free
+    """.split()
+)
+_V2_ADJECTIVE_SUFFIXES = ("able", "ible", "proof", "less", "ful", "ous")
+_V2_SUFFIX_NOUNS = frozenset(
+    "cable cables table tables turntable turntables vegetable vegetables bible bibles".split()
+)  # nouns that end like adjectives
+_V2_ING_NOUNS = frozenset(
+    """
+    clothing bedding lighting flooring ring rings king string spring ceiling building thing something nothing
+    anything everything wedding stuffing frosting icing pudding packaging awning topping railing morning evening
+    swimming-pool earring earrings bearing bearings filling fitting fittings padding lining siding
+    """.split()
+)
+_V2_SPACY_UNITS = frozenset("km m cm mm dm yd in ft kg g mg t lb oz mph mb kb gb tb".split())
+_V2_CLITICS = ("n't", "'s", "'m", "'re", "'ve", "'d", "'ll")
+_V2_DIGIT_UNIT = re.compile(r"(\d+)([a-z]+)")
+_V2_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+(_NOUN, _ADJ, _NUM, _PART, _ADV, _VERB, _DET, _FUNC, _PREF) = range(9)
+
+
+def _v2_tag(word: str, previous: str | None) -> int:
+    """Coarse part of speech of a lowercased word given the lowercased word before it (None at a break)."""
+    if word in PREFERENCE_VERBS:
+        return _PREF
+    if word in _V2_DETERMINERS:
+        return _DET
+    if word in FUNCTION_WORDS:
+        return _FUNC
+    if word[0].isdigit():
+        # A number, or a number and a unit that spaCy splits off ("44mm" = 44 + mm); "4k", "20000mah" are nouns.
+        unit = _V2_DIGIT_UNIT.fullmatch(word)
+        numeric = _V2_NUMBER.fullmatch(word) is not None or (
+            unit is not None and unit.group(2) in _V2_SPACY_UNITS
+        )
+        return _NUM if numeric else _NOUN
+    if previous in _V2_SUBJECTS_AND_MODALS or word in _V2_VERBS:
+        return _VERB
+    if word in _V2_ADVERBS:
+        return _ADV
+    if word.endswith("'s") or word.endswith("s'"):
+        return _DET  # a possessive opens a chunk as a determiner does ("women's high waisted leggings")
+    if word in _V2_ADJECTIVES or (word.endswith(_V2_ADJECTIVE_SUFFIXES) and word not in _V2_SUFFIX_NOUNS):
+        return _ADJ
+    if (word.endswith("ing") and len(word) > 5 and word not in _V2_ING_NOUNS) or (
+        word.endswith("ed") and len(word) > 4 and not word.endswith("eed")  # "breed", "speed" are nouns
+    ):
+        return _PART
+    return _NOUN
+
+
+def _v2_token_count(word: str) -> int:
+    """How many non-punctuation tokens spaCy's English tokenizer makes of a word: hyphens split it, clitics
+    ("n't", "'s") and a unit after digits ("44mm") are tokens of their own."""
+    count = 0
+    for part in word.split("-"):
+        if not part:
+            continue
+        count += 1 + any(part.endswith(clitic) and len(part) > len(clitic) for clitic in _V2_CLITICS)
+        unit = _V2_DIGIT_UNIT.fullmatch(part)
+        count += unit is not None and unit.group(2) in _V2_SPACY_UNITS
+    return count
+
+
+def _v2_chunks(tags: list[int], words: list[str], breaks: np.ndarray) -> list[tuple[int, int]]:
+    """Noun-chunk word ranges ``[first, stop)`` of one text from the word tags.
+
+    A chunk opens at a determiner or possessive or at its first modifier and grows over adjectives, numbers,
+    participles and nouns; a function word, preference verb, verb or break closes it; a number after its noun
+    opens a new chunk (unless the chunk so far is one word: "iphone 13"), an adverb after its noun closes it;
+    for participles see the comment below. A chunk ends
+    at its last noun (trailing modifiers, and a trailing "set", which the parser reads as a verb in "mug set of
+    4", are cut off) and needs a noun. Adjectives after a noun do not split a chunk: on the tuning texts spaCy
+    kept them in ("bathroom scale digital") more often than not.
+    """
+    chunks: list[tuple[int, int]] = []
+    first = -1  # first word of the open chunk, -1 if none
+    last_noun = -1  # its last noun
+
+    def close() -> None:
+        if first >= 0 and last_noun >= first:
+            stop = last_noun + 1
+            if stop - first >= 2 and words[last_noun] in ("set", "sets"):
+                stop -= 1
+            chunks.append((first, stop))
+
+    for i, tag in enumerate(tags):
+        if breaks[i]:
+            close()
+            first = last_noun = -1
+        in_chunk_noun = first >= 0 and last_noun >= first
+        if tag in (_FUNC, _PREF, _VERB):
+            close()
+            first = last_noun = -1
+        elif tag == _DET:
+            close()
+            first, last_noun = i, -1
+        elif tag == _PART:
+            ing = words[i].endswith("ing")
+            # "-ing" right after a preposition or at the start of a list item is a verb ("for sleeping baby",
+            # ", hydrating face moisturizer"); "-ed" there is an adjective (", cushioned sneakers"). After a noun,
+            # "-ed" is a verb ("wall mounted shelves"), and so is "-ing" before more content ("noise cancelling
+            # headphones"); "-ing" that ends the chunk is a noun ("cat litter box self cleaning").
+            verb_position = (i > 0 and not breaks[i] and tags[i - 1] == _FUNC) or (breaks[i] and i > 0)
+            followed_by_content = (
+                i + 1 < len(tags) and not breaks[i + 1] and tags[i + 1] in (_NOUN, _ADJ, _PART)
+            )
+            if in_chunk_noun and ing and not followed_by_content:
+                last_noun = i  # "self cleaning", "sleep tracking": a noun at the end of the chunk
+            elif in_chunk_noun or (verb_position and ing):
+                close()
+                first = last_noun = -1
+            elif first < 0:
+                first = i
+        elif tag == _ADV:
+            if in_chunk_noun:
+                close()
+                first = last_noun = -1
+            elif first < 0:
+                first = i
+        elif tag in (_ADJ, _NUM):
+            # "air fryer | 6 quart": a number after a noun opens a chunk, unless it names a model ("iphone 13").
+            if in_chunk_noun and tag == _NUM and i - first >= 2:
+                close()
+                first, last_noun = i, -1
+            elif first < 0:
+                first = i
+        else:  # a noun
+            if first < 0:
+                first = i
+            last_noun = i
+    close()
+    return chunks
+
+
+def _v2_trim_to_noun(tags: list[int], first: int, stop: int) -> tuple[int, int]:
+    """``[first, stop)`` shortened to end at its last noun (or "-ing" noun); empty if it has none."""
+    while stop > first and tags[stop - 1] not in (_NOUN, _PART):
+        stop -= 1
+    return first, stop
+
+
+def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate phrases of the rules-v2 backend as character spans: starts (C,), ends (C,).
+
+    Noun chunks of 2–5 spaCy-like tokens: a longer one is cut at an adjective after a noun, only as often as it
+    takes to leave a last piece of at most 5 tokens, and any piece still too long is dropped, not split evenly;
+    the span from an adjective inside a chunk to the chunk's end (spaCy's ADJ→NOUN spans) is a candidate too.
+    Preference windows: the verb and the words after it up to 6 tokens (a word is never cut), ending before
+    punctuation or a hyphenated word (spaCy splits it at the hyphen, a punctuation token), kept with at least 3.
+    """
+    starts, ends, words = _tokenise(text, _WORD_V2)
+    if not words:
+        return starts, ends
+    breaks = _breaks_before(text, starts, ends)
+    tags = [_v2_tag(w, None if breaks[i] else words[i - 1]) for i, w in enumerate(words)]
+    n_tokens = np.fromiter((_v2_token_count(w) for w in words), dtype=np.int64, count=len(words))
+    cumulative = np.concatenate(([0], np.cumsum(n_tokens)))
+    chunks = []
+    for a, b in _v2_chunks(tags, words, breaks):
+        if cumulative[b] - cumulative[a] <= MAX_GROUP_WORDS:
+            chunks.append((a, b))
+            continue
+        # Too long for one chunk: spaCy parses an adjective after a noun as the start of an apposition
+        # ("coffee beans | whole bean dark roast"); each piece ends at its last noun.
+        # Cut only as often as needed: at the first such adjective while the rest is still too long.
+        cuts = [j for j in range(a + 1, b) if tags[j] == _ADJ and tags[j - 1] in (_NOUN, _PART)]
+        lo = a
+        for cut in cuts:
+            if cumulative[b] - cumulative[lo] <= MAX_GROUP_WORDS:
+                break
+            chunks.append(_v2_trim_to_noun(tags, lo, cut))
+            lo = cut
+        chunks.append(_v2_trim_to_noun(tags, lo, b))
+    # spaCy's adjective-to-head spans: inside a chunk too long to keep, "solid wood kitchen table" survives.
+    adjective_spans = [(j, b) for a, b in chunks for j in range(a + 1, b - 1) if tags[j] == _ADJ]
+    ranges = [
+        (a, b) for a, b in chunks + adjective_spans
+        if MIN_GROUP_WORDS <= cumulative[b] - cumulative[a] <= MAX_GROUP_WORDS
+    ]  # fmt: skip
+    hyphenated = np.fromiter(("-" in w for w in words), dtype=bool, count=len(words))
+    for verb in (i for i, tag in enumerate(tags) if tag == _PREF):
+        stop, used = verb + 1, int(n_tokens[verb])
+        while stop < len(words) and used < MAX_PREFERENCE_WORDS and not breaks[stop] and not hyphenated[stop]:
+            used += int(n_tokens[stop])
+            stop += 1
+        if used >= MIN_PREFERENCE_WORDS:
+            ranges.append((verb, stop))
+    if not ranges:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first, stop = np.array(ranges, dtype=np.int64).T
+    return starts[first], ends[stop - 1]
+
+
 # ---------------------------------------------------------------------------------------------- phrases: spaCy
 
 
 @lru_cache(maxsize=4)
 def _load_spacy(model: str) -> Any:
-    """The loaded spaCy pipeline (cached per model name); ImportError with an install hint if missing."""
-    backend = "spacy" if model == DEFAULT_SPACY_MODEL else f"spacy:{model}"
-    hint = _SPACY_HINT.format(backend=backend, model=model)
+    """The loaded spaCy pipeline (cached per model name or folder); ImportError with an install hint if missing."""
+    hint = _SPACY_HINT.format(model=model)
     try:
         import spacy  # heavy and optional: only when the spaCy backend is asked for
     except ImportError as err:
@@ -368,6 +641,65 @@ def _spacy_candidates(doc: Any) -> list[Span]:
     return candidates
 
 
+def _released_candidates(doc: Any) -> list[Span]:
+    """The released candidates of a parsed ``Doc``, unstripped character spans in the released visiting order.
+
+    Noun chunks with 2–5 whitespace words, then each ADJ whose NOUN head is to its right (the tokens from the
+    ADJ to the head, 2–5 whitespace words), then each token whose lemma is in RELEASED_PREFERENCE_LEMMAS (case
+    as spaCy gives it) with the next 5 tokens, whatever they are (3–6 whitespace words); each list in token
+    order, as the released code builds them.
+    """
+    text = doc.text
+    n_tokens = len(doc)
+
+    def token_span(first: int, stop: int) -> Span:  # what doc[first:stop] covers, as (start_char, end_char)
+        last = doc[stop - 1]
+        return doc[first].idx, last.idx + len(last.text)
+
+    def n_words(span: Span) -> int:  # the released count: whitespace-separated pieces of the span's text
+        return len(text[span[0] : span[1]].split())
+
+    chunks = [(chunk.start_char, chunk.end_char) for chunk in doc.noun_chunks]
+    adjective_nouns = [
+        token_span(tok.i, tok.head.i + 1)
+        for tok in doc
+        if tok.pos_ == "ADJ" and tok.head.pos_ == "NOUN" and tok.head.i > tok.i
+    ]
+    windows = [
+        token_span(tok.i, min(tok.i + RELEASED_PREFERENCE_TOKENS, n_tokens))
+        for tok in doc
+        if tok.lemma_ in RELEASED_PREFERENCE_LEMMAS
+    ]
+    return [
+        span for span in chunks + adjective_nouns if MIN_GROUP_WORDS <= n_words(span) <= MAX_GROUP_WORDS
+    ] + [span for span in windows if MIN_PREFERENCE_WORDS <= n_words(span) <= MAX_PREFERENCE_WORDS]
+
+
+def _released_suppression(candidates: Iterable[Span]) -> list[Span]:
+    """The released overlap resolution: visit candidates by start (a stable sort, so equal starts keep their
+    order); one that overlaps a kept span replaces it if strictly longer, else is dropped.
+
+    The released loop compares with every kept span, but visiting by start keeps the kept spans ordered and
+    disjoint, and then only the last one can overlap a newcomer (all others end before it starts, hence
+    before the newcomer starts): so one comparison per candidate gives the same result in linear time.
+    """
+    kept: list[Span] = []
+    for start, end in sorted(candidates, key=lambda span: span[0]):
+        if kept and start < kept[-1][1]:  # overlaps the last kept span (start >= its start by the sort)
+            if end - start > kept[-1][1] - kept[-1][0]:
+                kept[-1] = (start, end)
+        else:
+            kept.append((start, end))
+    return kept
+
+
+def _released_phrase_spans(text: str, model: str) -> list[Span]:
+    """Stripped spans of the released phrases, ordered and disjoint (before the released dedupe)."""
+    doc = _load_spacy(model)(text)
+    stripped = (_strip(text, start, end) for start, end in _released_suppression(_released_candidates(doc)))
+    return [span for span in stripped if span is not None]
+
+
 def _spacy_phrase_candidates(text: str, model: str) -> tuple[np.ndarray, np.ndarray]:
     """Snapped candidate character spans from spaCy: starts (C,), ends (C,)."""
     doc = _load_spacy(model)(text)
@@ -386,15 +718,25 @@ def phrase_spans(text: str, *, backend: str = "rules", dedupe: bool = False) -> 
     reference did); by default repeated phrases are separate players.
     """
     _check_text(text)
-    model = _parse_backend(backend)
+    parsed = _parse_backend(backend)
     if not text or text.isspace():
         return []
-    if model is None:
-        starts, ends = _rules_candidates(text)
+    if parsed is None:
+        spans = _resolve_overlaps(len(text), *_rules_candidates(text))
+    elif parsed[0] == "rules-v2":
+        spans = _resolve_overlaps(len(text), *_rules_v2_candidates(text))
+    elif parsed[0] == "spacy-released":
+        spans = _released_phrase_spans(text, parsed[1])
     else:
-        starts, ends = _spacy_phrase_candidates(text, model)
-    spans = _resolve_overlaps(len(text), starts, ends)
+        spans = _resolve_overlaps(len(text), *_spacy_phrase_candidates(text, parsed[1]))
     return _dedupe(text, spans) if dedupe else spans
+
+
+def released_phrases(text: str, *, model: str = DEFAULT_SPACY_MODEL) -> list[str]:
+    """The phrase texts the released ``break_query_into_phrases([text])[0]`` returns: the stripped texts of
+    ``phrase_spans(text, backend="spacy-released:<model>", dedupe=True)``, in order."""
+    spans = phrase_spans(text, backend=f"spacy-released:{model}", dedupe=True)
+    return [text[start:end] for start, end in spans]
 
 
 def segment(text: str, mode: str = "phrase", *, backend: str = "rules", dedupe: bool = False) -> list[Span]:
@@ -499,9 +841,11 @@ __all__ = [
     "FUNCTION_WORDS",
     "PREFERENCE_LEMMAS",
     "PREFERENCE_VERBS",
+    "RELEASED_PREFERENCE_LEMMAS",
     "SEGMENTATION_MODES",
     "Span",
     "phrase_spans",
+    "released_phrases",
     "retrieval_regions",
     "retrieval_text",
     "segment",
