@@ -67,6 +67,7 @@ needs_verifiers = pytest.mark.skipif(
 
 
 @needs_verifiers
+@pytest.mark.usefixtures("keep_signal_handlers")
 def test_the_verifiers_block_runs_and_scores_as_the_env(tmp_path):
     (code,) = blocks_under("verifiers")
     with working_folder(tmp_path):
@@ -77,6 +78,7 @@ def test_the_verifiers_block_runs_and_scores_as_the_env(tmp_path):
 
 
 @needs_verifiers
+@pytest.mark.usefixtures("keep_signal_handlers")
 def test_the_vf_eval_command_loads_the_env():
     """The first thing ``vf-eval`` does with the documented command: verifiers' loader on the module and args."""
     import verifiers as vf

@@ -26,6 +26,7 @@ MODULE = "ospo_gym.integrations.verifiers"
 ENV_ID = "ospo/SyntheticRetrieval-v0"
 ENV_KWARGS = {"num_products": 300, "num_queries": 12}
 HAS_VERIFIERS = importlib.util.find_spec("verifiers") is not None
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")  # see conftest.py
 
 
 # -- without verifiers: nothing is imported, and asking for it says how to install it --------------------------
