@@ -3,8 +3,8 @@ prompts and whose rubric scores completions with the env's own reward.
 
 Needs ``pip install 'ospo-gym[verifiers]'`` (verifiers ``>=0.3.1,<0.4``, Python >= 3.11). This module is built on
 verifiers' classic environment API — ``vf.SingleTurnEnv``, ``vf.Rubric`` and the ``load_environment`` entry point
-that ``vf-eval`` and prime-rl import — which verifiers 0.4 removed for its ``vf.Taskset`` API; other versions are
-refused with an ImportError rather than used silently::
+that verifiers' loader and ``vf-eval`` import — which verifiers 0.4 removed for its ``vf.Taskset`` API; other versions
+are refused with an ImportError rather than used silently::
 
     from ospo_gym.integrations.verifiers import load_environment
 

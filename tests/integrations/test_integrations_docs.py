@@ -8,6 +8,10 @@ import importlib.util
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from doc_snippets import fenced_blocks, repo_root, run_blocks, section, working_folder
@@ -89,3 +93,23 @@ def test_the_vf_eval_command_loads_the_env():
     env_args = json.loads(words[words.index("-a") + 1])
     env = vf.load_environment(words[1], **env_args)
     assert isinstance(env, vf.SingleTurnEnv) and len(env.get_dataset()) == len(env.rubric.rubrics[0].env.prompt_ids)
+
+
+@needs_verifiers
+@pytest.mark.slow
+def test_the_vf_eval_command_runs_against_an_openai_server(echo_query_server, tmp_path):
+    """The documented command, its model and server replaced by a loopback server that answers each prompt with its
+    query: verifiers' own client, rollouts and rubric, and every reward is the env's 1.0."""
+    (command,) = blocks_under("verifiers", "bash")
+    command = shrink(command, [("-m MODEL", "-m echo"), ("http://localhost:8000/v1", echo_query_server)])
+    vf_eval = shutil.which("vf-eval") or str(Path(sys.executable).parent / "vf-eval")
+    words = [vf_eval, *shlex.split(command.replace("\\\n", " "))[1:], "-o", str(tmp_path / "out")]
+    result = subprocess.run(words, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "env_reward: avg - 1.000, std - 0.000" in result.stdout, result.stdout[-2000:]
+    runs = re.findall(r"^r\d+: \[(.*)\]$", result.stdout.split("env_reward:")[1].split("num_turns:")[0], flags=re.M)
+    from ospo_gym.integrations.verifiers import load_environment
+
+    env_args = json.loads(words[words.index("-a") + 1])
+    prompts = min(20, len(load_environment(**env_args).get_dataset()))  # -n 20, or all the env has
+    assert len(runs) == 4 and all(r.split(", ") == ["1.0"] * prompts for r in runs)  # -r 4 rollouts of each

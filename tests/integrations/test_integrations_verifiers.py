@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -286,66 +284,3 @@ def test_a_row_without_prompt_id_is_one_clear_error(integration, vf, vf_env):
     with pytest.raises(ValueError, match=r"rollout 0 has no prompt_id in its info .*prompt_dataset\(env\)"):
         asyncio.run(vf_env.rubric.score_group([state_of(vf, row, "text")]))
 
-
-# -- vf-eval end to end, against a loopback stand-in for an OpenAI server ---------------------------------------------
-class EchoQueryServer:
-    """An OpenAI chat-completions endpoint on 127.0.0.1 that answers each prompt with its query words (the best
-    answer: reward 1); stopped when the test ends."""
-
-    def __init__(self) -> None:
-        import json
-        import threading
-        import time
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-                text = user if isinstance(user, str) else "".join(part["text"] for part in user)
-                message = {"role": "assistant", "content": text.removeprefix("query: ")}
-                reply = json.dumps({
-                    "id": "echo", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()  # fmt: skip
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.mark.slow
-def test_vf_eval_runs_the_documented_command(integration, tmp_path):
-    """``vf-eval ospo_gym.integrations.verifiers -a '{"env": ...}'`` with verifiers' own OpenAI client: every rollout
-    of the echoing server scores the env's reward of the query itself, 1.0."""
-    import json
-    import os
-    import shutil
-
-    vf_eval = shutil.which("vf-eval") or str(Path(sys.executable).parent / "vf-eval")
-    server = EchoQueryServer()
-    try:
-        args = json.dumps({"env": ENV_ID, "env_kwargs": ENV_KWARGS})
-        command = [vf_eval, MODULE, "-a", args, "-m", "echo", "-b", server.url, "-k", "OSPO_TEST_API_KEY",
-                   "-n", "3", "-r", "2", "-o", str(tmp_path / "out")]  # fmt: skip
-        env = dict(os.environ, OSPO_TEST_API_KEY="unused")
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
-    finally:
-        server.close()
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert re.search(r"env_reward: avg - 1\.000, std - 0\.000\nr1: \[1\.0, 1\.0, 1\.0\]\nr2: \[1\.0, 1\.0, 1\.0\]",
-                     result.stdout), result.stdout[-2000:]  # fmt: skip
