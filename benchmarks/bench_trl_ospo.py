@@ -1,4 +1,5 @@
-"""Step time of OSPO-PROP inside TRL (``OSPOTrainer``) over TRL's own GRPO (``GRPOTrainer``), interleaved.
+"""Step time of OSPO-PROP inside TRL (``OSPOTrainer``) over TRL's own GRPO (``GRPOTrainer``), interleaved, and
+both against ospo-gym's own agent running GRPO and OSPO-PROP on the same model, prompts and env.
 
 Both trainers start from the same tiny random Qwen2 (built here on the env's texts, as
 ``bench_step_ratio.py`` builds it), take the same prompts (``prompt_dataset(env)``) and reward
@@ -7,10 +8,17 @@ step, ``max_completion_length``, fp32 on the CPU, AdamW at a constant lr, no KL,
 default "dapo" loss, gradient checkpointing off, ``torch.set_num_threads(threads)``. OSPO-PROP adds M coalitions
 of width <= w_max per completion through the env's oracle.
 
-Interleaving: each trainer runs its own ``train()`` in a thread of its own, and a callback passes a baton at every
-``on_step_end`` so that exactly one runs at a time, GRPO and OSPO steps alternating; both see the same machine load.
-A trainer's step is the wall time from getting the baton back to its next ``on_step_end`` (sampling, reward,
-credit, loss, backward, optimizer, logging). ``--warmup`` steps of each are not timed.
+Our agent (``ospo_gym.agents.Agent``, one per algorithm) gets the same settings in its own terms: G, prompts per step,
+``max_new_tokens``, lr, ``beta=0``, one update per generation, ``token_mean`` loss (TRL's "dapo"), ``max_grad_norm``,
+group-scaled Â with the unbiased std, M and w_max for OSPO-PROP; it samples its prompts from the same env's prompt
+ids, rendered as it renders them for the policy (plain text for the tiny Qwen2, which has no chat template, as
+``prompt_dataset`` renders them for TRL).
+
+Interleaving: four arms take turns, TRL GRPO, TRL OSPO-PROP, our GRPO, our OSPO-PROP, one optimizer step each, in a
+cycle. Each arm runs in a thread of its own and passes a baton after every step (TRL: at ``on_step_end``), so that
+exactly one runs at a time and all see the same machine load. An arm's step is the wall time from getting the baton
+back to the end of its next step (sampling, reward, credit, loss, backward, optimizer, logging). ``--warmup`` steps
+of each are not timed.
 
     python benchmarks/bench_trl_ospo.py                 # prints the result as JSON
     python benchmarks/bench_trl_ospo.py --out FILE.json # also writes it
@@ -37,17 +45,19 @@ import numpy as np
 import torch
 
 import ospo_gym  # noqa: F401
-from ospo_gym.agents import build_tiny_qwen2, load_policy
+from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, load_policy
+from ospo_gym.agents.logger import PERF_COMPLETION_TOKENS, PERF_CREDIT_SECONDS
 
 ENV_ID = "ospo/SyntheticRetrieval-v0"
 
 
 class Baton:
-    """Strict alternation between two threads: whoever holds the baton runs, then hands it over and waits."""
+    """Strict turns among threads, in the cycle ``names``: whoever holds the baton runs, then hands it to the next
+    name and waits for its turn to come round again."""
 
-    def __init__(self, first: str, second: str) -> None:
-        self._turn = first
-        self._names = (first, second)
+    def __init__(self, *names: str) -> None:
+        self._names = names
+        self._turn = names[0]
         self._changed = threading.Condition()
         self.failed = False
 
@@ -57,7 +67,7 @@ class Baton:
 
     def hand_over(self, name: str) -> None:
         with self._changed:
-            self._turn = self._names[1] if name == self._names[0] else self._names[0]
+            self._turn = self._names[(self._names.index(name) + 1) % len(self._names)]
             self._changed.notify_all()
 
     def fail(self) -> None:
@@ -86,9 +96,55 @@ def step_clock(baton: Baton, name: str) -> Any:
             self.resumed = time.perf_counter()
 
         def on_train_end(self, *_: object, **__: object) -> None:
-            baton.hand_over(name)  # the other trainer finishes its last step
+            baton.hand_over(name)  # the next arm finishes its last step
 
     return StepClock()
+
+
+def our_agent(model_dir: Path, algo: str, args: argparse.Namespace, run_dir: str) -> Agent:
+    """ospo-gym's own agent with the TRL arms' settings (see the module docstring)."""
+    config = AgentConfig(
+        algo=algo,
+        group_size=args.group,
+        prompts_per_step=args.prompts,
+        max_new_tokens=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=args.lr,
+        beta=0.0,
+        num_iterations=1,
+        loss_aggregation="token_mean",
+        max_grad_norm=1.0,
+        scale_rewards="group",
+        w_max=args.w_max,
+        max_coalitions=args.coalitions,
+        torch_threads=args.threads,
+        device="cpu",
+        run_dir=run_dir,
+        tensorboard=False,
+        progress_bar=False,
+        seed=args.seed,
+    )
+    return Agent(ENV_ID, policy=str(model_dir), config=config)
+
+
+def run_ours(agent: Agent, baton: Baton, name: str, steps: int) -> dict[str, list[float]]:
+    """``steps`` steps of our agent, one per turn of the baton: seconds, credit seconds and mean completion length
+    of each step."""
+    logger = agent._run_logger()
+    record: dict[str, list[float]] = {"seconds": [], "credit": [], "tokens": []}
+    for _ in range(steps):
+        baton.wait(name)
+        if baton.failed:
+            break
+        start = time.perf_counter()
+        metrics = agent.train_step()  # what Agent.learn does per step: a step, then a log line
+        logger.log(agent.num_steps, metrics)
+        record["seconds"].append(time.perf_counter() - start)
+        record["credit"].append(float(metrics[PERF_CREDIT_SECONDS]))
+        record["tokens"].append(float(metrics[PERF_COMPLETION_TOKENS]))
+        baton.hand_over(name)
+    return record
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
@@ -156,8 +212,11 @@ def main() -> None:
         model_dir = build_tiny_qwen2(texts, Path(scratch) / "tiny_qwen2", seed=args.seed)
         _, tokenizer = load_policy(model_dir, device="cpu")
         dataset, reward = prompt_dataset(env, tokenizer), reward_function(env)
-        baton = Baton("grpo", "ospo_prop")
+        baton = Baton("grpo", "ospo_prop", "ours_grpo", "ours_ospo_prop")
         clocks = {"grpo": step_clock(baton, "grpo"), "ospo_prop": step_clock(baton, "ospo_prop")}
+        ours = {name: our_agent(model_dir, name.removeprefix("ours_"), args, str(Path(scratch) / name))
+                for name in ("ours_grpo", "ours_ospo_prop")}  # fmt: skip
+        ours_times: dict[str, dict[str, list[float]]] = {}
 
         def model() -> Any:
             return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
@@ -173,30 +232,43 @@ def main() -> None:
         def run(trainer: Any) -> None:
             try:
                 trainer.train()
-            except BaseException as err:  # the other thread must not wait for a baton that never comes
+            except BaseException as err:  # the other threads must not wait for a baton that never comes
+                errors.append(err)
+                baton.fail()
+
+        def run_agent(name: str) -> None:
+            try:
+                ours_times[name] = run_ours(ours[name], baton, name, args.warmup + args.steps)
+            except BaseException as err:
                 errors.append(err)
                 baton.fail()
 
         threads = [threading.Thread(target=run, args=(t,), daemon=True) for t in (grpo, ospo)]
+        threads += [threading.Thread(target=run_agent, args=(name,), daemon=True) for name in ours]
         with contextlib.redirect_stdout(io.StringIO()):  # TRL prints a metrics dict per logged step
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
+        for agent in ours.values():
+            agent.close()
         if errors:
             raise errors[0]
 
     timed = {name: clock.seconds[args.warmup :] for name, clock in clocks.items()}
+    timed.update({name: record["seconds"][args.warmup :] for name, record in ours_times.items()})
     credit = [row["credit/seconds"] for row in ospo.state.log_history if "credit/seconds" in row][args.warmup :]
     lengths = {
         name: float(np.mean([row["completions/mean_length"] for row in t.state.log_history if "completions/mean_length" in row]))
         for name, t in (("grpo", grpo), ("ospo_prop", ospo))
     }  # fmt: skip
+    lengths.update({name: float(np.mean(record["tokens"])) for name, record in ours_times.items()})
     result = {
         "command": "python benchmarks/bench_trl_ospo.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
         ),  # fmt: skip
-        "what": "seconds per optimizer step, OSPOTrainer (ospo_prop) over TRL's GRPOTrainer, steps interleaved",
+        "what": "seconds per optimizer step, OSPOTrainer (ospo_prop) over TRL's GRPOTrainer, and both against "
+                "ospo-gym's own Agent (grpo, ospo_prop); the four arms' steps interleaved",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "trl": trl.__version__},  # fmt: skip
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads,
@@ -205,13 +277,28 @@ def main() -> None:
         "env": ENV_ID,
         "grpo": summary(timed["grpo"]),
         "ospo_prop": summary(timed["ospo_prop"]),
+        "ours_grpo": summary(timed["ours_grpo"]),
+        "ours_ospo_prop": summary(timed["ours_ospo_prop"]),
         "ospo_credit_seconds": summary(credit),
+        "ours_ospo_credit_seconds": summary(ours_times["ours_ospo_prop"]["credit"][args.warmup :]),
         "completion_tokens_mean": {name: round(value, 2) for name, value in lengths.items()},
         "target": "ospo_prop / grpo <= 1.3",
     }
     result["ratio_median"] = round(result["ospo_prop"]["median"] / result["grpo"]["median"], 3)
     result["ratio_min"] = round(result["ospo_prop"]["min"] / result["grpo"]["min"], 3)
     result["met"] = result["ratio_median"] <= 1.3 and result["ratio_min"] <= 1.3
+
+    def ratio(over: str, under: str, stat: str) -> float:
+        return round(result[over][stat] / result[under][stat], 3)
+
+    # against our agent: each TRL arm over ours with the same algorithm, and our own OSPO-PROP / GRPO
+    result["against_ours"] = {
+        f"{arm}_over_ours_{arm}": {stat: ratio(arm, f"ours_{arm}", stat) for stat in ("median", "min")}
+        for arm in ("grpo", "ospo_prop")
+    }
+    result["against_ours"]["ours_ospo_prop_over_ours_grpo"] = {
+        stat: ratio("ours_ospo_prop", "ours_grpo", stat) for stat in ("median", "min")
+    }
     text = json.dumps(result, indent=1)
     print(text)
     if args.out is not None:

@@ -9,55 +9,21 @@ shell examples are checked too: the ``ospo-gym credit`` line runs, and the comma
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from doc_snippets import fenced_blocks, repo_root, run_blocks, working_folder
 
-
-def _repo_root() -> Path:
-    here = Path(__file__).resolve()
-    return next(parent for parent in here.parents if (parent / "pyproject.toml").is_file())
-
-
-README = (_repo_root() / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.M | re.S)
+README = (repo_root() / "README.md").read_text(encoding="utf-8")
+BLOCKS = fenced_blocks(README)
 PYTHON = [code for language, code in BLOCKS if language == "python"]
 TRL_BLOCKS = [code for code in PYTHON if "ospo_gym.integrations.trl" in code]
 AGENT_BLOCKS = [code for code in PYTHON if "ospo_gym.agents" in code and code not in TRL_BLOCKS]
 CORE_BLOCKS = [code for code in PYTHON if code not in TRL_BLOCKS and code not in AGENT_BLOCKS]
-
-
-@contextlib.contextmanager
-def working_folder(folder: Path):
-    """Run in ``folder`` (the examples write tiny-policy/, runs/, checkpoint/ where they run); restored after."""
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-def run_blocks(blocks: list[str], namespace: dict) -> list[tuple[str, dict]]:
-    """Execute README blocks in ``namespace``; returns, per block, what it printed and the names as they were after
-    it (a later block may rebind ``info`` or ``terminated``). A block that prints nothing fails: every example is
-    meant to show its result."""
-    results = []
-    for number, code in enumerate(blocks):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, f"README.md python block {number}", "exec"), namespace)
-        assert out.getvalue().strip(), f"README block prints nothing:\n{code}"
-        results.append((out.getvalue(), dict(namespace)))
-    return results
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch, get_estim
 from ospo_gym.agents.generation import batch_token_offsets
 from ospo_gym.agents.guard import TrainingDivergedError
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
+from ospo_gym.integrations.common import ospo_env
 from ospo_gym.oracle import CoalitionOracle
 from ospo_gym.segment import SEGMENTATION_MODES
 
@@ -80,36 +81,8 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 __all__ = ["TRL_VERSIONS", "EnvReward", "OSPOConfig", "OSPOTrainer", "completion_text", "ospo_env", "prompt_dataset",
            "reward_function"]  # fmt: skip
 
-_ENV_HINT = "pass an ospo-gym env id such as 'ospo/SyntheticRetrieval-v0', gym.make(...) of one, or its vector env"
 
-
-# -- the env: prompts, rewards, oracle -------------------------------------------------------------------------
-def ospo_env(env: str | gym.Env | VectorEnv, env_kwargs: dict[str, Any] | None = None) -> Any:
-    """The single ospo-gym env behind ``env``: an env id (built with ``gym.make(id, **env_kwargs)``), an env
-    (wrappers are looked through) or a vector env of one (its first sub-env's, for a Sync/Async one).
-
-    Raises:
-        ValueError: ``env`` has no ``prompt_ids`` / ``prompt`` / ``rewards`` (it is not a generative-search env).
-    """
-    if isinstance(env, str):
-        env = gym.make(env, **(env_kwargs or {}))
-    elif env_kwargs:
-        raise ValueError("env_kwargs only apply when env is an id string; this env is already built")
-    base = getattr(env, "unwrapped", env)
-    if isinstance(base, VectorEnv):
-        inner = getattr(base, "env", None)  # ospo-gym's native vector env holds one single env
-        if inner is None and getattr(base, "envs", None):
-            inner = base.envs[0]
-        base = getattr(inner, "unwrapped", inner)
-    missing = [name for name in ("prompt_ids", "prompt", "rewards") if not hasattr(base, name)]
-    if base is None or missing:
-        raise ValueError(
-            f"{type(base).__name__} is not an ospo-gym generative-search env (it lacks {', '.join(missing)}); "
-            f"{_ENV_HINT}"
-        )
-    return base
-
-
+# -- the env: prompts, rewards, oracle (ospo_env: ospo_gym.integrations.common) ---------------------------------
 def _env_oracle(base: Any, segmentation: str | None) -> Any:
     """The env's coalition-value oracle (re-segmenting with ``segmentation`` when given)."""
     oracle = getattr(base, "oracle", None)
