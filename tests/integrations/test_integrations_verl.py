@@ -45,6 +45,18 @@ def test_without_verl_the_import_says_install_it_in_its_own_venv(monkeypatch):
         importlib.import_module(MODULE)
 
 
+def test_verl_is_an_extra_of_its_own_never_in_dev():
+    """dev must stay installable with ospo-gym's own transformers pins: verl (transformers<5.11, ray) is only the
+    ``verl`` extra, whose range is the one the module checks."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((EXAMPLE.parents[2] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = extras["optional-dependencies"]
+    assert "verl>=0.9,<0.10" in extras["verl"]
+    assert [r for name, rs in extras.items() if name != "verl" for r in rs if r.lower().startswith("verl")] == []
+    source = (EXAMPLE.parents[2] / "ospo_gym" / "integrations" / "verl.py").read_text(encoding="utf-8")
+    assert 'VERL_VERSIONS = ">=0.9,<0.10"' in source
+
+
 @needs_verl
 @pytest.mark.parametrize("version", ["0.10.0", "0.8.4", "0.10.0.dev0"])
 def test_an_untested_verl_version_is_refused(monkeypatch, version):
@@ -220,6 +232,30 @@ def test_one_batched_env_call_and_the_reward_loops_rewards_are_reused(integratio
     again = rewards_manager.score_batch(data)
     assert calls == [2 * G] + [1] * (2 * G)  # no further env call
     np.testing.assert_array_equal(again.batch["rm_scores"].numpy(), whole.batch["rm_scores"].numpy())
+
+
+def test_run_single_scores_the_reward_loops_own_sample_format(integration, tokenizer, env):
+    """verl's agent loop sends the reward worker one unpadded sample: prompt + response ids, an all-ones
+    attention_mask, no response_mask, and the dataset's fields as one-element arrays (``extra_info`` a dict)."""
+    import torch
+    from tensordict import TensorDict
+    from verl import DataProto
+
+    base = env.unwrapped
+    text = phrase_texts(env, 1, seed=2)[0]
+    prompt = tokenizer(base.prompt(base.prompt_ids[1]), add_special_tokens=False)["input_ids"]
+    response = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = torch.tensor([prompt + response])
+    sample = DataProto(
+        batch=TensorDict(
+            {"prompts": torch.tensor([prompt]), "responses": torch.tensor([response]), "input_ids": ids,
+             "attention_mask": torch.ones_like(ids)}, batch_size=1),
+        non_tensor_batch={"extra_info": np.array([{"prompt_id": base.prompt_ids[1], "index": 1}]),
+                          "data_source": np.array(["ospo/Interaction-v0"])},
+    )  # fmt: skip
+    result = asyncio.run(manager(integration, tokenizer, verl_config()).run_single(sample))
+    assert result["reward_score"] == float(base.rewards([base.prompt_ids[1]], [text])[0])
+    assert result["reward_score"] > 0
 
 
 @pytest.mark.parametrize("norm", [False, True])
@@ -477,3 +513,33 @@ def test_the_example_config_only_sets_keys_verl_has(integration):
     assert example.trainer.use_v1 is False  # the credit step hooks the RayPPOTrainer loop (see examples/verl)
     assert example.reward.reward_manager.module.path == "pkg://ospo_gym.integrations.verl"
     assert integration.OSPOVerlConfig.from_verl(example).env_id == "ospo/ESCI-v0"
+
+
+def smoke_overrides():
+    """The Hydra overrides of the launch script's SMOKE=1 branch."""
+    import re
+    import shlex
+
+    script = (EXAMPLE.parent / "run_ospo_esci.sh").read_text()
+    branch = re.search(r'SMOKE:-0}" = "1" \]; then\n\s*set -- (.*?)"\$@"', script, re.S).group(1)
+    return shlex.split(branch.replace("\\\n", " "))
+
+
+def test_the_example_composes_with_hydra_into_verl_configs(integration):
+    """verl's main_ppo composes the example (its defaults: verl's ppo_trainer) with the smoke run's overrides,
+    and verl's config dataclasses accept the result; the OSPO section and the credit manager are there."""
+    from hydra import compose, initialize_config_dir
+    from verl.utils.config import omega_conf_to_dataclass
+
+    overrides = smoke_overrides()
+    assert "actor_rollout_ref.model.path=Qwen/Qwen2.5-0.5B-Instruct" in overrides
+    with initialize_config_dir(config_dir=str(EXAMPLE.parent), version_base=None):
+        config = compose(config_name="ospo_esci", overrides=overrides)
+    assert config.trainer.total_training_steps == 3 and config.trainer.n_gpus_per_node == 1
+    agent = omega_conf_to_dataclass(config.actor_rollout_ref.rollout.agent)
+    assert agent.agent_loop_manager_class == "ospo_gym.integrations.verl.OSPOAgentLoopManager"
+    algorithm = omega_conf_to_dataclass(config.algorithm)
+    assert (algorithm.adv_estimator, algorithm.use_kl_in_reward) == ("ospo_prop", False)
+    settings = integration.OSPOVerlConfig.from_verl(config)
+    assert settings.env_kwargs == {"split": "train", "retriever": "bm25", "locale": "us"}
+    assert settings.estimator_name(config.algorithm.adv_estimator) == "ospo_prop"
