@@ -17,7 +17,7 @@ The data, then the trainer (``examples/verl/`` has the full launch script)::
         reward.reward_manager.source=importlib reward.reward_manager.name=OSPORewardManager \\
         reward.reward_manager.module.path=pkg://ospo_gym.integrations.verl \\
         +actor_rollout_ref.rollout.agent.agent_loop_manager_class=ospo_gym.integrations.verl.OSPOAgentLoopManager \\
-        +ospo.env_id=ospo/ESCI-v0 +ospo.env_kwargs.split=train +ospo.w_max=2
+        trainer.use_v1=False +ospo.env_id=ospo/ESCI-v0 +ospo.env_kwargs.split=train +ospo.w_max=2
 
 How the credit gets to the loss. A verl advantage estimator receives only ``token_level_rewards`` (B, T),
 ``response_mask``, ``index`` (the group uid) and the algorithm config — no texts, prompt ids or tokens (verl PR
@@ -43,6 +43,8 @@ name, ``ospo`` runs the one named by ``ospo.algo`` (any registered with ``ospo_g
 Â is ospo-gym's ``(r − mean_group) / (std + 1e-4)`` with the unbiased std (verl's GRPO divides by ``std + 1e-6``;
 ``norm_adv_by_std_in_grpo=False`` gives ``scale_rewards="none"``, as verl's Dr.GRPO option does).
 
+The credit step hooks the ``RayPPOTrainer`` loop (``trainer.use_v1=False``); verl 0.9's TransferQueue trainer
+(``use_v1=True``, its default), whose workers stream rollouts into a queue, is refused with a clear error.
 Internal verl APIs are used (``AgentLoopManager.generate_sequences``, the reward-manager base class, the
 ``rm_scores`` key), so untested verl versions are refused with an ImportError. Tested: verl 0.9.1 on the CPU
 (the reward manager, the credit step and verl's ``compute_advantage`` dispatch on hand-built ``DataProto``); the
@@ -119,7 +121,7 @@ REWARD_KEY = "ospo_reward"
 
 _MANAGER_HINT = (
     "set +actor_rollout_ref.rollout.agent.agent_loop_manager_class=ospo_gym.integrations.verl.OSPOAgentLoopManager "
-    "(it writes OSPO's token advantages into rm_scores)"
+    "and trainer.use_v1=False (it writes OSPO's token advantages into rm_scores)"
 )
 
 
@@ -522,6 +524,14 @@ class OSPOAgentLoopManager(AgentLoopManager):
     """
 
     _ospo_scorer: OSPOScorer | None = None
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        if bool(_get(config, "trainer.use_v1", False)):
+            raise ValueError(
+                "OSPOAgentLoopManager hooks verl's RayPPOTrainer loop, but trainer.use_v1=True selects the TransferQueue "
+                "trainer, whose rollouts stream into a queue the credit step does not see; set trainer.use_v1=False"
+            )
+        super().__init__(config, *args, **kwargs)
 
     @auto_await
     async def generate_sequences(self, prompts: DataProto) -> DataProto:

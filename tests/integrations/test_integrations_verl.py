@@ -340,6 +340,13 @@ def test_the_agent_loop_manager_writes_the_token_advantages(integration, tokeniz
     assert (grpo.generate_sequences(prompts).batch["rm_scores"] != 0).sum() <= len(rewards)  # verl's own: untouched
 
 
+def test_the_agent_loop_manager_refuses_verls_transfer_queue_trainer(integration):
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ValueError, match="trainer.use_v1=True selects the TransferQueue trainer.*use_v1=False"):
+        integration.OSPOAgentLoopManager(OmegaConf.create({"trainer": {"use_v1": True}}), llm_client=None)
+
+
 # -- the estimators refuse batches OSPO did not score -------------------------------------------------------------
 def test_an_unscored_batch_is_refused_not_trained_on(integration, tokenizer, env):
     config = verl_config("ospo_prop")
