@@ -609,7 +609,8 @@ def _scored_advantages(
     if index is None:
         raise ValueError(f"the {name} estimator needs verl's uid index of the batch, which was not passed")
     uids = {str(u) for u in index}
-    if not any(done == name and uids <= scored for done, scored in _SCORED):
+    # a union: verl may train on groups of several rollouts (dynamic sampling); uids are fresh uuid4s per step
+    if not uids <= frozenset().union(*(scored for done, scored in _SCORED if done == name)):
         other = [done for done, scored in _SCORED if uids <= scored]
         reason = f"they were scored for algorithm.adv_estimator={other[-1]}" if other else _MANAGER_HINT
         raise ValueError(

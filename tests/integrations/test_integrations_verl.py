@@ -359,6 +359,22 @@ def test_an_unscored_batch_is_refused_not_trained_on(integration, tokenizer, env
         verl_advantages(data, config, scored.batch["rm_scores"])
 
 
+def test_groups_of_several_rollouts_are_accepted(integration, tokenizer, env):
+    """verl's dynamic sampling trains on groups gathered from several rollouts: each was scored on its own."""
+    from verl import DataProto
+
+    config = verl_config("ospo_prop")
+    scoring = manager(integration, tokenizer, config)
+    parts = [verl_batch(tokenizer, env, phrase_texts(env, 2 * G)) for _ in range(2)]  # same widths, other uids
+    scores = [scoring.score_batch(part).batch["rm_scores"] for part in parts]
+    joined = DataProto.concat([verl_batch(tokenizer, env, phrase_texts(env, 2 * G)) for _ in range(2)])
+    joined.non_tensor_batch["uid"] = np.concatenate([part.non_tensor_batch["uid"] for part in parts])
+    import torch
+
+    advantages = verl_advantages(joined, config, torch.cat(scores))
+    np.testing.assert_array_equal(advantages.numpy(), (torch.cat(scores) * joined.batch["response_mask"]).numpy())
+
+
 def test_kl_in_the_reward_is_refused(integration, tokenizer, env):
     from verl.trainer.config import AlgoConfig
 
