@@ -1,19 +1,24 @@
-"""What every trainer adapter needs of an ospo-gym env: the one single env behind an id, an env or a vector env.
+"""What every trainer adapter needs: the single ospo-gym env behind an id, an env or a vector env; its
+coalition-value oracle; an estimator from the registry; prompt ids as Arrow holds them; the check of the token
+advantages an estimator returns.
 
-Core only (gymnasium, no trainer, no torch), so that each adapter (TRL, verifiers, verl) resolves envs the same way
-in whatever virtualenv its trainer needs.
+Imports neither a trainer nor torch at module level (the estimator registry is imported only by the helpers that
+credit tokens), so that each adapter (TRL, verifiers, verl) uses it in whatever virtualenv its trainer needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import VectorEnv
 
+from ospo_gym.oracle import CoalitionOracle
 from ospo_gym.registration import ENV_IDS
 
-__all__ = ["ENV_HINT", "ospo_env"]
+__all__ = ["ENV_HINT", "check_advantages", "env_oracle", "id_column", "ospo_env", "registered_estimator"]
 
 ENV_HINT = "pass an ospo-gym env id such as 'ospo/SyntheticRetrieval-v0', gym.make(...) of one, or its vector env"
 
@@ -45,3 +50,75 @@ def ospo_env(env: str | gym.Env | VectorEnv, env_kwargs: dict[str, Any] | None =
             f"{ENV_HINT}"
         )
     return base
+
+
+def env_oracle(base: Any, segmentation: str | None, *, user: str, without_oracle: str) -> Any:
+    """The env's coalition-value oracle (re-segmenting with ``segmentation`` when given).
+
+    Args:
+        base: the env (see :func:`ospo_env`).
+        segmentation: a segmentation mode, or ``None`` for the env's own.
+        user: who credits tokens through the oracle, for the error message (e.g. ``"OSPOTrainer"``).
+        without_oracle: what to use instead when the env has no oracle, for the error message.
+    """
+    oracle = getattr(base, "oracle", None)
+    if not (callable(getattr(oracle, "segment", None)) and callable(getattr(oracle, "values_batch", None))):
+        raise ValueError(
+            f"{type(base).__name__} has no coalition-value oracle (env.unwrapped.oracle with segment() and "
+            f"values_batch()), through which {user} credits tokens; pass an ospo-gym env "
+            "(gym.make('ospo/...')) or give yours one (ospo_gym.oracle.CoalitionOracle(score_texts)); "
+            f"{without_oracle}"
+        )
+    if segmentation is None or segmentation == getattr(oracle, "segmentation", None):
+        return oracle
+    if not callable(getattr(oracle, "score_texts", None)):
+        raise ValueError(
+            f"segmentation={segmentation!r} needs an oracle built on score_texts (ospo_gym.oracle.CoalitionOracle); "
+            f"{type(oracle).__name__} is not: leave segmentation=None to use the env's own"
+        )
+    backend = getattr(oracle, "segmentation_backend", "rules")
+    return CoalitionOracle(oracle.score_texts, segmentation=segmentation, segmentation_backend=backend)
+
+
+def registered_estimator(name: str, before: str) -> Any:
+    """The ospo-gym estimator registered as ``name``; an unknown name lists the known ones and says to register
+    a user estimator ``before`` (e.g. "building OSPOConfig")."""
+    # the agents package: only the adapters that credit tokens need it
+    from ospo_gym.agents.estimators import get_estimator
+
+    try:
+        return get_estimator(name)
+    except ValueError as err:
+        raise ValueError(f"{err}; register your own with ospo_gym.agents.register_estimator(name, fn) {before}") from None
+
+
+def id_column(ids: list[Hashable]) -> Any:
+    """Prompt ids as Arrow can hold them exactly: integer ids as an int64 (or, beyond it, uint64) array —
+    Arrow reads a list of Python ints as int64 and numpy would turn large ones into floats."""
+    integers = all(isinstance(p, int | np.integer) and not isinstance(p, bool | np.bool_) for p in ids)
+    if integers:
+        values = [int(p) for p in ids]
+        if -(2**63) <= min(values) and max(values) < 2**63:
+            return np.asarray(values, dtype=np.int64)
+        if min(values) >= 0 and max(values) < 2**64:
+            return np.asarray(values, dtype=np.uint64)
+    return [p.item() if isinstance(p, np.generic) else p for p in ids]
+
+
+def check_advantages(advantages: np.ndarray, shape: tuple[int, ...], algo: str) -> None:
+    """Raise unless the estimator returned (B, T) values that are finite in float32, the precision of the
+    trainers' losses."""
+    if advantages.shape != shape:
+        raise ValueError(
+            f"estimator {algo!r} returned advantages of shape {advantages.shape}; expected (B, T) = {shape}"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = int(np.count_nonzero(~np.isfinite(advantages.astype(np.float32))))
+    if bad:
+        from ospo_gym.agents.guard import TrainingDivergedError
+
+        raise TrainingDivergedError(
+            f"estimator {algo!r} returned {bad} of {advantages.size} token advantages that are not finite in float32 "
+            "(NaN, inf or beyond float32's range); nothing of this step was applied. The estimator must return finite "
+            "(B, T) token advantages"
+        )

@@ -48,12 +48,16 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch, get_estimator
+from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch
 from ospo_gym.agents.generation import batch_token_offsets
-from ospo_gym.agents.guard import TrainingDivergedError
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
-from ospo_gym.integrations.common import ospo_env
-from ospo_gym.oracle import CoalitionOracle
+from ospo_gym.integrations.common import (
+    check_advantages,
+    env_oracle,
+    id_column,
+    ospo_env,
+    registered_estimator,
+)
 from ospo_gym.segment import SEGMENTATION_MODES
 
 TRL_VERSIONS = ">=1.16,<1.17"
@@ -80,29 +84,6 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 __all__ = ["TRL_VERSIONS", "EnvReward", "OSPOConfig", "OSPOTrainer", "completion_text", "ospo_env", "prompt_dataset",
            "reward_function"]  # fmt: skip
-
-
-# -- the env: prompts, rewards, oracle (ospo_env: ospo_gym.integrations.common) ---------------------------------
-def _env_oracle(base: Any, segmentation: str | None) -> Any:
-    """The env's coalition-value oracle (re-segmenting with ``segmentation`` when given)."""
-    oracle = getattr(base, "oracle", None)
-    if not (callable(getattr(oracle, "segment", None)) and callable(getattr(oracle, "values_batch", None))):
-        raise ValueError(
-            f"{type(base).__name__} has no coalition-value oracle (env.unwrapped.oracle with segment() and "
-            "values_batch()), through which OSPOTrainer credits tokens; pass an ospo-gym env "
-            "(gym.make('ospo/...')) or give yours one (ospo_gym.oracle.CoalitionOracle(score_texts)); for "
-            "sequence-level GRPO without an oracle use trl.GRPOTrainer with reward_function(env)"
-        )
-    if segmentation is None or segmentation == getattr(oracle, "segmentation", None):
-        return oracle
-    if not callable(getattr(oracle, "score_texts", None)):
-        raise ValueError(
-            f"segmentation={segmentation!r} needs an oracle built on score_texts (ospo_gym.oracle.CoalitionOracle); "
-            f"{type(oracle).__name__} is not: leave segmentation=None to use the env's own"
-        )
-    backend = getattr(oracle, "segmentation_backend", "rules")
-    return CoalitionOracle(oracle.score_texts, segmentation=segmentation, segmentation_backend=backend)
-
 
 # -- the dataset -----------------------------------------------------------------------------------------------
 def prompt_dataset(
@@ -151,20 +132,7 @@ def prompt_dataset(
         prompts: list[Any] = [[*system, {"role": "user", "content": text}] for text in texts]
     else:
         prompts = texts
-    return Dataset.from_dict({"prompt": prompts, "prompt_id": _id_column(ids)})
-
-
-def _id_column(ids: list[Hashable]) -> Any:
-    """Prompt ids as Arrow can hold them exactly: integer ids as an int64 (or, beyond it, uint64) array —
-    Arrow reads a list of Python ints as int64 and numpy would turn large ones into floats."""
-    integers = all(isinstance(p, int | np.integer) and not isinstance(p, bool | np.bool_) for p in ids)
-    if integers:
-        values = [int(p) for p in ids]
-        if -(2**63) <= min(values) and max(values) < 2**63:
-            return np.asarray(values, dtype=np.int64)
-        if min(values) >= 0 and max(values) < 2**64:
-            return np.asarray(values, dtype=np.uint64)
-    return [p.item() if isinstance(p, np.generic) else p for p in ids]
+    return Dataset.from_dict({"prompt": prompts, "prompt_id": id_column(ids)})
 
 
 # -- the reward ------------------------------------------------------------------------------------------------
@@ -291,7 +259,7 @@ class OSPOConfig(GRPOConfig):
             raise ValueError(
                 f"segmentation must be one of {SEGMENTATION_MODES} or None (the env's), got {self.segmentation!r}"
             )
-        _estimator(self.algo)
+        registered_estimator(self.algo, "before building OSPOConfig")
         self.agent_config()  # the knobs' own checks (w_max >= 1, max_coalitions >= 2, ...)
 
     def agent_config(self) -> AgentConfig:
@@ -313,15 +281,6 @@ class OSPOConfig(GRPOConfig):
             seed=self.seed,
             **optional,
         )
-
-
-def _estimator(name: str) -> Any:
-    try:
-        return get_estimator(name)
-    except ValueError as err:
-        raise ValueError(
-            f"{err}; register your own with ospo_gym.agents.register_estimator(name, fn) before building OSPOConfig"
-        ) from None
 
 
 @dataclass
@@ -379,8 +338,11 @@ class OSPOTrainer(GRPOTrainer):
                 )
         base = ospo_env(env, env_kwargs)
         self.env = base
-        self.oracle = _env_oracle(base, args.segmentation)
-        self.estimator = _estimator(args.algo)
+        self.oracle = env_oracle(
+            base, args.segmentation, user="OSPOTrainer",
+            without_oracle="for sequence-level GRPO without an oracle use trl.GRPOTrainer with reward_function(env)",
+        )
+        self.estimator = registered_estimator(args.algo, "before building OSPOConfig")
         self.estimator_config = args.agent_config()
         self._scored: _Scored | None = None
         if train_dataset is None:
@@ -459,7 +421,7 @@ class OSPOTrainer(GRPOTrainer):
             batch.global_rewards = all_rewards
             batch.global_group_index = np.arange(len(all_rewards)) // self.num_generations
         advantages = np.asarray(self.estimator(batch, self.oracle, self.estimator_config), dtype=np.float64)
-        _check_advantages(advantages, mask.shape, self.args.algo)
+        check_advantages(advantages, mask.shape, self.args.algo)
         self._metrics["train"]["credit/seconds"].append(time.perf_counter() - started)
         return advantages
 
@@ -472,22 +434,6 @@ class OSPOTrainer(GRPOTrainer):
         per_step = max(1, self.args.gradient_accumulation_steps // generate_every)
         within = (self._step % self.args.gradient_accumulation_steps) // generate_every
         return self.state.global_step * per_step + within
-
-
-def _check_advantages(advantages: np.ndarray, shape: tuple[int, ...], algo: str) -> None:
-    """Raise unless the estimator returned (B, T) values that are finite in float32, the precision of TRL's loss."""
-    if advantages.shape != shape:
-        raise ValueError(
-            f"estimator {algo!r} returned advantages of shape {advantages.shape}; expected (B, T) = {shape}"
-        )
-    with np.errstate(over="ignore", invalid="ignore"):
-        bad = int(np.count_nonzero(~np.isfinite(advantages.astype(np.float32))))
-    if bad:
-        raise TrainingDivergedError(
-            f"estimator {algo!r} returned {bad} of {advantages.size} token advantages that are not finite in float32 "
-            "(NaN, inf or beyond float32's range); nothing of this step was applied. The estimator must return finite "
-            "(B, T) token advantages"
-        )
 
 
 def _load_processor(model: Any, args: OSPOConfig) -> Any:
