@@ -32,8 +32,10 @@ def test_the_page_has_its_sections_and_one_python_block_in_each_runnable_one():
     assert [len(blocks_under(h)) for h in HEADINGS] == [1, 0, 1, 1]
 
 
-def test_the_trl_section_is_the_readmes_which_test_readme_runs():
-    assert section(PAGE, "TRL").strip() == section(README, "Use with TRL").strip()
+def test_the_trl_block_is_the_readmes_which_test_readme_runs():
+    (page_block,) = [code for language, code in fenced_blocks(section(PAGE, "TRL")) if language == "python"]
+    readme = section(README, "Use with TRL / verl / Stable-Baselines3")
+    assert page_block in [code for language, code in fenced_blocks(readme) if language == "python"]
 
 
 def test_the_verl_section_points_to_the_example():
