@@ -21,6 +21,11 @@ _ENVS: dict[str, tuple[str, str, dict]] = {
         "ospo_gym.envs.interaction:InteractionVectorEnv",
         {},
     ),
+    "ospo/LongRange-v0": (
+        "ospo_gym.envs.long_range:LongRangeEnv",
+        "ospo_gym.envs.long_range:LongRangeVectorEnv",
+        {},
+    ),
     # Real data: the files are read from data_dir=, $OSPO_GYM_DATA or the user cache dir (ospo-gym data ...).
     "ospo/ESCI-v0": ("ospo_gym.envs.esci:EsciEnv", "ospo_gym.envs.esci:EsciVectorEnv", {}),
     "ospo/HM-v0": ("ospo_gym.envs.hm:HmEnv", "ospo_gym.envs.hm:HmVectorEnv", {}),

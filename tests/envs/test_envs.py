@@ -20,6 +20,7 @@ SMALL = {
     "ospo/AdditiveKeywords-v0": {"vocab_size": 16, "num_prompts": 4},
     "ospo/SyntheticRetrieval-v0": {"num_products": 300, "num_queries": 12},
     "ospo/Interaction-v0": {"num_prompts": 4},
+    "ospo/LongRange-v0": {"num_prompts": 4},
     # ESCI and H&M read fixture files in the published formats (tests/fixtures_real.py).
     **real_env_kwargs(),
 }
@@ -195,7 +196,8 @@ def test_ground_truth_credit_rejects_too_many_segments():
 
 @pytest.mark.parametrize(
     "module",
-    ["ospo_gym.envs.additive", "ospo_gym.envs.interaction", "ospo_gym.envs.retrieval", "ospo_gym.envs.esci", "ospo_gym.envs.hm"],
+    ["ospo_gym.envs.additive", "ospo_gym.envs.interaction", "ospo_gym.envs.retrieval", "ospo_gym.envs.esci", "ospo_gym.envs.hm",
+     "ospo_gym.envs.long_range"],
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

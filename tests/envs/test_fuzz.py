@@ -18,6 +18,7 @@ SMALL = {
     "ospo/AdditiveKeywords-v0": {"vocab_size": 16, "num_prompts": 4},
     "ospo/SyntheticRetrieval-v0": {"num_products": 300, "num_queries": 12},
     "ospo/Interaction-v0": {"num_prompts": 4},
+    "ospo/LongRange-v0": {"num_prompts": 4},
 }
 PIECES = [
     "", " ", "\t", "\n", "\r\n", "\x00", "\x07", "\x1b[31m", "\ud800", "\udfff", "\ufeff", "\u200b", "\u200d",

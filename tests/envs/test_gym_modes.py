@@ -21,6 +21,7 @@ SMALL = {
     "ospo/AdditiveKeywords-v0": {"vocab_size": 16, "num_prompts": 6},
     "ospo/SyntheticRetrieval-v0": {"num_products": 200, "num_queries": 12},
     "ospo/Interaction-v0": {"num_prompts": 6},
+    "ospo/LongRange-v0": {"num_prompts": 6},
     **real_env_kwargs(),
 }
 SAME_STEP = {"autoreset_mode": AutoresetMode.SAME_STEP}
