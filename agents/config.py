@@ -10,6 +10,7 @@ from typing import Any
 
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.credit.shapley import CREDIT_VARIANTS
+from ospo_gym.credit.structures import COALITION_STRUCTURES, UNION_SOURCES
 from ospo_gym.credit.tokens import CREDIT_PATHS
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
@@ -50,6 +51,13 @@ class AgentConfig:
     """M: coalitions evaluated per completion (∅ and the full set included)."""
     contiguous: bool = True
     """Contiguous coalitions (OSPO); ``False`` gives the paper's non-contiguous ablation."""
+    coalition_structure: str = "windows"
+    """Which coalitions are evaluated (:mod:`ospo_gym.credit.structures`): ``"windows"`` (contiguous, the paper),
+    ``"random"`` (the ablation; what ``contiguous=False`` selects), ``"windows+complements"`` (each window and its
+    complement), ``"owen"`` (two-level Owen value with a priori unions from ``owen_unions``)."""
+    owen_unions: str = "lexical"
+    """``coalition_structure="owen"``: where the unions come from, ``"lexical"`` (segments whose character
+    trigrams overlap, so related segments far apart share one) or ``"sentences"`` (sentence boundaries)."""
     credit_variant: str = field(default="owen", metadata={"renamed_from": "estimator"})
     """How :func:`ospo_gym.credit.segment_credit` turns coalition values into segment credit: ``owen``,
     ``weighted``, ``released`` (formerly ``estimator``, still read from old configs with a warning)."""
@@ -142,6 +150,11 @@ class AgentConfig:
     progress_bar: bool = True
     """Show a tqdm progress bar during :meth:`Agent.learn`."""
 
+    @property
+    def effective_coalition_structure(self) -> str:
+        """``coalition_structure``, with ``contiguous=False`` read as ``"random"``."""
+        return "random" if not self.contiguous else self.coalition_structure
+
     def __post_init__(self) -> None:
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon
@@ -163,6 +176,18 @@ class AgentConfig:
         _check_choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         _check_choice("credit_variant", self.credit_variant, CREDIT_VARIANTS)
         _check_choice("credit_path", self.credit_path, CREDIT_PATHS)
+        _check_choice("coalition_structure", self.coalition_structure, COALITION_STRUCTURES)
+        _check_choice("owen_unions", self.owen_unions, UNION_SOURCES)
+        _check(
+            self.contiguous or self.coalition_structure in ("windows", "random"),
+            f"contiguous=False is coalition_structure='random'; it cannot be combined with "
+            f"coalition_structure={self.coalition_structure!r} (leave contiguous=True)",
+        )
+        _check(
+            self.coalition_structure != "owen" or (self.credit_variant == "owen" and self.credit_path == "default"),
+            "coalition_structure='owen' computes the two-level Owen estimate: it takes credit_variant='owen' and "
+            f"credit_path='default', got {self.credit_variant!r} and {self.credit_path!r}",
+        )
         _check(self.w_max >= 1, f"w_max must be >= 1 (the widest coalition window), got {self.w_max}")
         _check(
             self.max_coalitions >= 2,

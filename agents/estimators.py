@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, sample_coalitions, segment_credit
+from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, sample_coalitions
+from ospo_gym.credit.structures import segment_unions, structured_credit
 from ospo_gym.oracle import CoalitionOracle
 
 STD_EPS = 1e-4
@@ -205,7 +206,8 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
 
     Per completion: segments ``oracle.segment(text)``, coalitions ``sample_coalitions`` (seeded by
     ``(config.seed, batch.step, b)``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
-    ``segment_credit`` (variant ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the
+    ``segment_credit`` (variant ``config.credit_variant``; or the structure ``config.coalition_structure``, see
+    :mod:`ospo_gym.credit.structures`), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the
     rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
     split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
     those with fewer than two segments are not sent to the oracle: their credit cannot change their advantages.
@@ -214,14 +216,18 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
     spans = [oracle.segment(text) if a != 0.0 else [] for text, a in zip(batch.texts, advantages, strict=True)]
     streams = np.random.SeedSequence([config.seed, batch.step]).spawn(batch.first_row + len(batch.texts))[batch.first_row :]
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
+    structure = config.effective_coalition_structure
+    unions = {b: segment_unions(batch.texts[b], spans[b], config.owen_unions) for b in asked} if structure == "owen" else {}
     coalitions = {
         b: sample_coalitions(
             len(spans[b]),
             config.w_max,
             config.max_coalitions,
             rng=np.random.default_rng(streams[b]),
-            contiguous=config.contiguous,
+            contiguous=structure != "random",  # "random" is contiguous=False, the paper's ablation
             cover_singletons=config.credit_path == "default",  # the released code samples over budget uniformly
+            # windows / random keep the flags' call (bit-identical); the new structures go through the option
+            **({"coalition_structure": structure, "unions": unions.get(b)} if structure in ("windows+complements", "owen") else {}),
         )
         for b in asked
     }
@@ -234,7 +240,9 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
             [coalitions[b] for b in asked],
         )
         for b, value in zip(asked, values, strict=True):
-            credit[b] = segment_credit(coalitions[b], value, len(spans[b]), variant=config.credit_variant)
+            credit[b] = structured_credit(
+                coalitions[b], value, len(spans[b]), structure, unions=unions.get(b), variant=config.credit_variant
+            )
     token_advantages = ospo_token_advantages(
         spans,
         credit,

@@ -23,6 +23,15 @@ from ospo_gym.credit.shapley import (
     shapley_exact,
     shapley_weight,
 )
+from ospo_gym.credit.structures import (
+    COALITION_STRUCTURES,
+    UNION_SOURCES,
+    lexical_unions,
+    owen_coalitions,
+    segment_unions,
+    sentence_unions,
+    structured_credit,
+)
 from ospo_gym.credit.tokens import (
     CREDIT_PATHS,
     REDISTRIBUTIONS,
@@ -38,18 +47,22 @@ from ospo_gym.credit.tokens import (
 )
 
 __all__ = [
+    "COALITION_STRUCTURES",
     "CREDIT_PATHS",
     "CREDIT_VARIANTS",
     "REDISTRIBUTIONS",
+    "UNION_SOURCES",
     "Coalition",
     "ValueFn",
     "average_ranks",
     "clip_token_advantages",
     "contiguous_coalitions",
+    "lexical_unions",
     "marginal_pairs",
     "minmax_normalise",
     "noncontiguous_coalitions",
     "ospo_token_advantages",
+    "owen_coalitions",
     "owen_estimate",
     "pad_rows",
     "redistribute_prop",
@@ -57,8 +70,11 @@ __all__ = [
     "sample_coalitions",
     "segment_credit",
     "segment_to_tokens",
+    "segment_unions",
+    "sentence_unions",
     "shapley_exact",
     "shapley_weight",
+    "structured_credit",
     "token_weights",
 ]
 

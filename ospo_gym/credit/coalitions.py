@@ -7,6 +7,7 @@ budget ``max_coalitions`` (the paper's ``M``) only bites for long texts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
 from math import comb
 
@@ -89,6 +90,8 @@ def sample_coalitions(
     contiguous: bool = True,
     cover_singletons: bool = True,
     complements: bool = False,
+    coalition_structure: str | None = None,
+    unions: Sequence[int] | None = None,
 ) -> list[Coalition]:
     """The coalitions to evaluate for a text of ``n`` segments (deduplicated, ∅ first, full set last).
 
@@ -106,11 +109,31 @@ def sample_coalitions(
         complements: also pool the complement ``N \\ W`` of every window, so that marginals are observed in large
             coalitions too (``N \\ {i} → N``), not only in small ones. Not in the paper; it lifts the estimate's
             agreement with exact Shapley where segments interact (``benchmarks/estimator_accuracy.py``).
+        coalition_structure: one option for the structure instead of the two flags (see
+            :mod:`ospo_gym.credit.structures`): ``"windows"`` (= the defaults), ``"random"`` (= ``contiguous=False``),
+            ``"windows+complements"`` (= ``complements=True``) give the same coalitions as those flags for the same
+            seed; ``"owen"`` gives :func:`~ospo_gym.credit.structures.owen_coalitions` of ``unions``. ``None``
+            (default): the flags decide.
+        unions: (n,) int labels of the a priori unions, for ``coalition_structure="owen"`` only.
 
     Returns:
         A list of sorted index tuples, no duplicates.
     """
     _check_sizes(n, w_max, max_coalitions)
+    if coalition_structure is not None:
+        from ospo_gym.credit.structures import check_structure, check_unions, owen_coalitions
+
+        check_structure(coalition_structure)
+        if not contiguous or complements:
+            raise ValueError(
+                f"pass coalition_structure={coalition_structure!r} or the flags contiguous=False / complements=True, "
+                "not both (coalition_structure='random' is contiguous=False, 'windows+complements' is complements=True)"
+            )
+        if coalition_structure == "owen":
+            return owen_coalitions(check_unions(unions, n), w_max, max_coalitions, rng=rng)
+        contiguous, complements = coalition_structure != "random", coalition_structure == "windows+complements"
+    if unions is not None:
+        raise ValueError("unions= is read only with coalition_structure='owen'")
     rng = np.random.default_rng(rng)
     if contiguous:
         pool = contiguous_coalitions(n, w_max)

@@ -181,7 +181,8 @@ def two_level_credit(
     b_max = int(sizes.max())
     cell = (player * m_live + r) * b_max + t  # (player, |R|, |T|) cells
     total = n * m_live * b_max
-    cell_sum = np.bincount(cell[valid], weights=marginal[valid], minlength=total).reshape(n, m_live, b_max)
+    # float64 even with no valid pair (bincount of an empty input returns int64 then)
+    cell_sum = np.bincount(cell[valid], weights=marginal[valid], minlength=total).astype(np.float64).reshape(n, m_live, b_max)
     cell_count = np.bincount(cell[valid], minlength=total).reshape(n, m_live, b_max)
     seen = cell_count > 0
     cell_mean = np.divide(cell_sum, cell_count, out=np.zeros_like(cell_sum), where=seen)
