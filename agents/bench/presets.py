@@ -139,3 +139,27 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+
+
+# Long-range dependencies (issue 18 item 2): partners 3 words apart and windows of at most 4 words, so that no
+# window holds both members of a pair; one OSPO-PROP variant per coalition structure.
+TASKS["long-range"] = Task(
+    "long-range",
+    "ospo/LongRange-v0",
+    dict(num_words=32, num_prompts=8, length=10, gap=3, num_synergy_pairs=1, num_and_pairs=1, num_distractors=2),
+    config=dict(prompts_per_step=4, max_new_tokens=14, w_max=4),
+    steps=150,
+    eval_every=15,
+    warm_start=100,
+    note="words whose partners (a synergy pair, an AND-pair) sit 3 words apart in the intended answer; w_max=4 "
+    "windows never hold both partners; the tiny policy is warm-started to write random words of the vocabulary",
+)
+PRESETS["long-range"] = Preset(
+    "coalition structures on long-range interactions: GRPO vs OSPO-PROP with windows, random subsets, "
+    "windows+complements and two-level Owen with lexical unions (w_max=4, partners 3 words apart)",
+    ("long-range",),
+    (
+        Variant("grpo", "grpo"),
+        *_sweep("ospo_prop", "coalition_structure", ("windows", "random", "windows+complements", "owen")),
+    ),
+)

@@ -177,3 +177,11 @@ def test_bench_out_naming_a_file_exits_2_with_one_line(tmp_path, flag):
         f"ospo-gym: error: {flag} {file} is a regular file, not a folder; give a new or existing folder"
     ]
     assert file.read_text() == "not a folder"
+
+
+def test_long_range_preset_sweeps_the_coalition_structures():
+    plan = bench.make_plan("long-range")
+    assert plan.tasks[0].env_id == "ospo/LongRange-v0"
+    assert [v.overrides.get("coalition_structure") for v in plan.variants] == [
+        None, "windows", "random", "windows+complements", "owen"
+    ]
