@@ -166,6 +166,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         texts = list(encoded)
         raw(texts)
         t2 = time.perf_counter()
+        print(f"call {i}: {len(texts)} texts, oracle {t1 - t0:.2f} s, raw {t2 - t1:.2f} s", file=sys.stderr)
         if i == 0:
             continue  # warm-up: kernel selection, thread pools, first allocations
         oracle_s.append(t1 - t0)
