@@ -38,6 +38,8 @@ DEFAULT_TOKEN_PATTERN = r"\w+|[\U0001F000-\U0001FAFF\u2600-\u27BF]"
 _BLOCK_CELLS = 1 << 20
 # Batches below this many score cells are scored inline: a thread hop would cost more than it saves.
 _INLINE_CELLS = 1 << 18
+# Distinct space-separated chunks whose token ids are remembered (cleared when full).
+_CHUNK_MEMO_SIZE = 1 << 17
 
 
 class BM25Retriever:
@@ -153,6 +155,7 @@ class BM25Retriever:
         self._nonoccurrence = None if nonocc is None else np.asarray(nonocc, dtype=np.float32)
         self._n_threads = max(1, min(8, os.cpu_count() or 1)) if n_threads is None else max(1, int(n_threads))
         self._executor: ThreadPoolExecutor | None = None
+        self._chunk_ids: dict[str, list[int]] = {}
 
     def _split_terms(self, doc_term: sp.csc_matrix, dense_postings_mb: float) -> None:
         """Partition the vocabulary into frequent terms (dense posting rows) and the rest (sparse rows).
@@ -187,23 +190,49 @@ class BM25Retriever:
     # ---- tokenisation --------------------------------------------------------------------------------
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Index term ids of each text, in text order, repeats kept and unknown words dropped."""
+        """Index term ids of each text, in text order, repeats kept and unknown words dropped.
+
+        The same ids as ``bm25s``'s tokenizer (``update_vocab=False``), computed once per distinct space-separated
+        chunk of the texts: coalition texts are the same words in many combinations, and a token never spans an
+        ASCII space (lower-casing, NFKC and the token pattern give the same tokens for ``a + " " + b`` as for ``a``
+        and ``b``; ``tests/core/test_bm25_tokenize.py`` checks it on adversarial Unicode). With a stemmer bm25s
+        also records each new word in its tables, so that case keeps bm25s's own loop.
+        """
         check_texts(texts)
-        return self._tokenizer.tokenize(
-            list(texts), update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
-        )
+        if self._tokenizer.stemmer is not None:
+            return self._tokenizer.tokenize(
+                list(texts), update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
+            )
+        memo = self._chunk_ids
+        if len(memo) > _CHUNK_MEMO_SIZE:
+            memo.clear()
+        out = []
+        for text in texts:
+            ids: list[int] = []
+            for chunk in text.split(" "):
+                known = memo.get(chunk)
+                if known is None:
+                    known = memo[chunk] = self._tokenizer.tokenize(
+                        [chunk], update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
+                    )[0]
+                ids.extend(known)
+            out.append(ids)
+        return out
 
     def _query_matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s)."""
+        """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s), columns
+        sorted within each row (what ``sum_duplicates`` of the COO form gives, built without scipy's checks)."""
         ids = self.tokenize(texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         cols = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
-        rows = np.repeat(np.arange(len(ids)), lengths)
-        mat = sp.csr_matrix(
-            (np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(len(ids), self.vocab_size)
+        rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
+        cells, counts = np.unique(rows * self.vocab_size + cols, return_counts=True)
+        indptr = np.zeros(len(ids) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(cells // self.vocab_size, minlength=len(ids)), out=indptr[1:])
+        return sp.csr_matrix(
+            (counts.astype(np.float32), (cells % self.vocab_size).astype(np.int32), indptr),
+            shape=(len(ids), self.vocab_size),
         )
-        mat.sum_duplicates()  # counts, with sorted column indices
-        return mat
 
     def _offsets(self, queries: sp.csr_matrix) -> np.ndarray | None:
         """Per-query constant added to every document (BM25L/BM25+), ``(Q,)`` float32, or None."""
@@ -340,6 +369,7 @@ class BM25Retriever:
         # Threads and the C stemmer do not pickle; both are rebuilt on load.
         state = self.__dict__.copy()
         state["_executor"] = None
+        state["_chunk_ids"] = {}
         if self._stemmer_language is not None:
             tokenizer = copy.copy(self._tokenizer)
             tokenizer.stemmer = None
