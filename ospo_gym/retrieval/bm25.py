@@ -42,6 +42,26 @@ _INLINE_CELLS = 1 << 18
 _CHUNK_MEMO_SIZE = 1 << 17
 
 
+# glibc's malloc serves blocks above its mmap threshold (128 KiB at start) with a fresh mmap, whose pages all fault
+# on first touch, and raises the threshold to the size of any such block that is freed (up to 32 MiB). Building an
+# index frees many large blocks, so a process that built its index allocates its scoring temporaries (MBs per
+# call at 10^6 documents) from already-mapped heap; one that loaded the index from the cache did not, and paid
+# 17,000-30,000 page faults per oracle batch (benchmarks/RESULTS.md, "Real-data scale"). Freeing one block of
+# this size, untouched (no page is faulted), puts a loading process in the building process's state. A threshold
+# the user fixed (mallopt, GLIBC_TUNABLES) is left alone by glibc; other allocators just allocate and free it.
+_ALLOCATOR_WARM_BYTES = 31 << 20
+_allocator_warmed = False
+
+
+def _warm_allocator() -> None:
+    """Raise glibc's dynamic mmap threshold as an index build does (once per process; see the comment above)."""
+    global _allocator_warmed
+    if not _allocator_warmed:
+        _allocator_warmed = True
+        block = np.empty(_ALLOCATOR_WARM_BYTES, dtype=np.uint8)
+        del block
+
+
 class BM25Retriever:
     """BM25 over a fixed document list, indexed by ``bm25s`` and scored in batches with scipy.sparse.
 
@@ -138,6 +158,7 @@ class BM25Retriever:
             if cache is not None:
                 cache.save_index(key, self.bm25, self._tokenizer, settings)
         self.index_info = {"cached": cached, "seconds": round(time.perf_counter() - started, 3)}
+        _warm_allocator()
         raw = self.bm25.scores
         self.num_docs = int(raw["num_docs"])
         self.vocab_size = len(raw["indptr"]) - 1

@@ -47,6 +47,7 @@ _SORT_POSTINGS = 1 << 16
 # A query whose terms touch fewer than this share of the group's multi documents is handled on its own.
 _SMALL_ROW_SHARE = 0.25
 _TINY = np.float32(np.finfo(np.float32).tiny)
+_NO_DOCS = np.zeros(0, dtype=np.int64)
 
 
 class TopListBM25Retriever(BM25Retriever):
@@ -146,7 +147,8 @@ class TopListBM25Retriever(BM25Retriever):
         finally:
             if dense:  # back to all zeros / all -1 for the next group
                 scratch.counts[docs] = 0
-                scratch.rows[docs] = -1
+                scratch.rows[scratch.rows_set] = -1
+                scratch.rows_set = _NO_DOCS
 
     def _group_frontier_with(
         self,
@@ -205,7 +207,7 @@ class TopListBM25Retriever(BM25Retriever):
         pool_docs = np.unique(pools[valid])
         matrix_docs = np.concatenate([multi_docs, pool_docs[~_sorted_member(multi_docs, pool_docs)]])
         n_multi = len(multi_docs)
-        row_of = _RowLookup(matrix_docs, self.num_docs, dense=dense, table=scratch.rows)
+        row_of = _RowLookup(matrix_docs, self.num_docs, dense=dense, tables=scratch)
         pos = row_of(docs)
         keep = pos >= 0
         term_of = np.repeat(np.arange(n_terms), lengths)
@@ -329,14 +331,18 @@ def _sorted_member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray
 class _RowLookup:
     """Maps document ids to their row in ``docs`` (distinct ids), -1 when absent.
 
-    ``dense``: one ``num_docs`` table (O(1) lookups, worth it for many lookups); else a binary search. ``table``: a
-    ``(num_docs,)`` int64 array of -1 to use as that table (the caller sets ``table[docs] = -1`` afterwards).
+    ``dense``: one ``num_docs`` table (O(1) lookups, worth it for many lookups); else a binary search. ``tables``:
+    whose ``rows`` (all -1) to use as that table; ``tables.rows_set`` then names the entries set, for the caller to
+    reset.
     """
 
-    def __init__(self, docs: np.ndarray, num_docs: int, *, dense: bool, table: np.ndarray | None = None) -> None:
+    def __init__(self, docs: np.ndarray, num_docs: int, *, dense: bool, tables: _DocTables | None = None) -> None:
         self._dense = dense
         if dense:
-            self._table = np.full(num_docs, -1, dtype=np.int64) if table is None else table
+            if tables is None:
+                self._table = np.full(num_docs, -1, dtype=np.int64)
+            else:
+                self._table, tables.rows_set = tables.rows, docs
             self._table[docs] = np.arange(len(docs))
         else:
             self._order = np.argsort(docs, kind="stable")
@@ -358,17 +364,13 @@ class _DocTables:
     def __init__(self, num_docs: int) -> None:
         self.counts = np.zeros(num_docs, dtype=np.int32)
         self.rows = np.full(num_docs, -1, dtype=np.int64)
+        self.rows_set: np.ndarray = _NO_DOCS  # the entries of rows that are not -1
 
 
 class _Scratch:
-    """The retriever's :class:`_DocTables`, kept between calls.
-
-    Why: a fresh ``(num_docs,)`` table per group (a ``bincount`` and a lookup table, 8 MB each at a million
-    documents) is served by glibc from a fresh ``mmap`` while its mmap threshold is at its initial 128 KiB, and all
-    its pages fault on first touch (30,000 minor faults per oracle batch measured there). A process that *built*
-    its index freed large blocks during the build, which raised the threshold, so there the same tables came from
-    already-mapped heap: the reason the 1M-product oracle was slower after loading the index than after building it.
-    Tables kept here are mapped once. A second thread that finds them in use gets tables of its own.
+    """The retriever's :class:`_DocTables`, kept between calls: a group no longer allocates and zero-fills two
+    ``(num_docs,)`` tables (8 MB each at a million documents) of which it touches only its postings' entries.
+    A second thread that finds them in use gets tables of its own.
     """
 
     def __init__(self) -> None:
