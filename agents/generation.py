@@ -309,13 +309,17 @@ def batch_token_offsets(tokenizer: Any, rows: Sequence[Sequence[int]], texts: Se
     prefix_spans = dict(zip(odd, _prefix_offsets_batch(tokenizer, [plains[b] for b in odd], [texts[b] for b in odd]), strict=True))
     out = []
     for b, row in enumerate(rows):
-        spans = iter(prefix_spans[b] if b in prefix_spans else encoded["offset_mapping"][b])
-        offsets = np.zeros((len(row), 2), dtype=np.int64)
+        spans = prefix_spans[b] if b in prefix_spans else encoded["offset_mapping"][b]
+        if len(spans) == len(row):  # no special token in the row: its spans as they are
+            out.append(np.asarray(spans, dtype=np.int64).reshape(-1, 2))
+            continue
+        spans = iter(spans)
+        pairs = []
         end = 0
-        for i, token in enumerate(row):
+        for token in row:
             start, end = (end, end) if token in special else next(spans)
-            offsets[i] = (start, end)
-        out.append(offsets)
+            pairs.append((start, end))
+        out.append(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
     return out
 
 
@@ -328,8 +332,12 @@ def _prefix_offsets_batch(tokenizer: Any, rows: list[list[int]], texts: list[str
     backend = getattr(tokenizer, "backend_tokenizer", None)
     prefixes = [row[:k] for row in rows for k in range(1, len(row) + 1)]
     decoded: list[str] | None = None
-    if backend is not None and prefixes and backend.decode_batch(rows, skip_special_tokens=False) == list(texts):
+    if backend is not None and prefixes:
+        # one call: the longest prefix of each row is the row itself, whose decoding must give back its text
         decoded = backend.decode_batch(prefixes, skip_special_tokens=False)
+        whole = iter(np.cumsum([len(row) for row in rows]) - 1)
+        if [decoded[next(whole)] if row else backend.decode([], skip_special_tokens=False) for row in rows] != list(texts):
+            decoded = None
     if decoded is None:
         decoded = [tokenizer.decode(prefix) for prefix in prefixes]
     lengths = iter(len(d) for d in decoded)

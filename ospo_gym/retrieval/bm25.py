@@ -171,6 +171,7 @@ class BM25Retriever:
         self._doc_term = doc_term.tocsr()  # (num_docs, vocab): row d = term weights of d
         self._doc_term.sort_indices()
         self._split_terms(doc_term, dense_postings_mb)
+        self._df = np.diff(doc_term.indptr).astype(np.int64)  # each term's document frequency
         # BM25L / BM25+ add a per-term constant to every document (non-occurrence score).
         nonocc = getattr(self.bm25, "nonoccurrence_array", None)
         self._nonoccurrence = None if nonocc is None else np.asarray(nonocc, dtype=np.float32)
@@ -380,8 +381,24 @@ class BM25Retriever:
             pool_scores[r, c] = self._gather_scores(queries, r, pool_ids[r, c])
             return pool_scores, valid & (pool_scores > 0)
 
+        # A query whose terms' document frequencies sum to less than `cutoff` has fewer positive scores than that
+        # (no term adds a constant under lucene / robertson / atire), so its threshold is 0 without a selection.
+        reach = None
+        if self._nonoccurrence is None:
+            owner = np.repeat(np.arange(n_q), np.diff(queries.indptr))
+            reach = np.bincount(owner, weights=self._df[queries.indices], minlength=n_q)
+
         def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
-            return pool_frontier(self._dense_scores(queries[s]), pool_ids[s], cutoff)
+            scores = self._dense_scores(queries[s])
+            threshold = None
+            if reach is not None:
+                busy = np.flatnonzero(reach[s] >= cutoff)
+                threshold = np.zeros(len(scores), dtype=np.float32)
+                if len(busy) == len(scores):
+                    threshold = kth_largest(scores, cutoff)
+                elif len(busy):
+                    threshold[busy] = kth_largest(scores[busy], cutoff)
+            return pool_frontier(scores, pool_ids[s], cutoff, threshold=threshold)
 
         parts = self._map_blocks(n_q, block)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
