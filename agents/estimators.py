@@ -18,8 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, segment_credit
-from ospo_gym.credit.coalitions import sample_coalitions_batch
+from ospo_gym.credit import (
+    clip_token_advantages,
+    ospo_token_advantages,
+    sample_coalitions_batch,
+    segment_credit,
+)
 from ospo_gym.oracle import CoalitionOracle
 
 STD_EPS = 1e-4
@@ -205,9 +209,9 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
     """OSPO (arXiv 2601.08403): redistribute Â over tokens by Owen–Shapley credit of the completion's segments.
 
     Per completion: segments ``oracle.segment(text)`` (each distinct text once), coalitions ``sample_coalitions``
-    (seeded by ``(config.seed, batch.step, b)``; drawn for the whole batch by ``sample_coalitions_batch``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
-    ``segment_credit`` (variant ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the
-    rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
+    (seeded by ``(config.seed, batch.step, b)``, drawn for the whole batch by ``sample_coalitions_batch``), values
+    from ONE ``oracle.values_batch`` call for the whole batch, credit ``segment_credit`` (variant
+    ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
     split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
     those with fewer than two segments are not sent to the oracle: their credit cannot change their advantages.
     """
