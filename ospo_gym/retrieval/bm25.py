@@ -367,9 +367,10 @@ class BM25Retriever:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Pool scores ``(Q, P)`` float32 and retrieved mask ``(Q, P)`` bool for padded ``pool_ids`` (-1 pads).
 
-        Without an effective cutoff only the pools are scored (row gather). With one, each block of queries
-        is scored in full once, and both the cutoff threshold and the pool scores come from that same array,
-        so the threshold comparisons are exact.
+        Without an effective cutoff only the pools are scored (row gather). With one, a query that cannot have
+        ``cutoff`` positive scores (its terms' document frequencies sum to less) has its pools scored alone, by the
+        same products in the same order as full scoring; every other block of queries is scored in full once, and
+        both the cutoff threshold and the pool scores come from that same array, so the comparisons are exact.
         """
         queries = self._query_matrix(texts)
         pool_ids = np.asarray(pool_ids, dtype=np.int64)
@@ -381,27 +382,59 @@ class BM25Retriever:
             pool_scores[r, c] = self._gather_scores(queries, r, pool_ids[r, c])
             return pool_scores, valid & (pool_scores > 0)
 
-        # A query whose terms' document frequencies sum to less than `cutoff` has fewer positive scores than that
-        # (no term adds a constant under lucene / robertson / atire), so its threshold is 0 without a selection.
-        reach = None
         if self._nonoccurrence is None:
+            # A query whose terms' document frequencies sum to less than `cutoff` has fewer positive scores than
+            # that (no term adds a constant under lucene / robertson / atire): it retrieves every pool document with
+            # a positive score, and only its pools need scoring.
             owner = np.repeat(np.arange(n_q), np.diff(queries.indptr))
             reach = np.bincount(owner, weights=self._df[queries.indices], minlength=n_q)
+            easy = reach < cutoff
+            if easy.any():
+                pool_scores = np.zeros((n_q, width), dtype=np.float32)
+                retrieved = np.zeros((n_q, width), dtype=bool)
+                pool_scores[easy] = self._pool_scores(queries[easy], pool_ids[easy])
+                retrieved[easy] = (pool_ids[easy] >= 0) & (pool_scores[easy] > 0)
+                if not easy.all():
+                    busy = ~easy
+                    pool_scores[busy], retrieved[busy] = self._scored_frontier(queries[busy], pool_ids[busy], cutoff)
+                return pool_scores, retrieved
+        return self._scored_frontier(queries, pool_ids, cutoff)
+
+    def _scored_frontier(
+        self, queries: sp.csr_matrix, pool_ids: np.ndarray, cutoff: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pool_frontier` with a cutoff by scoring every document, block by block (threshold and pool scores
+        from the same array, so the comparisons are exact)."""
 
         def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
-            scores = self._dense_scores(queries[s])
-            threshold = None
-            if reach is not None:
-                busy = np.flatnonzero(reach[s] >= cutoff)
-                threshold = np.zeros(len(scores), dtype=np.float32)
-                if len(busy) == len(scores):
-                    threshold = kth_largest(scores, cutoff)
-                elif len(busy):
-                    threshold[busy] = kth_largest(scores[busy], cutoff)
-            return pool_frontier(scores, pool_ids[s], cutoff, threshold=threshold)
+            return pool_frontier(self._dense_scores(queries[s]), pool_ids[s], cutoff)
 
-        parts = self._map_blocks(n_q, block)
+        parts = self._map_blocks(queries.shape[0], block)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _pool_scores(self, queries: sp.csr_matrix, pool_ids: np.ndarray) -> np.ndarray:
+        """``(Q, P)`` float32 scores of the padded ``pool_ids`` (0 at padding), the very numbers of
+        :meth:`_dense_scores`: the same products added in the same order, on the pools' columns only."""
+        valid = pool_ids >= 0
+        docs = np.unique(pool_ids[valid])
+        if len(docs) == 0:
+            return np.zeros(pool_ids.shape, dtype=np.float32)
+        is_dense = self._term_is_dense[queries.indices]
+        hi = _select_columns(queries, is_dense, self._term_slot, self._dense_postings.shape[0])
+        lo = _select_columns(queries, ~is_dense, self._term_slot, self._sparse_postings.shape[0])
+        # the dense rows the queries use, renumbered in their (ascending) order: each score's products are then
+        # added in the order of the product against all dense rows
+        used = np.unique(hi.indices)
+        hi_used = sp.csr_matrix(
+            (hi.data, np.searchsorted(used, hi.indices).astype(hi.indices.dtype), hi.indptr),
+            shape=(hi.shape[0], len(used)),
+        )
+        out = np.asarray(hi_used @ self._dense_postings[np.ix_(used, docs)], dtype=np.float32)
+        if lo.nnz:
+            extra = (lo @ self._sparse_postings[:, docs]).tocoo()
+            out[extra.row, extra.col] += extra.data
+        rows = np.arange(len(pool_ids))[:, None]
+        return np.where(valid, out[rows, np.searchsorted(docs, np.where(valid, pool_ids, docs[0]))], np.float32(0))
 
     def __getstate__(self) -> dict:
         # Threads and the C stemmer do not pickle; both are rebuilt on load.
