@@ -416,7 +416,11 @@ class BM25Retriever:
         """``(Q, P)`` float32 scores of the padded ``pool_ids`` (0 at padding), the very numbers of
         :meth:`_dense_scores`: the same products added in the same order, on the pools' columns only."""
         valid = pool_ids >= 0
-        docs = np.unique(pool_ids[valid])
+        # the pools' distinct documents in ascending order and each one's column, by marking (a batch repeats a
+        # few prompts' pools many times, so this beats sorting all of its entries)
+        mark = np.zeros(self.num_docs, dtype=bool)
+        mark[pool_ids[valid]] = True
+        docs = np.flatnonzero(mark)
         if len(docs) == 0:
             return np.zeros(pool_ids.shape, dtype=np.float32)
         is_dense = self._term_is_dense[queries.indices]
@@ -433,8 +437,9 @@ class BM25Retriever:
         if lo.nnz:
             extra = (lo @ self._sparse_postings[:, docs]).tocoo()
             out[extra.row, extra.col] += extra.data
+        column = np.cumsum(mark) - 1
         rows = np.arange(len(pool_ids))[:, None]
-        return np.where(valid, out[rows, np.searchsorted(docs, np.where(valid, pool_ids, docs[0]))], np.float32(0))
+        return np.where(valid, out[rows, column[np.where(valid, pool_ids, docs[0])]], np.float32(0))
 
     def __getstate__(self) -> dict:
         # Threads and the C stemmer do not pickle; both are rebuilt on load.
