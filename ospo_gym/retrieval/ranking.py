@@ -55,14 +55,15 @@ def kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
         # Masking the rejected rows in place avoids copying the selected rows out of ``scores``.
         if len(fallback):
             candidate[fallback] = False
-        values = scores[candidate]  # row-major, so each row's candidates are contiguous
+        flat = np.flatnonzero(candidate)  # row-major, so each row's candidates are contiguous
+        values = np.ascontiguousarray(scores).ravel()[flat]
         cnt = counts[sel]
         width = int(cnt.max())
-        # Row p of the packed array takes its cnt[p] candidates first: a boolean-mask assignment fills in row-major
-        # order too, so no index arrays are needed.
+        # Candidate e of packed row p goes to p * width + (e - first candidate of p); one 1-D scatter.
+        shift = np.zeros(rows, dtype=np.int64)
+        shift[sel] = np.arange(len(sel)) * width - (np.cumsum(cnt) - cnt)
         packed = np.full((len(sel), width), np.inf, dtype=scores.dtype)
-        np.negative(values, out=values)
-        packed[np.arange(width) < cnt[:, None]] = values
+        packed.ravel()[np.arange(len(flat)) + shift[flat // n]] = -values
         packed.partition(k - 1, axis=1)
         out[sel] = -packed[:, k - 1]
     return out
