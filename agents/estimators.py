@@ -18,7 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, sample_coalitions, segment_credit
+from ospo_gym.credit import (
+    clip_token_advantages,
+    ospo_token_advantages,
+    sample_coalitions_batch,
+    segment_credit,
+)
 from ospo_gym.oracle import CoalitionOracle
 
 STD_EPS = 1e-4
@@ -203,28 +208,26 @@ def grpo(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> n
 def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig, redistribution: str) -> np.ndarray:
     """OSPO (arXiv 2601.08403): redistribute Â over tokens by Owen–Shapley credit of the completion's segments.
 
-    Per completion: segments ``oracle.segment(text)``, coalitions ``sample_coalitions`` (seeded by
-    ``(config.seed, batch.step, b)``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
-    ``segment_credit`` (variant ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the
-    rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
+    Per completion: segments ``oracle.segment(text)`` (each distinct text once), coalitions ``sample_coalitions``
+    (seeded by ``(config.seed, batch.step, b)``, drawn for the whole batch by ``sample_coalitions_batch``), values
+    from ONE ``oracle.values_batch`` call for the whole batch, credit ``segment_credit`` (variant
+    ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
     split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
     those with fewer than two segments are not sent to the oracle: their credit cannot change their advantages.
     """
     advantages = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof)
-    spans = [oracle.segment(text) if a != 0.0 else [] for text, a in zip(batch.texts, advantages, strict=True)]
+    spans = _segment_distinct(oracle, batch.texts, advantages)
     streams = np.random.SeedSequence([config.seed, batch.step]).spawn(batch.first_row + len(batch.texts))[batch.first_row :]
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
-    coalitions = {
-        b: sample_coalitions(
-            len(spans[b]),
-            config.w_max,
-            config.max_coalitions,
-            rng=np.random.default_rng(streams[b]),
-            contiguous=config.contiguous,
-            cover_singletons=config.credit_path == "default",  # the released code samples over budget uniformly
-        )
-        for b in asked
-    }
+    sampled = sample_coalitions_batch(
+        [len(spans[b]) for b in asked],
+        config.w_max,
+        config.max_coalitions,
+        seeds=[streams[b] for b in asked],
+        contiguous=config.contiguous,
+        cover_singletons=config.credit_path == "default",  # the released code samples over budget uniformly
+    )
+    coalitions = dict(zip(asked, sampled, strict=True))
     credit = [np.zeros(len(s)) for s in spans]
     if asked:
         values = oracle.values_batch(
@@ -249,6 +252,22 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
         every = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof, whole_batch=True)
         token_advantages = clip_token_advantages(token_advantages, every, config.clip_token_advantages)
     return token_advantages
+
+
+def _segment_distinct(oracle: CoalitionOracle, texts: Sequence[str], advantages: np.ndarray) -> list[list]:
+    """``oracle.segment`` of each completion with Â ≠ 0 (``[]`` for the others), each distinct text segmented once
+    (a group often repeats a completion; rows of one text share its span list, which nothing mutates)."""
+    done: dict[str, list] = {}
+    spans: list[list] = []
+    for text, advantage in zip(texts, advantages, strict=True):
+        if advantage == 0.0:
+            spans.append([])
+            continue
+        cut = done.get(text)
+        if cut is None:
+            cut = done[text] = oracle.segment(text)
+        spans.append(cut)
+    return spans
 
 
 def ospo_prop(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:
