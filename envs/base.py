@@ -146,10 +146,15 @@ class GenerativeSearchEnv(gym.Env[str, str]):
             self._scorer, segmentation=self.segmentation, segmentation_backend=self.segmentation_backend
         )
 
-    @cached_property
+    @property
     def _scorer(self) -> Any:
-        """What scores retrieval texts: :meth:`score_texts`, or its noisy version under ``reward_noise``."""
-        return self.score_texts if self.reward_noise is None else NoisyScorer(self, self.reward_noise)
+        """What scores retrieval texts: :meth:`score_texts` (looked up at each use), or its noisy version (one
+        :class:`~ospo_gym.wrappers.NoisyScorer`, built on first use) under ``reward_noise``."""
+        if self.reward_noise is None:
+            return self.score_texts
+        if "_noisy_scorer" not in self.__dict__:
+            self._noisy_scorer = NoisyScorer(self, self.reward_noise)
+        return self._noisy_scorer
 
     def rewards(
         self, prompt_ids: Sequence[Hashable], actions: Sequence[str], *, scorer: Any = None
