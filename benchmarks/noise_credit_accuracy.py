@@ -9,7 +9,8 @@ from the *noisy* oracle (``reward_noise``, :mod:`ospo_gym.wrappers`; 0, 0.05, 0.
 * ``loo``: leave-one-segment-out, ``v(N) − v(N ∖ {i})`` (the ``ospo_loo`` control),
 * ``exact``: exact Shapley by enumeration of the noisy game (every coalition, the most averaging possible),
 
-and reports the Spearman rank correlation and normalised L1 (``Σ|φ̂ − φ| / Σ|φ|``) against the noise-free exact
+and reports the Spearman rank correlation (mean over completions whose exact values are not all equal) and the
+normalised L1 (``Σ|φ̂ − φ| / Σ|φ|``, both sums over every segment of every completion) against the noise-free exact
 values, and — for Gaussian noise of std σ — the *noise gain* ``RMS(φ̂_noisy − φ̂_clean) / σ``: the std of the
 credit error the noise causes, per segment, in units of the noise on one reward. A gain below 1 means the estimate
 averages the noise down below that of a single reward (the scalar GRPO spreads over every token); LOO, one
@@ -36,7 +37,12 @@ from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 
 LEVELS = (0.0, 0.05, 0.1, 0.2)
 ESTIMATORS = ("ospo", "loo", "exact")
-CASES = (("additive", "gaussian"), ("interaction", "gaussian"), ("retrieval", "gaussian"), ("retrieval", "label_flip"))
+CASES = (
+    ("additive", "gaussian"),
+    ("interaction", "gaussian"),
+    ("retrieval", "gaussian"),
+    ("retrieval", "label_flip"),
+)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -74,31 +80,42 @@ def evaluate(task: str, kind: str, completions, noise_seeds: int) -> list[dict]:
         reference[index] = {e: estimate(clean.oracle, prompt_id, text, spans, e, index) for e in ESTIMATORS}
     rows = []
     for level in LEVELS:
-        scores: dict[str, list[tuple[float, float]]] = {e: [] for e in ESTIMATORS}
-        errors: dict[str, list[np.ndarray]] = {e: [] for e in ESTIMATORS}
+        scores: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
+        deviations: dict[str, list[np.ndarray]] = {e: [] for e in ESTIMATORS}  # estimate − noise-free exact
+        errors: dict[str, list[np.ndarray]] = {
+            e: [] for e in ESTIMATORS
+        }  # estimate − same estimate without noise
         for noise_seed in range(noise_seeds):
             noisy = gym.make(
-                spec.env_id, **spec.env_kwargs, reward_noise={"kind": kind, "level": level, "seed": noise_seed}
+                spec.env_id,
+                **spec.env_kwargs,
+                reward_noise={"kind": kind, "level": level, "seed": noise_seed},
             ).unwrapped
             for index, (prompt_id, text) in enumerate(completions):
                 spans = noisy.oracle.segment(text)
                 for e in ESTIMATORS:
                     credit = estimate(noisy.oracle, prompt_id, text, spans, e, index)
-                    scores[e].append(score(credit, truth[index]))
+                    if np.ptp(truth[index]) > 0:  # an all-equal truth has no ranking to recover
+                        scores[e].append(score(credit, truth[index])[0])
+                    deviations[e].append(np.abs(credit - truth[index]))
                     errors[e].append(credit - reference[index][e])
         for e in ESTIMATORS:
             arr = np.array(scores[e])
             error = np.concatenate(errors[e])
+            magnitude = sum(np.abs(truth[i]).sum() for i in truth) * noise_seeds
             rows.append(
                 {
                     "task": task,
                     "kind": kind,
                     "level": level,
                     "estimator": e,
-                    "spearman": float(arr[:, 0].mean()),
-                    "spearman_std": float(arr[:, 0].std()),
-                    "l1": float(arr[:, 1].mean()),
-                    "noise_gain": float(np.sqrt(np.mean(error**2)) / level) if kind == "gaussian" and level else None,
+                    # None where no completion has a ranking to recover / no credit to compare with
+                    "spearman": float(arr.mean()) if arr.size else None,
+                    "spearman_std": float(arr.std()) if arr.size else None,
+                    "l1": float(np.concatenate(deviations[e]).sum() / magnitude) if magnitude > 0 else None,
+                    "noise_gain": float(np.sqrt(np.mean(error**2)) / level)
+                    if kind == "gaussian" and level
+                    else None,
                     "n": len(arr),
                 }
             )
@@ -116,17 +133,24 @@ def markdown(rows: list[dict]) -> str:
             cells = []
             for e in ESTIMATORS:
                 r = index[(task, kind, level, e)]
-                gain = "—" if r["noise_gain"] is None else f"{r['noise_gain']:.2f}"
-                cells.append(f"{r['spearman']:.2f} / {r['l1']:.2f} / {gain}")
+                cells.append(
+                    " / ".join(
+                        "—" if r[k] is None else f"{r[k]:.2f}" for k in ("spearman", "l1", "noise_gain")
+                    )
+                )
             lines.append(f"| {task} | {kind} | {level:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--texts", type=int, default=16, help="completions per task")
     parser.add_argument("--noise-seeds", type=int, default=3, help="noise seeds per level")
-    parser.add_argument("--max-players", type=int, default=10, help="longest completion (exact needs 2**n calls)")
+    parser.add_argument(
+        "--max-players", type=int, default=10, help="longest completion (exact needs 2**n calls)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     started = time.perf_counter()

@@ -226,7 +226,8 @@ class NoisyReward(gym.Wrapper):
     ``step`` returns the noisy reward (the clean one in ``info["clean_reward"]``); :attr:`oracle` and
     :meth:`rewards` are noisy in the same way, so an agent handed this wrapper trains on the noisy game;
     :meth:`ground_truth_credit` is that of the noise-free game. Raises ``ValueError`` for a kind the env does not
-    support (the message lists those it does), and for an env already built with ``reward_noise``.
+    support (the message lists those it does), and for an env already built with ``reward_noise``. For the native
+    vector env pass ``reward_noise=`` to ``gym.make_vec`` instead (the same implementation).
 
     >>> import gymnasium as gym, ospo_gym
     >>> from ospo_gym.wrappers import NoisyReward
