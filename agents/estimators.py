@@ -205,7 +205,27 @@ def grpo(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> n
     return np.where(batch.completion_mask, advantages[:, None], 0.0)
 
 
-def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig, redistribution: str) -> np.ndarray:
+class CoalitionPlan(Protocol):
+    """Which coalitions a completion of ``n`` segments asks the oracle for, and how their values become segment
+    credit: the hook of :func:`ospo_credit` for credit rules other than OSPO's (e.g. leave-one-out)."""
+
+    def coalitions(self, n: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+        """The K coalitions to evaluate (sorted index tuples)."""
+        ...
+
+    def credit(self, coalitions: Sequence[tuple[int, ...]], values: np.ndarray, n: int) -> np.ndarray:
+        """(n,) segment credit from the (K,) values of ``coalitions``."""
+        ...
+
+
+def ospo_credit(
+    batch: RolloutBatch,
+    oracle: CoalitionOracle,
+    config: AgentConfig,
+    redistribution: str,
+    *,
+    plan: CoalitionPlan | None = None,
+) -> np.ndarray:
     """OSPO (arXiv 2601.08403): redistribute Â over tokens by Owen–Shapley credit of the completion's segments.
 
     Per completion: segments ``oracle.segment(text)`` (each distinct text once), coalitions ``sample_coalitions``
@@ -214,19 +234,23 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
     ``config.credit_variant``), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
     split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
     those with fewer than two segments are not sent to the oracle: their credit cannot change their advantages.
+    ``plan`` replaces the coalition sampling and ``segment_credit`` by another rule (:class:`CoalitionPlan`).
     """
     advantages = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof)
     spans = _segment_distinct(oracle, batch.texts, advantages)
     streams = np.random.SeedSequence([config.seed, batch.step]).spawn(batch.first_row + len(batch.texts))[batch.first_row :]
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
-    sampled = sample_coalitions_batch(
-        [len(spans[b]) for b in asked],
-        config.w_max,
-        config.max_coalitions,
-        seeds=[streams[b] for b in asked],
-        contiguous=config.contiguous,
-        cover_singletons=config.credit_path == "default",  # the released code samples over budget uniformly
-    )
+    if plan is None:
+        sampled = sample_coalitions_batch(
+            [len(spans[b]) for b in asked],
+            config.w_max,
+            config.max_coalitions,
+            seeds=[streams[b] for b in asked],
+            contiguous=config.contiguous,
+            cover_singletons=config.credit_path == "default",  # the released code samples over budget uniformly
+        )
+    else:
+        sampled = [plan.coalitions(len(spans[b]), np.random.default_rng(streams[b])) for b in asked]
     coalitions = dict(zip(asked, sampled, strict=True))
     credit = [np.zeros(len(s)) for s in spans]
     if asked:
@@ -237,7 +261,10 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
             [coalitions[b] for b in asked],
         )
         for b, value in zip(asked, values, strict=True):
-            credit[b] = segment_credit(coalitions[b], value, len(spans[b]), variant=config.credit_variant)
+            if plan is None:
+                credit[b] = segment_credit(coalitions[b], value, len(spans[b]), variant=config.credit_variant)
+            else:
+                credit[b] = plan.credit(coalitions[b], value, len(spans[b]))
     token_advantages = ospo_token_advantages(
         spans,
         credit,

@@ -180,3 +180,53 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+
+# -- reward noise and controls (issue 18) ---------------------------------------------------------------------
+NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)
+"""Levels of the ``noise`` preset: the std of the Gaussian reward noise, the probability of a label flip."""
+CLEAN_EVAL: dict[str, Any] = {"reward_noise": None}
+"""Evaluation env arguments of the noisy tasks: every evaluation also scores on the noise-free reward."""
+
+
+def _noisy_task(base: str, kind: str, level: float) -> Task:
+    task = TASKS[base]
+    return Task(
+        f"{base}@{kind}={level:g}",
+        task.env_id,
+        {**task.env_kwargs, "reward_noise": {"kind": kind, "level": level, "seed": 0}},
+        config=task.config,
+        steps=task.steps,
+        eval_every=task.eval_every,
+        warm_start=task.warm_start,
+        eval_env_kwargs=CLEAN_EVAL,
+        note=f"{task.note}; trained on {kind} reward noise of level {level:g} (ospo_gym.wrappers), evaluated on "
+        "the noisy and on the noise-free reward",
+    )
+
+
+NOISY_TASKS = tuple(
+    _noisy_task(base, kind, level)
+    for base, kind in (("additive", "gaussian"), ("retrieval", "gaussian"), ("retrieval", "label_flip"))
+    for level in NOISE_LEVELS
+)
+TASKS.update({task.name: task for task in NOISY_TASKS})
+
+PRESETS["noise"] = Preset(
+    "GRPO vs OSPO-PROP vs OSPO-RANK under seeded reward noise applied alike to the reward and every coalition "
+    "value: Gaussian (std 0, 0.05, 0.1, 0.2) on the additive task by default; --envs retrieval@gaussian=0.1, "
+    "retrieval@label_flip=0.2 ... for the retrieval task. The shifted curve is the noise-free reward",
+    tuple(f"additive@gaussian={level:g}" for level in NOISE_LEVELS),
+    _MAIN,
+)
+PRESETS["controls"] = Preset(
+    "controls for OSPO's gain: GRPO, OSPO-PROP, ospo_shuffled (PROP's token advantages in random places), "
+    "ospo_loo (leave-one-segment-out credit) and grpo_lambda (GRPO-λ, λ = 0.99) with the main job's protocol",
+    ("additive", "interaction", "retrieval"),
+    (
+        Variant("grpo", "grpo"),
+        Variant("ospo_prop", "ospo_prop"),
+        Variant("ospo_shuffled", "ospo_shuffled"),
+        Variant("ospo_loo", "ospo_loo"),
+        Variant("grpo_lambda", "grpo_lambda"),
+    ),
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -90,6 +90,7 @@ def pooled_ndcg(
     *,
     k: int = 10,
     cutoff: int | None = 1000,
+    perturb: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """The reward: NDCG@k of each query's ranking filtered to its judged pool.
 
@@ -107,6 +108,8 @@ def pooled_ndcg(
         pool_gains: ``Q`` float arrays of gains (>= 0), aligned with ``pools``.
         k: NDCG cutoff.
         cutoff: retrieval depth, or None.
+        perturb: ``(pool_scores (Q, P), retrieved (Q, P) bool) -> (Q, P)`` new pool scores, applied after the
+            retrieved set is fixed and before the pool is ranked (the score noise of :mod:`ospo_gym.wrappers`).
 
     Returns:
         ``(Q,)`` float64 in ``[0, 1]``; 0 for a query that retrieves no pool document or has no gain.
@@ -126,4 +129,6 @@ def pooled_ndcg(
     else:
         scores = check_scores(retriever.scores(texts), len(texts), retriever.num_docs, retriever)
         pool_scores, retrieved = pool_frontier(scores, ids, cutoff)
+    if perturb is not None:
+        pool_scores = np.asarray(perturb(pool_scores, retrieved), dtype=np.float64)
     return _ndcg_of_frontier(ids, pool_scores, retrieved, gains, k)
