@@ -73,6 +73,7 @@ from ospo_gym.integrations.common import (
     check_advantages,
     env_oracle,
     id_column,
+    ospo_agent_config,
     ospo_env,
     registered_estimator,
 )
@@ -208,18 +209,8 @@ class OSPOVerlConfig:
 
     def agent_config(self, algo: str, group_size: int, prompts_per_step: int, scale_rewards: str) -> AgentConfig:
         """The :class:`~ospo_gym.agents.AgentConfig` the ospo-gym estimator receives."""
-        return AgentConfig(
-            algo=algo,
-            group_size=group_size,
-            prompts_per_step=max(1, prompts_per_step),
-            scale_rewards=scale_rewards,
-            std_ddof=self.std_ddof,
-            w_max=self.w_max,
-            max_coalitions=self.max_coalitions,
-            contiguous=self.contiguous,
-            credit_variant=self.credit_variant,
-            clip_token_advantages=self.clip_token_advantages,
-            seed=self.seed,
+        return ospo_agent_config(
+            self, algo=algo, group_size=group_size, prompts_per_step=prompts_per_step, scale_rewards=scale_rewards
         )
 
 
