@@ -30,8 +30,8 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import torch
+from _common import summary, trl_grpo_settings, write_report
 
 import ospo_gym  # noqa: F401
 from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, load_policy
@@ -53,10 +53,6 @@ def build_model(directory: Path, hidden_size: int, heads: int) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return build_tiny_qwen2(task_texts(env), directory, hidden_size=hidden_size, heads=heads)
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    return {"min": round(min(seconds), 4), "median": round(float(np.median(seconds)), 4), "n": len(seconds)}
 
 
 def our_agent(model_dir: Path, group: int, prompts: int, tokens: int, args: argparse.Namespace, run_dir: str) -> Agent:
@@ -119,33 +115,11 @@ def time_pair(
             self.resumed = time.perf_counter()
 
     config = GRPOConfig(
-        output_dir=scratch,
-        per_device_train_batch_size=group * prompts,
-        num_generations=group,
-        max_completion_length=tokens,
-        temperature=1.0,
-        top_p=1.0,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        optim="adamw_torch",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        beta=0.0,
-        num_iterations=1,
-        loss_type="dapo",
-        scale_rewards="group",
-        gradient_checkpointing=checkpointing,
-        max_steps=args.warmup + args.steps,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=args.seed,
-        dataloader_num_workers=0,
-    )
+        **trl_grpo_settings(
+            scratch, group, prompts, tokens, args,
+            weight_decay=0.0, loss_type="dapo", gradient_checkpointing=checkpointing, fp16=False,
+        )
+    )  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     _, tokenizer = load_policy(model_dir, device="cpu")
     clock = Interleave()
@@ -240,9 +214,7 @@ def main() -> None:
         "met": all(r["ratio_ours_over_trl_min"] <= 0.8 and r["ratio_ours_over_trl_median"] <= 0.8 for r in results),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":
