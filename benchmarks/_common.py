@@ -1,5 +1,5 @@
 """Helpers the benchmark scripts share: an oracle batch of a synthetic env, a timing summary, the TRL settings the
-TRL comparisons match, and writing a JSON report.
+TRL comparisons match (and ospo-gym's agent config matched to them), and writing a JSON report.
 
 The scripts run as ``python benchmarks/<name>.py``, so this folder is on ``sys.path`` and they import this module
 as ``_common``.
@@ -68,6 +68,36 @@ def trl_grpo_settings(
     )
     settings.update(extra)
     return settings
+
+
+def trl_matched_agent_config(
+    algo: str, group: int, prompts: int, tokens: int, args: argparse.Namespace, run_dir: str, **extra: Any
+) -> Any:
+    """The :class:`~ospo_gym.agents.AgentConfig` of ospo-gym's own agent in a TRL comparison, with the TRL arms'
+    update (see :func:`trl_grpo_settings`): ``args.lr``, no KL, one iteration, the token-mean loss, gradient norm
+    clipped at 1, ``args.threads`` torch threads on the CPU, ``args.seed``, nothing logged to TensorBoard or a
+    progress bar; ``extra`` adds other fields."""
+    # the agents package imports torch: the oracle benchmarks that use this module do not need it
+    from ospo_gym.agents import AgentConfig
+
+    return AgentConfig(
+        algo=algo,
+        group_size=group,
+        prompts_per_step=prompts,
+        max_new_tokens=tokens,
+        learning_rate=args.lr,
+        beta=0.0,
+        num_iterations=1,
+        loss_aggregation="token_mean",
+        max_grad_norm=1.0,
+        torch_threads=args.threads,
+        device="cpu",
+        run_dir=run_dir,
+        tensorboard=False,
+        progress_bar=False,
+        seed=args.seed,
+        **extra,
+    )
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
-from _common import summary, trl_grpo_settings, write_report
+from _common import summary, trl_grpo_settings, trl_matched_agent_config, write_report
 
 import ospo_gym  # noqa: F401
-from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, load_policy
+from ospo_gym.agents import Agent, build_tiny_qwen2, load_policy
 
 RESULTS = Path(__file__).parent / "results"
 ENV_ID = "ospo/AdditiveKeywords-v0"
@@ -56,23 +56,7 @@ def build_model(directory: Path, hidden_size: int, heads: int) -> Path:
 
 
 def our_agent(model_dir: Path, group: int, prompts: int, tokens: int, args: argparse.Namespace, run_dir: str) -> Agent:
-    config = AgentConfig(
-        algo="grpo",
-        group_size=group,
-        prompts_per_step=prompts,
-        max_new_tokens=tokens,
-        learning_rate=args.lr,
-        beta=0.0,
-        num_iterations=1,
-        loss_aggregation="token_mean",
-        max_grad_norm=1.0,
-        torch_threads=args.threads,
-        device="cpu",
-        run_dir=run_dir,
-        tensorboard=False,
-        progress_bar=False,
-        seed=args.seed,
-    )
+    config = trl_matched_agent_config("grpo", group, prompts, tokens, args, run_dir)
     return Agent(ENV_ID, policy=str(model_dir), config=config)
 
 

@@ -43,10 +43,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from _common import summary, trl_grpo_settings
+from _common import summary, trl_grpo_settings, trl_matched_agent_config
 
 import ospo_gym  # noqa: F401
-from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, load_policy
+from ospo_gym.agents import Agent, build_tiny_qwen2, load_policy
 from ospo_gym.agents.logger import PERF_COMPLETION_TOKENS, PERF_CREDIT_SECONDS
 
 ENV_ID = "ospo/SyntheticRetrieval-v0"
@@ -104,28 +104,10 @@ def step_clock(baton: Baton, name: str) -> Any:
 
 def our_agent(model_dir: Path, algo: str, args: argparse.Namespace, run_dir: str) -> Agent:
     """ospo-gym's own agent with the TRL arms' settings (see the module docstring)."""
-    config = AgentConfig(
-        algo=algo,
-        group_size=args.group,
-        prompts_per_step=args.prompts,
-        max_new_tokens=args.max_new_tokens,
-        temperature=1.0,
-        top_p=1.0,
-        learning_rate=args.lr,
-        beta=0.0,
-        num_iterations=1,
-        loss_aggregation="token_mean",
-        max_grad_norm=1.0,
-        scale_rewards="group",
-        w_max=args.w_max,
-        max_coalitions=args.coalitions,
-        torch_threads=args.threads,
-        device="cpu",
-        run_dir=run_dir,
-        tensorboard=False,
-        progress_bar=False,
-        seed=args.seed,
-    )
+    config = trl_matched_agent_config(
+        algo, args.group, args.prompts, args.max_new_tokens, args, run_dir,
+        temperature=1.0, top_p=1.0, scale_rewards="group", w_max=args.w_max, max_coalitions=args.coalitions,
+    )  # fmt: skip
     return Agent(ENV_ID, policy=str(model_dir), config=config)
 
 
