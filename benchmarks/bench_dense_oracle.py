@@ -33,6 +33,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from _common import make_batch
 
 import ospo_gym  # noqa: F401
 from ospo_gym.credit import sample_coalitions
@@ -59,19 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
-
-
-def make_batch(env, rng: np.random.Generator, batch: int, words: int) -> tuple[list, list[str]]:
-    """``batch`` prompt ids and completions: the prompt's query words followed by random catalog words."""
-    vocab = np.array(env.vocabulary)
-    prompt_ids, texts = [], []
-    for _ in range(batch):
-        pid = env.prompt_ids[int(rng.integers(len(env.prompt_ids)))]
-        query = env.judged.queries[pid].split()
-        extra = list(rng.choice(vocab, size=max(words - len(query), 0)))
-        prompt_ids.append(pid)
-        texts.append(" ".join((query + extra)[:words]))
-    return prompt_ids, texts
 
 
 def main(argv: list[str] | None = None) -> dict:

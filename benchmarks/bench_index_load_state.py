@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_data_scale  # noqa: E402
+from _common import write_report  # noqa: E402
 
 
 def timed_process(data_dir: Path, cache_dir: Path, batches: int, build_like: bool) -> dict:
@@ -96,9 +97,7 @@ def main() -> None:
         "processes": rows,
         "values_identical": len({r["values_sha256"] for r in rows}) == 1,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

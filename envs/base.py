@@ -6,7 +6,7 @@ seeding, the action-to-retrieval-text rule, truncation, the oracle, batching —
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -60,6 +60,47 @@ def object_array(items: Sequence[Any]) -> np.ndarray:
     for i, item in enumerate(items):
         out[i] = item
     return out
+
+
+def seeded_generators(seed: int | Sequence[int | None], num_envs: int) -> list[np.random.Generator]:
+    """A vector env's sub-env generators for ``reset(seed=...)``: ``seed + i`` for sub-env ``i`` from an int, or
+    one seed each from a sequence of ``num_envs``."""
+    seeds = [seed + i for i in range(num_envs)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"got {len(seeds)} seeds for {num_envs} sub-envs")
+    return [seeding.np_random(s)[0] for s in seeds]
+
+
+def pinned_prompt_ids(
+    options: dict[str, Any] | None, num_envs: int, check_prompt_id: Callable[[Hashable], None]
+) -> list[Hashable] | None:
+    """The prompt ids a vector env's reset ``options`` pin, one per sub-env (each checked with
+    ``check_prompt_id``); ``None`` when they pin none (each sub-env draws its own)."""
+    options = dict(options or {})
+    unknown = set(options) - set(VECTOR_RESET_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(VECTOR_RESET_OPTIONS)}")
+    if "prompt_id" in options and "prompt_ids" in options:
+        raise ValueError("pass options['prompt_id'] (every sub-env) or options['prompt_ids'] (one each), not both")
+    if "prompt_id" in options:
+        check_prompt_id(options["prompt_id"])
+        return [options["prompt_id"]] * num_envs
+    if "prompt_ids" in options:
+        pinned = check_batch("options['prompt_ids']", options["prompt_ids"], "prompt ids")
+        if len(pinned) != num_envs:
+            raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({num_envs})")
+        for prompt_id in pinned:
+            check_prompt_id(prompt_id)
+        return pinned
+    return None
+
+
+def check_actions(actions: Any, num_envs: int, max_chars: int) -> list[str]:
+    """A vector env's ``step`` actions: a sequence of ``num_envs`` str, each cut to ``max_chars``."""
+    actions = check_batch("actions", actions, f"{num_envs} str actions")
+    if len(actions) != num_envs:
+        raise ValueError(f"got {len(actions)} actions; expected a sequence of {num_envs}, one per sub-env")
+    return [truncate_action(a, max_chars) for a in actions]
 
 
 class GenerativeSearchEnv(gym.Env[str, str]):
@@ -292,37 +333,15 @@ class GenerativeSearchVectorEnv(VectorEnv):
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
         if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
-            self._generators = [seeding.np_random(s)[0] for s in seeds]
-        options = dict(options or {})
-        unknown = set(options) - set(VECTOR_RESET_OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(VECTOR_RESET_OPTIONS)}")
-        if "prompt_id" in options and "prompt_ids" in options:
-            raise ValueError("pass options['prompt_id'] (every sub-env) or options['prompt_ids'] (one each), not both")
-        if "prompt_id" in options:
-            self.env._check_prompt_id(options["prompt_id"])
-            self._prompt_ids = [options["prompt_id"]] * self.num_envs
-        elif "prompt_ids" in options:
-            pinned = check_batch("options['prompt_ids']", options["prompt_ids"], "prompt ids")
-            if len(pinned) != self.num_envs:
-                raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({self.num_envs})")
-            for prompt_id in pinned:
-                self.env._check_prompt_id(prompt_id)
-            self._prompt_ids = pinned
-        else:
-            self._prompt_ids = self._draw(self.num_envs)
+            self._generators = seeded_generators(seed, self.num_envs)
+        pinned = pinned_prompt_ids(options, self.num_envs, self.env._check_prompt_id)
+        self._prompt_ids = self._draw(self.num_envs) if pinned is None else pinned
         return self._observe(), self._info(self._prompt_ids)
 
     def step(self, actions: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._prompt_ids is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        actions = check_batch("actions", actions, f"{self.num_envs} str actions")
-        if len(actions) != self.num_envs:
-            raise ValueError(f"got {len(actions)} actions; expected a sequence of {self.num_envs}, one per sub-env")
-        actions = [truncate_action(a, self.env.max_action_chars) for a in actions]
+        actions = check_actions(actions, self.num_envs, self.env.max_action_chars)
         finished = self._prompt_ids
         rewards = self.env.rewards(finished, actions)
         final_info = self._info(finished)
