@@ -4,6 +4,7 @@ An algorithm is an advantage estimator registered by name (:func:`register_estim
 surrogate loss, logging and checkpoints are shared (:class:`Agent`).
 """
 
+from ospo_gym.agents import controls  # noqa: F401 — registers ospo_shuffled, ospo_loo, grpo_lambda
 from ospo_gym.agents.agent import Agent, Callback
 from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import (

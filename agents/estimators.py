@@ -18,7 +18,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from ospo_gym.agents.config import AgentConfig
-from ospo_gym.credit import clip_token_advantages, ospo_token_advantages, sample_coalitions
+from ospo_gym.credit import (
+    clip_token_advantages,
+    ospo_token_advantages,
+    sample_coalitions,
+    sample_coalitions_batch,
+    segment_credit,
+)
 from ospo_gym.credit.structures import segment_unions, structured_credit
 from ospo_gym.oracle import CoalitionOracle
 
@@ -201,36 +207,70 @@ def grpo(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> n
     return np.where(batch.completion_mask, advantages[:, None], 0.0)
 
 
-def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig, redistribution: str) -> np.ndarray:
+class CoalitionPlan(Protocol):
+    """Which coalitions a completion of ``n`` segments asks the oracle for, and how their values become segment
+    credit: the hook of :func:`ospo_credit` for credit rules other than OSPO's (e.g. leave-one-out)."""
+
+    def coalitions(self, n: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+        """The K coalitions to evaluate (sorted index tuples)."""
+        ...
+
+    def credit(self, coalitions: Sequence[tuple[int, ...]], values: np.ndarray, n: int) -> np.ndarray:
+        """(n,) segment credit from the (K,) values of ``coalitions``."""
+        ...
+
+
+def ospo_credit(
+    batch: RolloutBatch,
+    oracle: CoalitionOracle,
+    config: AgentConfig,
+    redistribution: str,
+    *,
+    plan: CoalitionPlan | None = None,
+) -> np.ndarray:
     """OSPO (arXiv 2601.08403): redistribute Â over tokens by Owen–Shapley credit of the completion's segments.
 
-    Per completion: segments ``oracle.segment(text)``, coalitions ``sample_coalitions`` (seeded by
-    ``(config.seed, batch.step, b)``), values from ONE ``oracle.values_batch`` call for the whole batch, credit
-    ``segment_credit`` (variant ``config.credit_variant``; or the structure ``config.coalition_structure``, see
-    :mod:`ospo_gym.credit.structures`), then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the
-    rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
+    Per completion: segments ``oracle.segment(text)`` (each distinct text once), coalitions ``sample_coalitions``
+    (seeded by ``(config.seed, batch.step, b)``, drawn for the whole batch by ``sample_coalitions_batch``), values
+    from ONE ``oracle.values_batch`` call for the whole batch, credit ``segment_credit`` (variant
+    ``config.credit_variant``; or the structure ``config.coalition_structure``, see :mod:`ospo_gym.credit.structures`),
+    then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
     split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
     those with fewer than two segments are not sent to the oracle: their credit cannot change their advantages.
+    ``plan`` replaces the coalition sampling and ``segment_credit`` by another rule (:class:`CoalitionPlan`).
     """
     advantages = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof)
-    spans = [oracle.segment(text) if a != 0.0 else [] for text, a in zip(batch.texts, advantages, strict=True)]
+    spans = _segment_distinct(oracle, batch.texts, advantages)
     streams = np.random.SeedSequence([config.seed, batch.step]).spawn(batch.first_row + len(batch.texts))[batch.first_row :]
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
     structure = config.effective_coalition_structure
+    structured = plan is None and structure in ("windows+complements", "owen")
     unions = {b: segment_unions(batch.texts[b], spans[b], config.owen_unions) for b in asked} if structure == "owen" else {}
-    coalitions = {
-        b: sample_coalitions(
-            len(spans[b]),
+    if plan is not None:
+        sampled = [plan.coalitions(len(spans[b]), np.random.default_rng(streams[b])) for b in asked]
+    elif structured:  # the structures beyond the paper's, one completion at a time (see ospo_gym.credit.structures)
+        sampled = [
+            sample_coalitions(
+                len(spans[b]),
+                config.w_max,
+                config.max_coalitions,
+                rng=np.random.default_rng(streams[b]),
+                cover_singletons=config.credit_path == "default",
+                coalition_structure=structure,
+                unions=unions.get(b),
+            )
+            for b in asked
+        ]
+    else:  # windows or random subsets: the batched sampler, bit-identical to the per-completion one
+        sampled = sample_coalitions_batch(
+            [len(spans[b]) for b in asked],
             config.w_max,
             config.max_coalitions,
-            rng=np.random.default_rng(streams[b]),
+            seeds=[streams[b] for b in asked],
             contiguous=structure != "random",  # "random" is contiguous=False, the paper's ablation
             cover_singletons=config.credit_path == "default",  # the released code samples over budget uniformly
-            # windows / random keep the flags' call (bit-identical); the new structures go through the option
-            **({"coalition_structure": structure, "unions": unions.get(b)} if structure in ("windows+complements", "owen") else {}),
         )
-        for b in asked
-    }
+    coalitions = dict(zip(asked, sampled, strict=True))
     credit = [np.zeros(len(s)) for s in spans]
     if asked:
         values = oracle.values_batch(
@@ -240,9 +280,14 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
             [coalitions[b] for b in asked],
         )
         for b, value in zip(asked, values, strict=True):
-            credit[b] = structured_credit(
-                coalitions[b], value, len(spans[b]), structure, unions=unions.get(b), variant=config.credit_variant
-            )
+            if plan is not None:
+                credit[b] = plan.credit(coalitions[b], value, len(spans[b]))
+            elif structured:
+                credit[b] = structured_credit(
+                    coalitions[b], value, len(spans[b]), structure, unions=unions.get(b), variant=config.credit_variant
+                )
+            else:
+                credit[b] = segment_credit(coalitions[b], value, len(spans[b]), variant=config.credit_variant)
     token_advantages = ospo_token_advantages(
         spans,
         credit,
@@ -257,6 +302,22 @@ def ospo_credit(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfi
         every = batch.sequence_advantages(config.scale_rewards, ddof=config.std_ddof, whole_batch=True)
         token_advantages = clip_token_advantages(token_advantages, every, config.clip_token_advantages)
     return token_advantages
+
+
+def _segment_distinct(oracle: CoalitionOracle, texts: Sequence[str], advantages: np.ndarray) -> list[list]:
+    """``oracle.segment`` of each completion with Â ≠ 0 (``[]`` for the others), each distinct text segmented once
+    (a group often repeats a completion; rows of one text share its span list, which nothing mutates)."""
+    done: dict[str, list] = {}
+    spans: list[list] = []
+    for text, advantage in zip(texts, advantages, strict=True):
+        if advantage == 0.0:
+            spans.append([])
+            continue
+        cut = done.get(text)
+        if cut is None:
+            cut = done[text] = oracle.segment(text)
+        spans.append(cut)
+    return spans
 
 
 def ospo_prop(batch: RolloutBatch, oracle: CoalitionOracle, config: AgentConfig) -> np.ndarray:

@@ -309,32 +309,52 @@ def batch_token_offsets(tokenizer: Any, rows: Sequence[Sequence[int]], texts: Se
     special = set(tokenizer.all_special_ids)
     rows = [[int(t) for t in row] for row in rows]
     plains = [[t for t in row if t not in special] for row in rows]
-    encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    encoded = _encode_with_offsets(tokenizer, list(texts))
     odd = [b for b, plain in enumerate(plains) if encoded["input_ids"][b] != plain]
     prefix_spans = dict(zip(odd, _prefix_offsets_batch(tokenizer, [plains[b] for b in odd], [texts[b] for b in odd]), strict=True))
     out = []
     for b, row in enumerate(rows):
-        spans = iter(prefix_spans[b] if b in prefix_spans else encoded["offset_mapping"][b])
-        offsets = np.zeros((len(row), 2), dtype=np.int64)
+        spans = prefix_spans[b] if b in prefix_spans else encoded["offset_mapping"][b]
+        if len(spans) == len(row):  # no special token in the row: its spans as they are
+            out.append(np.asarray(spans, dtype=np.int64).reshape(-1, 2))
+            continue
+        spans = iter(spans)
+        pairs = []
         end = 0
-        for i, token in enumerate(row):
+        for token in row:
             start, end = (end, end) if token in special else next(spans)
-            offsets[i] = (start, end)
-        out.append(offsets)
+            pairs.append((start, end))
+        out.append(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
     return out
+
+
+def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> dict[str, list]:
+    """``tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)``'s ids and offsets. A fast
+    tokenizer's backend without padding or truncation set gives the same encodings text by text; asked one text at
+    a time it does not hand a batch of a few short texts to its thread pool, whose hand-off costs more than the
+    encoding on a busy CPU."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.padding is not None or backend.truncation is not None:
+        return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    encodings = [backend.encode(text, add_special_tokens=False) for text in texts]
+    return {"input_ids": [e.ids for e in encodings], "offset_mapping": [e.offsets for e in encodings]}
 
 
 def _prefix_offsets_batch(tokenizer: Any, rows: list[list[int]], texts: list[str]) -> list[list[tuple[int, int]]]:
     """Offsets from the lengths of decoded prefixes, kept monotone and inside ``[0, len(text)]``.
 
-    All prefixes of all rows are decoded in one call of the fast tokenizer's backend when the backend gives back
-    the texts themselves; otherwise prefix by prefix with ``tokenizer.decode``.
+    All prefixes of all rows are decoded by the fast tokenizer's backend when the backend gives back the texts
+    themselves; otherwise prefix by prefix with ``tokenizer.decode``.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     prefixes = [row[:k] for row in rows for k in range(1, len(row) + 1)]
     decoded: list[str] | None = None
-    if backend is not None and prefixes and backend.decode_batch(rows, skip_special_tokens=False) == list(texts):
-        decoded = backend.decode_batch(prefixes, skip_special_tokens=False)
+    if backend is not None and prefixes:
+        # one call: the longest prefix of each row is the row itself, whose decoding must give back its text
+        decoded = [backend.decode(prefix, skip_special_tokens=False) for prefix in prefixes]  # no thread pool
+        whole = iter(np.cumsum([len(row) for row in rows]) - 1)
+        if [decoded[next(whole)] if row else backend.decode([], skip_special_tokens=False) for row in rows] != list(texts):
+            decoded = None
     if decoded is None:
         decoded = [tokenizer.decode(prefix) for prefix in prefixes]
     lengths = iter(len(d) for d in decoded)

@@ -32,6 +32,17 @@ def env_name(env: str | gym.Env | VectorEnv) -> str:
     return spec.id if spec is not None else type(env.unwrapped).__name__
 
 
+def _search_view(env: gym.Env) -> gym.Env:
+    """The outermost layer of ``env`` that is an ospo-gym search env itself (a wrapper such as
+    :class:`ospo_gym.wrappers.NoisyReward` that brings its own oracle and rewards), else ``env.unwrapped``."""
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        if all(name in vars(type(layer)) or name in vars(layer) for name in ("oracle", "rewards", "prompt_ids")):
+            return layer
+        layer = layer.env
+    return env.unwrapped
+
+
 class GroupedEnv:
     """Adapter over a single ospo-gym env or its native vector env.
 
@@ -44,7 +55,7 @@ class GroupedEnv:
         self.env = env
         self.vector = isinstance(env, VectorEnv)
         base = env.unwrapped
-        self._single = getattr(base, "env", None) if self.vector else base
+        self._single = getattr(base, "env", None) if self.vector else _search_view(env)
         if self._single is None or not hasattr(self._single, "prompt_ids") or not hasattr(self._single, "oracle"):
             raise ValueError(
                 f"{type(base).__name__} is not an ospo-gym generative-search env (it needs prompt_ids, oracle and "

@@ -23,6 +23,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from _common import write_report
 
 import ospo_gym  # noqa: F401
 from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, logger
@@ -151,9 +152,7 @@ def main() -> None:
         "met": all(r["ratio_median"] <= 1.5 for r in results),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

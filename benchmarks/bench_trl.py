@@ -30,11 +30,11 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import torch
+from _common import summary, trl_grpo_settings, trl_matched_agent_config, write_report
 
 import ospo_gym  # noqa: F401
-from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, load_policy
+from ospo_gym.agents import Agent, build_tiny_qwen2, load_policy
 
 RESULTS = Path(__file__).parent / "results"
 ENV_ID = "ospo/AdditiveKeywords-v0"
@@ -55,28 +55,8 @@ def build_model(directory: Path, hidden_size: int, heads: int) -> Path:
         return build_tiny_qwen2(task_texts(env), directory, hidden_size=hidden_size, heads=heads)
 
 
-def summary(seconds: list[float]) -> dict[str, float]:
-    return {"min": round(min(seconds), 4), "median": round(float(np.median(seconds)), 4), "n": len(seconds)}
-
-
 def our_agent(model_dir: Path, group: int, prompts: int, tokens: int, args: argparse.Namespace, run_dir: str) -> Agent:
-    config = AgentConfig(
-        algo="grpo",
-        group_size=group,
-        prompts_per_step=prompts,
-        max_new_tokens=tokens,
-        learning_rate=args.lr,
-        beta=0.0,
-        num_iterations=1,
-        loss_aggregation="token_mean",
-        max_grad_norm=1.0,
-        torch_threads=args.threads,
-        device="cpu",
-        run_dir=run_dir,
-        tensorboard=False,
-        progress_bar=False,
-        seed=args.seed,
-    )
+    config = trl_matched_agent_config("grpo", group, prompts, tokens, args, run_dir)
     return Agent(ENV_ID, policy=str(model_dir), config=config)
 
 
@@ -119,33 +99,11 @@ def time_pair(
             self.resumed = time.perf_counter()
 
     config = GRPOConfig(
-        output_dir=scratch,
-        per_device_train_batch_size=group * prompts,
-        num_generations=group,
-        max_completion_length=tokens,
-        temperature=1.0,
-        top_p=1.0,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        optim="adamw_torch",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        beta=0.0,
-        num_iterations=1,
-        loss_type="dapo",
-        scale_rewards="group",
-        gradient_checkpointing=checkpointing,
-        max_steps=args.warmup + args.steps,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=args.seed,
-        dataloader_num_workers=0,
-    )
+        **trl_grpo_settings(
+            scratch, group, prompts, tokens, args,
+            weight_decay=0.0, loss_type="dapo", gradient_checkpointing=checkpointing, fp16=False,
+        )
+    )  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     _, tokenizer = load_policy(model_dir, device="cpu")
     clock = Interleave()
@@ -240,9 +198,7 @@ def main() -> None:
         "met": all(r["ratio_ours_over_trl_min"] <= 0.8 and r["ratio_ours_over_trl_median"] <= 0.8 for r in results),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

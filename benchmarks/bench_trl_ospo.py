@@ -43,9 +43,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from _common import summary, trl_grpo_settings, trl_matched_agent_config
 
 import ospo_gym  # noqa: F401
-from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, load_policy
+from ospo_gym.agents import Agent, build_tiny_qwen2, load_policy
 from ospo_gym.agents.logger import PERF_COMPLETION_TOKENS, PERF_CREDIT_SECONDS
 
 ENV_ID = "ospo/SyntheticRetrieval-v0"
@@ -103,28 +104,10 @@ def step_clock(baton: Baton, name: str) -> Any:
 
 def our_agent(model_dir: Path, algo: str, args: argparse.Namespace, run_dir: str) -> Agent:
     """ospo-gym's own agent with the TRL arms' settings (see the module docstring)."""
-    config = AgentConfig(
-        algo=algo,
-        group_size=args.group,
-        prompts_per_step=args.prompts,
-        max_new_tokens=args.max_new_tokens,
-        temperature=1.0,
-        top_p=1.0,
-        learning_rate=args.lr,
-        beta=0.0,
-        num_iterations=1,
-        loss_aggregation="token_mean",
-        max_grad_norm=1.0,
-        scale_rewards="group",
-        w_max=args.w_max,
-        max_coalitions=args.coalitions,
-        torch_threads=args.threads,
-        device="cpu",
-        run_dir=run_dir,
-        tensorboard=False,
-        progress_bar=False,
-        seed=args.seed,
-    )
+    config = trl_matched_agent_config(
+        algo, args.group, args.prompts, args.max_new_tokens, args, run_dir,
+        temperature=1.0, top_p=1.0, scale_rewards="group", w_max=args.w_max, max_coalitions=args.coalitions,
+    )  # fmt: skip
     return Agent(ENV_ID, policy=str(model_dir), config=config)
 
 
@@ -145,38 +128,6 @@ def run_ours(agent: Agent, baton: Baton, name: str, steps: int) -> dict[str, lis
         record["tokens"].append(float(metrics[PERF_COMPLETION_TOKENS]))
         baton.hand_over(name)
     return record
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    return {"min": round(min(seconds), 4), "median": round(float(np.median(seconds)), 4), "n": len(seconds)}
-
-
-def settings(args: argparse.Namespace, output_dir: str) -> dict[str, Any]:
-    return dict(
-        output_dir=output_dir,
-        per_device_train_batch_size=args.group * args.prompts,
-        num_generations=args.group,
-        max_completion_length=args.max_new_tokens,
-        temperature=1.0,
-        top_p=1.0,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        optim="adamw_torch",
-        max_grad_norm=1.0,
-        beta=0.0,
-        num_iterations=1,
-        scale_rewards="group",
-        gradient_checkpointing=False,
-        max_steps=args.warmup + args.steps,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=args.seed,
-        dataloader_num_workers=0,
-    )
 
 
 def main() -> None:
@@ -221,9 +172,10 @@ def main() -> None:
         def model() -> Any:
             return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
 
-        grpo = GRPOTrainer(model=model(), reward_funcs=reward, args=GRPOConfig(**settings(args, scratch)),
+        trl_settings = trl_grpo_settings(scratch, args.group, args.prompts, args.max_new_tokens, args)
+        grpo = GRPOTrainer(model=model(), reward_funcs=reward, args=GRPOConfig(**trl_settings),
                            train_dataset=dataset, processing_class=tokenizer, callbacks=[clocks["grpo"]])  # fmt: skip
-        ospo_args = OSPOConfig(**settings(args, scratch), algo="ospo_prop", max_coalitions=args.coalitions,
+        ospo_args = OSPOConfig(**trl_settings, algo="ospo_prop", max_coalitions=args.coalitions,
                                w_max=args.w_max)  # fmt: skip
         ospo = OSPOTrainer(model(), reward, ospo_args, dataset, processing_class=tokenizer, env=env,
                            callbacks=[clocks["ospo_prop"]])  # fmt: skip

@@ -17,23 +17,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from _common import make_batch
 
 import ospo_gym  # noqa: F401
 from ospo_gym.credit import sample_coalitions
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def make_batch(env, rng: np.random.Generator, batch: int, words: int):
-    vocab = np.array(env.vocabulary)
-    prompt_ids, texts = [], []
-    for _ in range(batch):
-        pid = env.prompt_ids[int(rng.integers(len(env.prompt_ids)))]
-        query = env.judged.queries[pid].split()
-        extra = list(rng.choice(vocab, size=max(words - len(query), 0)))
-        prompt_ids.append(pid)
-        texts.append(" ".join((query + extra)[:words]))
-    return prompt_ids, texts
 
 
 def main() -> None:

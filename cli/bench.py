@@ -31,8 +31,10 @@ class BenchOptions:
     """What ``ospo-gym bench`` runs: every agent variant of ``preset`` × task × seed, with identical budgets."""
 
     preset: str = "main"
-    """``main`` (GRPO vs OSPO-PROP vs OSPO-RANK) or an ablation: ``width``, ``budget``, ``contiguity``, ``group``,
-    ``retriever-shift``."""
+    """``main`` (GRPO vs OSPO-PROP vs OSPO-RANK) or another of ``agents/bench/presets.py``: the ablations ``width``,
+    ``budget``, ``contiguity``, ``group``; ``retriever-shift`` (and ``retriever-shift-minilm``,
+    ``retriever-shift-minilm-train`` with the pretrained encoder); ``noise`` (reward noise); ``controls``
+    (shuffled credit, leave-one-out, GRPO-λ)."""
     envs: list[str] | None = None
     """Tasks to run: names of built-in bench tasks (``additive``, ``interaction``, ``retrieval``, ``esci``) or env
     ids; default: the preset's."""

@@ -147,8 +147,9 @@ class AdditiveKeywordsEnv(GenerativeSearchEnv):
     def score_texts(self, prompt_ids: Sequence[Hashable], texts: Sequence[str]) -> np.ndarray:
         rows = np.asarray(prompt_ids, dtype=np.int64)
         present = np.zeros((len(texts), len(self.vocabulary)))
-        for i, text in enumerate(texts):  # parsing is per text; the scoring below is one vectorised product
-            present[i, self._keywords(text)] = 1.0
+        keywords = [self._keywords(text) for text in texts]  # parsing is per text; the rest is vectorised
+        owner = np.repeat(np.arange(len(texts)), [len(k) for k in keywords])
+        present[owner, np.fromiter((i for k in keywords for i in k), dtype=np.int64, count=len(owner))] = 1.0
         total = np.einsum("nv,nv->n", present, self.weights[rows])
         return (total - self._low[rows]) / (self._high[rows] - self._low[rows])
 

@@ -6,7 +6,7 @@ seeding, the action-to-retrieval-text rule, truncation, the oracle, batching —
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -20,6 +20,7 @@ from ospo_gym.knobs import check_knob
 from ospo_gym.oracle import CoalitionOracle
 from ospo_gym.segment import retrieval_text
 from ospo_gym.spaces import UnicodeText
+from ospo_gym.wrappers import NoisyScorer, RewardNoise
 
 RESET_OPTIONS = ("prompt_id",)
 VECTOR_RESET_OPTIONS = ("prompt_id", "prompt_ids")
@@ -61,16 +62,63 @@ def object_array(items: Sequence[Any]) -> np.ndarray:
     return out
 
 
+def seeded_generators(seed: int | Sequence[int | None], num_envs: int) -> list[np.random.Generator]:
+    """A vector env's sub-env generators for ``reset(seed=...)``: ``seed + i`` for sub-env ``i`` from an int, or
+    one seed each from a sequence of ``num_envs``."""
+    seeds = [seed + i for i in range(num_envs)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"got {len(seeds)} seeds for {num_envs} sub-envs")
+    return [seeding.np_random(s)[0] for s in seeds]
+
+
+def pinned_prompt_ids(
+    options: dict[str, Any] | None, num_envs: int, check_prompt_id: Callable[[Hashable], None]
+) -> list[Hashable] | None:
+    """The prompt ids a vector env's reset ``options`` pin, one per sub-env (each checked with
+    ``check_prompt_id``); ``None`` when they pin none (each sub-env draws its own)."""
+    options = dict(options or {})
+    unknown = set(options) - set(VECTOR_RESET_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(VECTOR_RESET_OPTIONS)}")
+    if "prompt_id" in options and "prompt_ids" in options:
+        raise ValueError("pass options['prompt_id'] (every sub-env) or options['prompt_ids'] (one each), not both")
+    if "prompt_id" in options:
+        check_prompt_id(options["prompt_id"])
+        return [options["prompt_id"]] * num_envs
+    if "prompt_ids" in options:
+        pinned = check_batch("options['prompt_ids']", options["prompt_ids"], "prompt ids")
+        if len(pinned) != num_envs:
+            raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({num_envs})")
+        for prompt_id in pinned:
+            check_prompt_id(prompt_id)
+        return pinned
+    return None
+
+
+def check_actions(actions: Any, num_envs: int, max_chars: int) -> list[str]:
+    """A vector env's ``step`` actions: a sequence of ``num_envs`` str, each cut to ``max_chars``."""
+    actions = check_batch("actions", actions, f"{num_envs} str actions")
+    if len(actions) != num_envs:
+        raise ValueError(f"got {len(actions)} actions; expected a sequence of {num_envs}, one per sub-env")
+    return [truncate_action(a, max_chars) for a in actions]
+
+
 class GenerativeSearchEnv(gym.Env[str, str]):
     """Base class: a prompt is shown, the agent answers with text once, the env scores it.
 
     Subclasses set ``self._prompts`` (an ordered ``{prompt_id: prompt text}``) and implement
     :meth:`score_texts`. Actions longer than ``max_action_chars`` (1 to 10**9) are truncated to their first
     ``max_action_chars`` characters before anything else (retrieval text, segments, reward).
+
+    ``reward_noise={"kind": ..., "level": ..., "seed": ...}`` (default None: no noise) makes the reward and every
+    oracle value noisy in the same seeded way (:mod:`ospo_gym.wrappers`; the kinds an env supports are its
+    ``noise_kinds``); :meth:`ground_truth_credit` stays that of the noise-free game.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
     default_segmentation: ClassVar[str] = "phrase"
+    noise_kinds: ClassVar[tuple[str, ...]] = ("gaussian",)
+    """The kinds of ``reward_noise`` this env supports (see :mod:`ospo_gym.wrappers`)."""
 
     def __init__(
         self,
@@ -79,7 +127,14 @@ class GenerativeSearchEnv(gym.Env[str, str]):
         segmentation_backend: str = "rules",
         max_action_chars: int = 100_000,
         render_mode: str | None = None,
+        reward_noise: RewardNoise | dict[str, Any] | None = None,
     ) -> None:
+        self.reward_noise = RewardNoise.from_spec(reward_noise)
+        if self.reward_noise is not None and self.reward_noise.kind not in self.noise_kinds:
+            raise ValueError(
+                f"{type(self).__name__} does not support reward noise {self.reward_noise.kind!r}; it supports "
+                f"{list(self.noise_kinds)} (label flips and score noise need a retrieval env)"
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}")
         check_knob("max_action_chars", max_action_chars, 1, MAX_ACTION_CHARS, "actions are cut to that many characters")
@@ -129,11 +184,24 @@ class GenerativeSearchEnv(gym.Env[str, str]):
     def oracle(self) -> CoalitionOracle:
         """The coalition-value oracle of this env (see :class:`ospo_gym.oracle.CoalitionOracle`)."""
         return CoalitionOracle(
-            self.score_texts, segmentation=self.segmentation, segmentation_backend=self.segmentation_backend
+            self._scorer, segmentation=self.segmentation, segmentation_backend=self.segmentation_backend
         )
 
-    def rewards(self, prompt_ids: Sequence[Hashable], actions: Sequence[str]) -> np.ndarray:
-        """Rewards of whole actions (completions) in one batch, shape (N,).
+    @property
+    def _scorer(self) -> Any:
+        """What scores retrieval texts: :meth:`score_texts` (looked up at each use), or its noisy version (one
+        :class:`~ospo_gym.wrappers.NoisyScorer`, built on first use) under ``reward_noise``."""
+        if self.reward_noise is None:
+            return self.score_texts
+        if "_noisy_scorer" not in self.__dict__:
+            self._noisy_scorer = NoisyScorer(self, self.reward_noise)
+        return self._noisy_scorer
+
+    def rewards(
+        self, prompt_ids: Sequence[Hashable], actions: Sequence[str], *, scorer: Any = None
+    ) -> np.ndarray:
+        """Rewards of whole actions (completions) in one batch, shape (N,); ``scorer`` (default: the env's own,
+        noisy under ``reward_noise``) replaces the ``score_texts`` it uses.
 
         Raises:
             ValueError: ``prompt_ids`` and ``actions`` are not sequences of the same length (a bare ``str`` is
@@ -149,13 +217,13 @@ class GenerativeSearchEnv(gym.Env[str, str]):
         for prompt_id in prompt_ids:
             self._check_prompt_id(prompt_id)
         texts = [retrieval_text(truncate_action(a, self.max_action_chars)) for a in actions]
-        return np.asarray(self.score_texts(prompt_ids, texts), dtype=np.float64)
+        return np.asarray((self._scorer if scorer is None else scorer)(prompt_ids, texts), dtype=np.float64)
 
     def ground_truth_credit(self, prompt_id: Hashable, text: str) -> np.ndarray:
         """Exact Shapley value of each segment of ``text`` (its :meth:`oracle` segments), shape (n,).
 
-        Computed by enumerating all ``2**n`` coalitions through the oracle; ``n`` must be at most
-        ``MAX_EXACT_PLAYERS``. Envs with a closed form override this.
+        Computed by enumerating all ``2**n`` coalitions through the oracle (the noise-free one under
+        ``reward_noise``); ``n`` must be at most ``MAX_EXACT_PLAYERS``. Envs with a closed form override this.
         """
         self._check_prompt_id(prompt_id)
         text = truncate_action(text, self.max_action_chars)
@@ -165,7 +233,10 @@ class GenerativeSearchEnv(gym.Env[str, str]):
                 f"the text has {len(spans)} segments; exact Shapley values enumerate 2**n coalitions and allow at "
                 f"most {MAX_EXACT_PLAYERS}. Shorten the text or use ospo_gym.credit.segment_credit."
             )
-        return shapley_exact(lambda cs: self.oracle.values(prompt_id, text, spans, cs), len(spans))
+        oracle = self.oracle
+        if self.reward_noise is not None:
+            oracle = CoalitionOracle(self.score_texts, segmentation=self.segmentation, segmentation_backend=self.segmentation_backend)
+        return shapley_exact(lambda cs: oracle.values(prompt_id, text, spans, cs), len(spans))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
@@ -262,37 +333,15 @@ class GenerativeSearchVectorEnv(VectorEnv):
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
         if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
-            self._generators = [seeding.np_random(s)[0] for s in seeds]
-        options = dict(options or {})
-        unknown = set(options) - set(VECTOR_RESET_OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: {list(VECTOR_RESET_OPTIONS)}")
-        if "prompt_id" in options and "prompt_ids" in options:
-            raise ValueError("pass options['prompt_id'] (every sub-env) or options['prompt_ids'] (one each), not both")
-        if "prompt_id" in options:
-            self.env._check_prompt_id(options["prompt_id"])
-            self._prompt_ids = [options["prompt_id"]] * self.num_envs
-        elif "prompt_ids" in options:
-            pinned = check_batch("options['prompt_ids']", options["prompt_ids"], "prompt ids")
-            if len(pinned) != self.num_envs:
-                raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({self.num_envs})")
-            for prompt_id in pinned:
-                self.env._check_prompt_id(prompt_id)
-            self._prompt_ids = pinned
-        else:
-            self._prompt_ids = self._draw(self.num_envs)
+            self._generators = seeded_generators(seed, self.num_envs)
+        pinned = pinned_prompt_ids(options, self.num_envs, self.env._check_prompt_id)
+        self._prompt_ids = self._draw(self.num_envs) if pinned is None else pinned
         return self._observe(), self._info(self._prompt_ids)
 
     def step(self, actions: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._prompt_ids is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        actions = check_batch("actions", actions, f"{self.num_envs} str actions")
-        if len(actions) != self.num_envs:
-            raise ValueError(f"got {len(actions)} actions; expected a sequence of {self.num_envs}, one per sub-env")
-        actions = [truncate_action(a, self.env.max_action_chars) for a in actions]
+        actions = check_actions(actions, self.num_envs, self.env.max_action_chars)
         finished = self._prompt_ids
         rewards = self.env.rewards(finished, actions)
         final_info = self._info(finished)

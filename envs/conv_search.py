@@ -16,7 +16,16 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from ospo_gym.credit.owen import MAX_EXACT_OWEN_PLAYERS, owen_exact
 from ospo_gym.credit.shapley import shapley_exact
 from ospo_gym.data.synthetic_catalog import CatalogConfig
-from ospo_gym.envs.base import MAX_NUM_ENVS, PER_SUB_ENV_PINNING, check_batch, object_array, truncate_action
+from ospo_gym.envs.base import (
+    MAX_NUM_ENVS,
+    PER_SUB_ENV_PINNING,
+    check_actions,
+    check_batch,
+    object_array,
+    pinned_prompt_ids,
+    seeded_generators,
+    truncate_action,
+)
 from ospo_gym.envs.shopper import (
     RELEVANCE_GAINS,
     Conversation,
@@ -377,26 +386,10 @@ class ConvSearchVectorEnv(VectorEnv):
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
         if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
-            self._generators = [seeding.np_random(s)[0] for s in seeds]
-        options = dict(options or {})
-        unknown = set(options) - {"prompt_id", "prompt_ids"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: ['prompt_id', 'prompt_ids']")
-        if "prompt_id" in options and "prompt_ids" in options:
-            raise ValueError("pass options['prompt_id'] (every sub-env) or options['prompt_ids'] (one each), not both")
-        if "prompt_id" in options:
-            pinned = [options["prompt_id"]] * self.num_envs
-        elif "prompt_ids" in options:
-            pinned = check_batch("options['prompt_ids']", options["prompt_ids"], "prompt ids")
-            if len(pinned) != self.num_envs:
-                raise ValueError(f"prompt_ids has {len(pinned)} entries; expected one per sub-env ({self.num_envs})")
-        else:
+            self._generators = seeded_generators(seed, self.num_envs)
+        pinned = pinned_prompt_ids(options, self.num_envs, self.env._check_prompt_id)
+        if pinned is None:  # drawn ids are in range: no check needed
             pinned = [self._draw(i) for i in range(self.num_envs)]
-        for prompt_id in pinned:
-            self.env._check_prompt_id(prompt_id)
         self._convs = [None] * self.num_envs
         self._transcripts = [""] * self.num_envs
         self._turns = [[] for _ in range(self.num_envs)]
@@ -410,10 +403,7 @@ class ConvSearchVectorEnv(VectorEnv):
     def step(self, actions: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._convs is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        actions = check_batch("actions", actions, f"{self.num_envs} str actions")
-        if len(actions) != self.num_envs:
-            raise ValueError(f"got {len(actions)} actions; expected a sequence of {self.num_envs}, one per sub-env")
-        actions = [truncate_action(a, self.env.max_turn_chars) for a in actions]
+        actions = check_actions(actions, self.num_envs, self.env.max_turn_chars)
         before = np.array([c.total for c in self._convs])
         replies = self.env.play(self._convs, actions)
         rewards = np.array([c.total for c in self._convs]) - before

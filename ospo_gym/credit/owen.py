@@ -20,7 +20,14 @@ from itertools import combinations
 import numpy as np
 
 from ospo_gym.credit.coalitions import Coalition, sample_coalitions
-from ospo_gym.credit.shapley import ValueFn, marginal_pairs, player_indices, segment_credit, shapley_weight
+from ospo_gym.credit.shapley import (
+    ValueFn,
+    every_coalition_value,
+    marginal_pairs,
+    player_indices,
+    segment_credit,
+    shapley_weight,
+)
 
 MAX_EXACT_OWEN_PLAYERS = 16
 """Largest ``P`` :func:`owen_exact` enumerates (``2**P`` coalitions)."""
@@ -61,11 +68,7 @@ def owen_exact(value_fn: ValueFn, union_sizes: Sequence[int]) -> np.ndarray:
         )
     if n == 0:
         return np.zeros(0)
-    masks = np.arange(1 << n, dtype=np.int64)
-    bits = ((masks[:, None] >> np.arange(n)) & 1).astype(bool)
-    values = np.asarray(value_fn([tuple(np.flatnonzero(row).tolist()) for row in bits]), dtype=np.float64)
-    if values.shape != (1 << n,):
-        raise ValueError(f"value_fn returned shape {values.shape}, expected ({1 << n},)")
+    _, _, values = every_coalition_value(value_fn, n)
     union = union_of_players(sizes)
     live = [u for u in range(len(sizes)) if sizes[u] > 0]
     block = {u: int(np.bitwise_or.reduce(1 << np.flatnonzero(union == u))) for u in live}

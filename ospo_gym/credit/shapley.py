@@ -47,18 +47,30 @@ def shapley_exact(value_fn: ValueFn, n: int) -> np.ndarray:
         )
     if n == 0:
         return np.zeros(0)
-    masks = np.arange(1 << n, dtype=np.int64)
-    bits = ((masks[:, None] >> np.arange(n)) & 1).astype(bool)  # (2**n, n)
-    coalitions = [tuple(np.flatnonzero(row).tolist()) for row in bits]
-    values = np.asarray(value_fn(coalitions), dtype=np.float64)
-    if values.shape != (1 << n,):
-        raise ValueError(f"value_fn returned shape {values.shape}, expected ({1 << n},)")
+    masks, bits, values = every_coalition_value(value_fn, n)
     weights = shapley_weight(bits.sum(axis=1), n)  # weight of S for a player outside S
     phi = np.empty(n)
     for i in range(n):  # n <= 20 players; each step is vectorised over all 2**n coalitions
         without = masks[~bits[:, i]]
         phi[i] = np.sum(weights[without] * (values[without | (1 << i)] - values[without]))
     return phi
+
+
+def every_coalition_value(value_fn: ValueFn, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``v(S)`` of all ``2**n`` coalitions of ``n`` players in one ``value_fn`` call, S indexed by its bitmask.
+
+    Returns:
+        masks: (2**n,) int64, ``0 .. 2**n - 1``.
+        bits: (2**n, n) bool, ``bits[s, i]``: player ``i`` is in coalition ``s``.
+        values: (2**n,) float64, ``values[s] = v(S)``.
+    """
+    masks = np.arange(1 << n, dtype=np.int64)
+    bits = ((masks[:, None] >> np.arange(n)) & 1).astype(bool)  # (2**n, n)
+    coalitions = [tuple(np.flatnonzero(row).tolist()) for row in bits]
+    values = np.asarray(value_fn(coalitions), dtype=np.float64)
+    if values.shape != (1 << n,):
+        raise ValueError(f"value_fn returned shape {values.shape}, expected ({1 << n},)")
+    return masks, bits, values
 
 
 def check_players(n: object) -> None:

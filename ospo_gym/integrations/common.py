@@ -1,6 +1,6 @@
 """What every trainer adapter needs: the single ospo-gym env behind an id, an env or a vector env; its
-coalition-value oracle; an estimator from the registry; prompt ids as Arrow holds them; the check of the token
-advantages an estimator returns.
+coalition-value oracle; an estimator from the registry; the estimator's AgentConfig from the adapter's OSPO knobs;
+prompt ids as Arrow holds them; the check of the token advantages an estimator returns.
 
 Imports neither a trainer nor torch at module level (the estimator registry is imported only by the helpers that
 credit tokens), so that each adapter (TRL, verifiers, verl) uses it in whatever virtualenv its trainer needs.
@@ -18,7 +18,16 @@ from gymnasium.vector import VectorEnv
 from ospo_gym.oracle import CoalitionOracle
 from ospo_gym.registration import ENV_IDS
 
-__all__ = ["ENV_HINT", "check_advantages", "env_oracle", "id_column", "ospo_env", "registered_estimator"]
+__all__ = [
+    "ENV_HINT",
+    "OSPO_KNOBS",
+    "check_advantages",
+    "env_oracle",
+    "id_column",
+    "ospo_agent_config",
+    "ospo_env",
+    "registered_estimator",
+]
 
 ENV_HINT = "pass an ospo-gym env id such as 'ospo/SyntheticRetrieval-v0', gym.make(...) of one, or its vector env"
 
@@ -90,6 +99,37 @@ def registered_estimator(name: str, before: str) -> Any:
         return get_estimator(name)
     except ValueError as err:
         raise ValueError(f"{err}; register your own with ospo_gym.agents.register_estimator(name, fn) {before}") from None
+
+
+OSPO_KNOBS = ("std_ddof", "w_max", "max_coalitions", "contiguous", "credit_variant", "clip_token_advantages", "seed")
+"""The AgentConfig fields every adapter's config holds under the same names and hands to the estimator as they are."""
+
+
+def ospo_agent_config(
+    knobs: Any, *, algo: str, group_size: int, prompts_per_step: int, scale_rewards: str, **fields: Any
+) -> Any:
+    """The :class:`~ospo_gym.agents.AgentConfig` an adapter's estimator receives.
+
+    Args:
+        knobs: the adapter's config, whose attributes named in :data:`OSPO_KNOBS` are copied as they are.
+        algo: the registered estimator's name.
+        group_size: rollouts per prompt.
+        prompts_per_step: groups in the batch; clamped to at least 1 (a batch smaller than one group still
+            credits as one group).
+        scale_rewards: "group", "batch" or "none".
+        fields: other AgentConfig fields the adapter sets (e.g. ``max_new_tokens``); the rest keep their defaults.
+    """
+    # the agents package imports torch: only the adapters that credit tokens need it
+    from ospo_gym.agents.config import AgentConfig
+
+    return AgentConfig(
+        algo=algo,
+        group_size=group_size,
+        prompts_per_step=max(1, prompts_per_step),
+        scale_rewards=scale_rewards,
+        **{name: getattr(knobs, name) for name in OSPO_KNOBS},
+        **fields,
+    )
 
 
 def id_column(ids: list[Hashable]) -> Any:

@@ -55,6 +55,7 @@ from ospo_gym.integrations.common import (
     check_advantages,
     env_oracle,
     id_column,
+    ospo_agent_config,
     ospo_env,
     registered_estimator,
 )
@@ -267,18 +268,12 @@ class OSPOConfig(GRPOConfig):
         ``group_size = num_generations``, ``prompts_per_step`` (groups per generation batch), ``scale_rewards``,
         ``max_new_tokens = max_completion_length`` and ``seed``; its other fields keep their defaults."""
         optional = {} if self.max_completion_length is None else {"max_new_tokens": self.max_completion_length}
-        return AgentConfig(
+        return ospo_agent_config(
+            self,
             algo=self.algo,
             group_size=self.num_generations,
-            prompts_per_step=max(1, self.generation_batch_size // self.num_generations),
+            prompts_per_step=self.generation_batch_size // self.num_generations,
             scale_rewards=self.scale_rewards,
-            std_ddof=self.std_ddof,
-            w_max=self.w_max,
-            max_coalitions=self.max_coalitions,
-            contiguous=self.contiguous,
-            credit_variant=self.credit_variant,
-            clip_token_advantages=self.clip_token_advantages,
-            seed=self.seed,
             **optional,
         )
 

@@ -73,6 +73,7 @@ from ospo_gym.integrations.common import (
     check_advantages,
     env_oracle,
     id_column,
+    ospo_agent_config,
     ospo_env,
     registered_estimator,
 )
@@ -208,18 +209,8 @@ class OSPOVerlConfig:
 
     def agent_config(self, algo: str, group_size: int, prompts_per_step: int, scale_rewards: str) -> AgentConfig:
         """The :class:`~ospo_gym.agents.AgentConfig` the ospo-gym estimator receives."""
-        return AgentConfig(
-            algo=algo,
-            group_size=group_size,
-            prompts_per_step=max(1, prompts_per_step),
-            scale_rewards=scale_rewards,
-            std_ddof=self.std_ddof,
-            w_max=self.w_max,
-            max_coalitions=self.max_coalitions,
-            contiguous=self.contiguous,
-            credit_variant=self.credit_variant,
-            clip_token_advantages=self.clip_token_advantages,
-            seed=self.seed,
+        return ospo_agent_config(
+            self, algo=algo, group_size=group_size, prompts_per_step=prompts_per_step, scale_rewards=scale_rewards
         )
 
 
@@ -622,40 +613,40 @@ def _scored_advantages(
     return advantages, advantages
 
 
-@register_adv_est("ospo_prop")
-def compute_ospo_prop_advantage(
-    token_level_rewards: torch.Tensor,
-    response_mask: torch.Tensor,
-    config: Any = None,
-    index: np.ndarray | None = None,
-    reward_baselines: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _register_scored_estimator(name: str, function_name: str, doc: str) -> Any:
+    """Register ``name`` as a verl advantage estimator that hands over :func:`_scored_advantages` of ``name``;
+    returns the function, named ``function_name`` (verl calls it with keyword arguments: ``index`` is the batch's
+    uid array)."""
+
+    def compute(
+        token_level_rewards: torch.Tensor,
+        response_mask: torch.Tensor,
+        config: Any = None,
+        index: np.ndarray | None = None,
+        reward_baselines: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return _scored_advantages(name, token_level_rewards, response_mask, index, config)
+
+    compute.__name__ = compute.__qualname__ = function_name
+    compute.__doc__ = doc
+    return register_adv_est(name)(compute)
+
+
+compute_ospo_prop_advantage = _register_scored_estimator(
+    "ospo_prop",
+    "compute_ospo_prop_advantage",
     """OSPO-PROP (arXiv 2601.08403) in verl: ``(advantages, returns)`` (B, T), ospo-gym's ``ospo_prop`` token
-    advantages computed on the batch by :class:`OSPOScorer` (``A_t = T · Â · φ̃_t / Σ φ̃``)."""
-    return _scored_advantages("ospo_prop", token_level_rewards, response_mask, index, config)
-
-
-@register_adv_est("ospo_rank")
-def compute_ospo_rank_advantage(
-    token_level_rewards: torch.Tensor,
-    response_mask: torch.Tensor,
-    config: Any = None,
-    index: np.ndarray | None = None,
-    reward_baselines: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    advantages computed on the batch by :class:`OSPOScorer` (``A_t = T · Â · φ̃_t / Σ φ̃``).""",
+)
+compute_ospo_rank_advantage = _register_scored_estimator(
+    "ospo_rank",
+    "compute_ospo_rank_advantage",
     """OSPO-RANK in verl: ``(advantages, returns)`` (B, T), ospo-gym's ``ospo_rank`` token advantages (shares by
-    rank of segment credit) computed on the batch by :class:`OSPOScorer`."""
-    return _scored_advantages("ospo_rank", token_level_rewards, response_mask, index, config)
-
-
-@register_adv_est("ospo")
-def compute_ospo_registry_advantage(
-    token_level_rewards: torch.Tensor,
-    response_mask: torch.Tensor,
-    config: Any = None,
-    index: np.ndarray | None = None,
-    reward_baselines: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    rank of segment credit) computed on the batch by :class:`OSPOScorer`.""",
+)
+compute_ospo_registry_advantage = _register_scored_estimator(
+    "ospo",
+    "compute_ospo_registry_advantage",
     """Any ospo-gym registered estimator (``ospo.algo``) in verl: ``(advantages, returns)`` (B, T), its token
-    advantages computed on the batch by :class:`OSPOScorer`."""
-    return _scored_advantages("ospo", token_level_rewards, response_mask, index, config)
+    advantages computed on the batch by :class:`OSPOScorer`.""",
+)

@@ -12,6 +12,7 @@ modules listed above it:
 * :mod:`~ospo_gym.retrieval.bm25` — exhaustive BM25, :class:`BM25Retriever` (``"bm25-exhaustive"``);
 * :mod:`~ospo_gym.retrieval.pooled_bm25` — pooled BM25, :class:`TopListBM25Retriever` (``"bm25"``);
 * :mod:`~ospo_gym.retrieval.dense_cache` — the dense retriever's embedding / HNSW cache;
+* :mod:`~ospo_gym.retrieval.pretrained` — pretrained encoders installed as model data (``"minilm"``), hash-checked;
 * :mod:`~ospo_gym.retrieval.dense` — dense retrieval, :class:`DenseRetriever` (``"dense"``);
 * :mod:`~ospo_gym.retrieval.random_model` — a random sentence-transformers model (offline tests, benchmarks).
 """

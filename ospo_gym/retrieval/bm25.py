@@ -38,6 +38,28 @@ DEFAULT_TOKEN_PATTERN = r"\w+|[\U0001F000-\U0001FAFF\u2600-\u27BF]"
 _BLOCK_CELLS = 1 << 20
 # Batches below this many score cells are scored inline: a thread hop would cost more than it saves.
 _INLINE_CELLS = 1 << 18
+# Distinct space-separated chunks whose token ids are remembered (cleared when full).
+_CHUNK_MEMO_SIZE = 1 << 17
+
+
+# glibc's malloc serves blocks above its mmap threshold (128 KiB at start) with a fresh mmap, whose pages all fault
+# on first touch, and raises the threshold to the size of any such block that is freed (up to 32 MiB). Building an
+# index frees many large blocks, so a process that built its index allocates its scoring temporaries (MBs per
+# call at 10^6 documents) from already-mapped heap; one that loaded the index from the cache did not, and paid
+# 17,000-30,000 page faults per oracle batch (benchmarks/RESULTS.md, "Real-data scale"). Freeing one block of
+# this size, untouched (no page is faulted), puts a loading process in the building process's state. A threshold
+# the user fixed (mallopt, GLIBC_TUNABLES) is left alone by glibc; other allocators just allocate and free it.
+_ALLOCATOR_WARM_BYTES = 31 << 20
+_allocator_warmed = False
+
+
+def _warm_allocator() -> None:
+    """Raise glibc's dynamic mmap threshold as an index build does (once per process; see the comment above)."""
+    global _allocator_warmed
+    if not _allocator_warmed:
+        _allocator_warmed = True
+        block = np.empty(_ALLOCATOR_WARM_BYTES, dtype=np.uint8)
+        del block
 
 
 class BM25Retriever:
@@ -136,6 +158,7 @@ class BM25Retriever:
             if cache is not None:
                 cache.save_index(key, self.bm25, self._tokenizer, settings)
         self.index_info = {"cached": cached, "seconds": round(time.perf_counter() - started, 3)}
+        _warm_allocator()
         raw = self.bm25.scores
         self.num_docs = int(raw["num_docs"])
         self.vocab_size = len(raw["indptr"]) - 1
@@ -148,11 +171,13 @@ class BM25Retriever:
         self._doc_term = doc_term.tocsr()  # (num_docs, vocab): row d = term weights of d
         self._doc_term.sort_indices()
         self._split_terms(doc_term, dense_postings_mb)
+        self._df = np.diff(doc_term.indptr).astype(np.int64)  # each term's document frequency
         # BM25L / BM25+ add a per-term constant to every document (non-occurrence score).
         nonocc = getattr(self.bm25, "nonoccurrence_array", None)
         self._nonoccurrence = None if nonocc is None else np.asarray(nonocc, dtype=np.float32)
         self._n_threads = max(1, min(8, os.cpu_count() or 1)) if n_threads is None else max(1, int(n_threads))
         self._executor: ThreadPoolExecutor | None = None
+        self._chunk_ids: dict[str, list[int]] = {}
 
     def _split_terms(self, doc_term: sp.csc_matrix, dense_postings_mb: float) -> None:
         """Partition the vocabulary into frequent terms (dense posting rows) and the rest (sparse rows).
@@ -187,23 +212,49 @@ class BM25Retriever:
     # ---- tokenisation --------------------------------------------------------------------------------
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Index term ids of each text, in text order, repeats kept and unknown words dropped."""
+        """Index term ids of each text, in text order, repeats kept and unknown words dropped.
+
+        The same ids as ``bm25s``'s tokenizer (``update_vocab=False``), computed once per distinct space-separated
+        chunk of the texts: coalition texts are the same words in many combinations, and a token never spans an
+        ASCII space (lower-casing, NFKC and the token pattern give the same tokens for ``a + " " + b`` as for ``a``
+        and ``b``; ``tests/core/test_bm25_tokenize.py`` checks it on adversarial Unicode). With a stemmer bm25s
+        also records each new word in its tables, so that case keeps bm25s's own loop.
+        """
         check_texts(texts)
-        return self._tokenizer.tokenize(
-            list(texts), update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
-        )
+        if self._tokenizer.stemmer is not None:
+            return self._tokenizer.tokenize(
+                list(texts), update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
+            )
+        memo = self._chunk_ids
+        if len(memo) > _CHUNK_MEMO_SIZE:
+            memo.clear()
+        out = []
+        for text in texts:
+            ids: list[int] = []
+            for chunk in text.split(" "):
+                known = memo.get(chunk)
+                if known is None:
+                    known = memo[chunk] = self._tokenizer.tokenize(
+                        [chunk], update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
+                    )[0]
+                ids.extend(known)
+            out.append(ids)
+        return out
 
     def _query_matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s)."""
+        """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s), columns
+        sorted within each row (what ``sum_duplicates`` of the COO form gives, built without scipy's checks)."""
         ids = self.tokenize(texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         cols = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
-        rows = np.repeat(np.arange(len(ids)), lengths)
-        mat = sp.csr_matrix(
-            (np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(len(ids), self.vocab_size)
+        rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
+        cells, counts = np.unique(rows * self.vocab_size + cols, return_counts=True)
+        indptr = np.zeros(len(ids) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(cells // self.vocab_size, minlength=len(ids)), out=indptr[1:])
+        return sp.csr_matrix(
+            (counts.astype(np.float32), (cells % self.vocab_size).astype(np.int32), indptr),
+            shape=(len(ids), self.vocab_size),
         )
-        mat.sum_duplicates()  # counts, with sorted column indices
-        return mat
 
     def _offsets(self, queries: sp.csr_matrix) -> np.ndarray | None:
         """Per-query constant added to every document (BM25L/BM25+), ``(Q,)`` float32, or None."""
@@ -316,9 +367,10 @@ class BM25Retriever:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Pool scores ``(Q, P)`` float32 and retrieved mask ``(Q, P)`` bool for padded ``pool_ids`` (-1 pads).
 
-        Without an effective cutoff only the pools are scored (row gather). With one, each block of queries
-        is scored in full once, and both the cutoff threshold and the pool scores come from that same array,
-        so the threshold comparisons are exact.
+        Without an effective cutoff only the pools are scored (row gather). With one, a query that cannot have
+        ``cutoff`` positive scores (its terms' document frequencies sum to less) has its pools scored alone, by the
+        same products in the same order as full scoring; every other block of queries is scored in full once, and
+        both the cutoff threshold and the pool scores come from that same array, so the comparisons are exact.
         """
         queries = self._query_matrix(texts)
         pool_ids = np.asarray(pool_ids, dtype=np.int64)
@@ -330,16 +382,70 @@ class BM25Retriever:
             pool_scores[r, c] = self._gather_scores(queries, r, pool_ids[r, c])
             return pool_scores, valid & (pool_scores > 0)
 
+        if self._nonoccurrence is None:
+            # A query whose terms' document frequencies sum to less than `cutoff` has fewer positive scores than
+            # that (no term adds a constant under lucene / robertson / atire): it retrieves every pool document with
+            # a positive score, and only its pools need scoring.
+            owner = np.repeat(np.arange(n_q), np.diff(queries.indptr))
+            reach = np.bincount(owner, weights=self._df[queries.indices], minlength=n_q)
+            easy = reach < cutoff
+            if easy.any():
+                pool_scores = np.zeros((n_q, width), dtype=np.float32)
+                retrieved = np.zeros((n_q, width), dtype=bool)
+                pool_scores[easy] = self._pool_scores(queries[easy], pool_ids[easy])
+                retrieved[easy] = (pool_ids[easy] >= 0) & (pool_scores[easy] > 0)
+                if not easy.all():
+                    busy = ~easy
+                    pool_scores[busy], retrieved[busy] = self._scored_frontier(queries[busy], pool_ids[busy], cutoff)
+                return pool_scores, retrieved
+        return self._scored_frontier(queries, pool_ids, cutoff)
+
+    def _scored_frontier(
+        self, queries: sp.csr_matrix, pool_ids: np.ndarray, cutoff: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pool_frontier` with a cutoff by scoring every document, block by block (threshold and pool scores
+        from the same array, so the comparisons are exact)."""
+
         def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
             return pool_frontier(self._dense_scores(queries[s]), pool_ids[s], cutoff)
 
-        parts = self._map_blocks(n_q, block)
+        parts = self._map_blocks(queries.shape[0], block)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _pool_scores(self, queries: sp.csr_matrix, pool_ids: np.ndarray) -> np.ndarray:
+        """``(Q, P)`` float32 scores of the padded ``pool_ids`` (0 at padding), the very numbers of
+        :meth:`_dense_scores`: the same products added in the same order, on the pools' columns only."""
+        valid = pool_ids >= 0
+        # the pools' distinct documents in ascending order and each one's column, by marking (a batch repeats a
+        # few prompts' pools many times, so this beats sorting all of its entries)
+        mark = np.zeros(self.num_docs, dtype=bool)
+        mark[pool_ids[valid]] = True
+        docs = np.flatnonzero(mark)
+        if len(docs) == 0:
+            return np.zeros(pool_ids.shape, dtype=np.float32)
+        is_dense = self._term_is_dense[queries.indices]
+        hi = _select_columns(queries, is_dense, self._term_slot, self._dense_postings.shape[0])
+        lo = _select_columns(queries, ~is_dense, self._term_slot, self._sparse_postings.shape[0])
+        # the dense rows the queries use, renumbered in their (ascending) order: each score's products are then
+        # added in the order of the product against all dense rows
+        used = np.unique(hi.indices)
+        hi_used = sp.csr_matrix(
+            (hi.data, np.searchsorted(used, hi.indices).astype(hi.indices.dtype), hi.indptr),
+            shape=(hi.shape[0], len(used)),
+        )
+        out = np.asarray(hi_used @ self._dense_postings[np.ix_(used, docs)], dtype=np.float32)
+        if lo.nnz:
+            extra = (lo @ self._sparse_postings[:, docs]).tocoo()
+            out[extra.row, extra.col] += extra.data
+        column = np.cumsum(mark) - 1
+        rows = np.arange(len(pool_ids))[:, None]
+        return np.where(valid, out[rows, column[np.where(valid, pool_ids, docs[0])]], np.float32(0))
 
     def __getstate__(self) -> dict:
         # Threads and the C stemmer do not pickle; both are rebuilt on load.
         state = self.__dict__.copy()
         state["_executor"] = None
+        state["_chunk_ids"] = {}
         if self._stemmer_language is not None:
             tokenizer = copy.copy(self._tokenizer)
             tokenizer.stemmer = None

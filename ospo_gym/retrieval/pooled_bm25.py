@@ -28,6 +28,7 @@ retrieved sets are identical except where that flips a comparison with the thres
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,6 +47,7 @@ _SORT_POSTINGS = 1 << 16
 # A query whose terms touch fewer than this share of the group's multi documents is handled on its own.
 _SMALL_ROW_SHARE = 0.25
 _TINY = np.float32(np.finfo(np.float32).tiny)
+_NO_DOCS = np.zeros(0, dtype=np.int64)
 
 
 class TopListBM25Retriever(BM25Retriever):
@@ -74,6 +76,7 @@ class TopListBM25Retriever(BM25Retriever):
         # BM25L / BM25+ add a constant for absent terms, so a document outside the postings can score > 0.
         self._exact_postings = getattr(self.bm25, "nonoccurrence_array", None) is None
         self._tops_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._scratch = _Scratch()
         self.num_tie_rows = 0
 
     def __getstate__(self) -> dict:
@@ -94,8 +97,12 @@ class TopListBM25Retriever(BM25Retriever):
         token_ids = self.tokenize(texts)
         pool_scores = np.zeros(pool_ids.shape, dtype=np.float32)
         retrieved = np.zeros(pool_ids.shape, dtype=bool)
-        for terms, rows in _groups(token_ids):
-            self._group_frontier(terms, rows, token_ids, pool_ids, cutoff, pool_scores, retrieved)
+        scratch = self._scratch.take(self.num_docs)
+        try:
+            for terms, rows in _groups(token_ids):
+                self._group_frontier(terms, rows, token_ids, pool_ids, cutoff, pool_scores, retrieved, scratch)
+        finally:
+            self._scratch.give_back(scratch)
         return pool_scores, retrieved
 
     def _term_tops(self, term: int, cutoff: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,25 +131,57 @@ class TopListBM25Retriever(BM25Retriever):
         cutoff: int,
         pool_scores: np.ndarray,
         retrieved: np.ndarray,
+        scratch: _DocTables,
     ) -> None:
-        """Fill ``pool_scores`` / ``retrieved`` for ``rows`` (whose terms all lie in ``terms``)."""
-        n_terms, n_rows = len(terms), len(rows)
-        if n_terms == 0:  # only empty or unknown-word queries: nothing is retrieved
+        """Fill ``pool_scores`` / ``retrieved`` for ``rows`` (whose terms all lie in ``terms``); ``scratch``'s tables
+        are used and left as they were found."""
+        if len(terms) == 0:  # only empty or unknown-word queries: nothing is retrieved
             return
+        starts, ends = self._post_ptr[terms], self._post_ptr[terms + 1]
+        docs = np.concatenate([self._post_doc[s:e] for s, e in zip(starts, ends, strict=True)])
+        dense = len(docs) >= _SORT_POSTINGS
+        try:
+            self._group_frontier_with(
+                terms, rows, token_ids, pool_ids, cutoff, pool_scores, retrieved, scratch, starts, ends, docs, dense
+            )
+        finally:
+            if dense:  # back to all zeros / all -1 for the next group
+                scratch.counts[docs] = 0
+                scratch.rows[scratch.rows_set] = -1
+                scratch.rows_set = _NO_DOCS
+
+    def _group_frontier_with(
+        self,
+        terms: np.ndarray,
+        rows: list[int],
+        token_ids: list[list[int]],
+        pool_ids: np.ndarray,
+        cutoff: int,
+        pool_scores: np.ndarray,
+        retrieved: np.ndarray,
+        scratch: _DocTables,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        docs: np.ndarray,
+        dense: bool,
+    ) -> None:
+        """The body of :meth:`_group_frontier`, given the group's postings ``docs`` (term by term)."""
+        n_terms, n_rows = len(terms), len(rows)
         rows_a = np.asarray(rows)
         slot = {int(t): j for j, t in enumerate(terms)}
         counts = np.zeros((n_rows, n_terms), dtype=np.float32)
         for i, r in enumerate(rows):
             for t in token_ids[r]:
                 counts[i, slot[t]] += 1.0
-        starts, ends = self._post_ptr[terms], self._post_ptr[terms + 1]
         lengths = ends - starts
-        docs = np.concatenate([self._post_doc[s:e] for s, e in zip(starts, ends, strict=True)])
-        dense = len(docs) >= _SORT_POSTINGS
 
         # Documents with two or more of the group's terms are the multi documents (sorted ids).
         if dense:
-            per_doc = np.bincount(docs, minlength=self.num_docs)
+            # Counted in the retriever's persistent (num_docs,) table rather than a fresh bincount: at a million
+            # documents each fresh table is 8 MB of new pages, faulted in group after group (see _Scratch).
+            per_doc = scratch.counts
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                per_doc[self._post_doc[s:e]] += 1  # a term's postings name distinct documents
             multi_docs = np.flatnonzero(per_doc > 1)
         else:
             uniq, per_uniq = np.unique(docs, return_counts=True)
@@ -168,7 +207,7 @@ class TopListBM25Retriever(BM25Retriever):
         pool_docs = np.unique(pools[valid])
         matrix_docs = np.concatenate([multi_docs, pool_docs[~_sorted_member(multi_docs, pool_docs)]])
         n_multi = len(multi_docs)
-        row_of = _RowLookup(matrix_docs, self.num_docs, dense=dense)
+        row_of = _RowLookup(matrix_docs, self.num_docs, dense=dense, tables=scratch)
         pos = row_of(docs)
         keep = pos >= 0
         term_of = np.repeat(np.arange(n_terms), lengths)
@@ -292,13 +331,18 @@ def _sorted_member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray
 class _RowLookup:
     """Maps document ids to their row in ``docs`` (distinct ids), -1 when absent.
 
-    ``dense``: one ``num_docs`` table (O(1) lookups, worth it for many lookups); else a binary search.
+    ``dense``: one ``num_docs`` table (O(1) lookups, worth it for many lookups); else a binary search. ``tables``:
+    whose ``rows`` (all -1) to use as that table; ``tables.rows_set`` then names the entries set, for the caller to
+    reset.
     """
 
-    def __init__(self, docs: np.ndarray, num_docs: int, *, dense: bool) -> None:
+    def __init__(self, docs: np.ndarray, num_docs: int, *, dense: bool, tables: _DocTables | None = None) -> None:
         self._dense = dense
         if dense:
-            self._table = np.full(num_docs, -1, dtype=np.int64)
+            if tables is None:
+                self._table = np.full(num_docs, -1, dtype=np.int64)
+            else:
+                self._table, tables.rows_set = tables.rows, docs
             self._table[docs] = np.arange(len(docs))
         else:
             self._order = np.argsort(docs, kind="stable")
@@ -311,6 +355,39 @@ class _RowLookup:
             return np.full(np.shape(ids), -1, dtype=np.int64)
         at = np.minimum(np.searchsorted(self._sorted, ids), len(self._sorted) - 1)
         return np.where(self._sorted[at] == ids, self._order[at], -1)
+
+
+class _DocTables:
+    """Two ``(num_docs,)`` tables for one group at a time: ``counts`` int32 all 0 and ``rows`` int64 all -1 between
+    uses."""
+
+    def __init__(self, num_docs: int) -> None:
+        self.counts = np.zeros(num_docs, dtype=np.int32)
+        self.rows = np.full(num_docs, -1, dtype=np.int64)
+        self.rows_set: np.ndarray = _NO_DOCS  # the entries of rows that are not -1
+
+
+class _Scratch:
+    """The retriever's :class:`_DocTables`, kept between calls: a group no longer allocates and zero-fills two
+    ``(num_docs,)`` tables (8 MB each at a million documents) of which it touches only its postings' entries.
+    A second thread that finds them in use gets tables of its own.
+    """
+
+    def __init__(self) -> None:
+        self._free: _DocTables | None = None
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple:
+        return (_Scratch, ())  # a copy starts without tables (and with a lock of its own)
+
+    def take(self, num_docs: int) -> _DocTables:
+        with self._lock:
+            tables, self._free = self._free, None
+        return tables if tables is not None and len(tables.counts) == num_docs else _DocTables(num_docs)
+
+    def give_back(self, tables: _DocTables) -> None:
+        with self._lock:
+            self._free = tables
 
 
 def _groups(token_ids: list[list[int]]) -> list[tuple[np.ndarray, list[int]]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,6 +27,30 @@ def pad_pools(
     Returns:
         ids ``(Q, P)`` int64 padded with -1 and gains ``(Q, P)`` float64 padded with 0, ``P`` the largest pool.
     """
+    if pool_gains is not None and len(pool_gains) != len(pools):
+        raise ValueError(f"got {len(pools)} pools but {len(pool_gains)} gain arrays")
+    # A batch of coalition texts repeats a few prompts' pools hundreds of times: pad each (pool, gains) pair of
+    # objects once and copy its rows (the same arrays as padding every row).
+    pairs: dict[tuple[int, int], int] = {}
+    gains_of = pool_gains if pool_gains is not None else [None] * len(pools)
+    row_of = np.fromiter(
+        (pairs.setdefault((id(p), id(g)), len(pairs)) for p, g in zip(pools, gains_of, strict=True)),
+        dtype=np.int64,
+        count=len(pools),
+    )
+    if len(pairs) < len(pools):
+        first = np.unique(row_of, return_index=True)[1]
+        ids, gains = _pad_each(
+            [pools[i] for i in first], None if pool_gains is None else [pool_gains[i] for i in first], num_docs, first
+        )
+        return ids[row_of], gains[row_of]
+    return _pad_each(pools, pool_gains, num_docs, np.arange(len(pools)))
+
+
+def _pad_each(
+    pools: Sequence[np.ndarray], pool_gains: Sequence[np.ndarray] | None, num_docs: int | None, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pad_pools` of distinct pools; ``labels`` (len(pools),) are their positions in the caller's list."""
     lengths = np.fromiter((len(p) for p in pools), dtype=np.int64, count=len(pools))
     width = int(lengths.max(initial=0))
     ids = np.full((len(pools), width), -1, dtype=np.int64)
@@ -40,12 +64,10 @@ def pad_pools(
     cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     ids[rows, cols] = flat
     if pool_gains is not None:
-        if len(pool_gains) != len(pools):
-            raise ValueError(f"got {len(pools)} pools but {len(pool_gains)} gain arrays")
         gain_lengths = np.fromiter((len(g) for g in pool_gains), dtype=np.int64, count=len(pool_gains))
         if not np.array_equal(gain_lengths, lengths):
             bad = int(np.flatnonzero(gain_lengths != lengths)[0])
-            raise ValueError(f"pool {bad} has {lengths[bad]} ids but {gain_lengths[bad]} gains")
+            raise ValueError(f"pool {labels[bad]} has {lengths[bad]} ids but {gain_lengths[bad]} gains")
         gains[rows, cols] = np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in pool_gains])
     return ids, gains
 
@@ -68,6 +90,7 @@ def pooled_ndcg(
     *,
     k: int = 10,
     cutoff: int | None = 1000,
+    perturb: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """The reward: NDCG@k of each query's ranking filtered to its judged pool.
 
@@ -85,6 +108,8 @@ def pooled_ndcg(
         pool_gains: ``Q`` float arrays of gains (>= 0), aligned with ``pools``.
         k: NDCG cutoff.
         cutoff: retrieval depth, or None.
+        perturb: ``(pool_scores (Q, P), retrieved (Q, P) bool) -> (Q, P)`` new pool scores, applied after the
+            retrieved set is fixed and before the pool is ranked (the score noise of :mod:`ospo_gym.wrappers`).
 
     Returns:
         ``(Q,)`` float64 in ``[0, 1]``; 0 for a query that retrieves no pool document or has no gain.
@@ -104,4 +129,6 @@ def pooled_ndcg(
     else:
         scores = check_scores(retriever.scores(texts), len(texts), retriever.num_docs, retriever)
         pool_scores, retrieved = pool_frontier(scores, ids, cutoff)
+    if perturb is not None:
+        pool_scores = np.asarray(perturb(pool_scores, retrieved), dtype=np.float64)
     return _ndcg_of_frontier(ids, pool_scores, retrieved, gains, k)

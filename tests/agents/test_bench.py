@@ -185,3 +185,27 @@ def test_long_range_preset_sweeps_the_coalition_structures():
     assert [v.overrides.get("coalition_structure") for v in plan.variants] == [
         None, "windows", "random", "windows+complements", "owen"
     ]
+
+
+def test_minilm_shift_presets_swap_bm25_and_the_pretrained_encoder():
+    """Trained on BM25 and shifted to MiniLM, and trained on MiniLM and shifted to BM25: the shifted env of the
+    second drops the dense arguments (BM25 would reject them) and builds; the task is the retrieval one."""
+    import gymnasium as gym
+
+    to_dense = bench.make_plan("retriever-shift-minilm").tasks[0]
+    assert to_dense.name == "retrieval" and "retriever" not in to_dense.env_kwargs
+    assert to_dense.eval_env_kwargs["retriever"] == "dense"
+    assert to_dense.eval_env_kwargs["retriever_kwargs"]["model"] == "minilm"
+    to_bm25 = bench.make_plan("retriever-shift-minilm-train").tasks[0]
+    assert to_bm25.env_kwargs["retriever"] == "dense"
+    assert to_bm25.env_kwargs["retriever_kwargs"]["model"] == "minilm"
+    shifted = {**to_bm25.env_kwargs, **to_bm25.eval_env_kwargs}
+    assert shifted["retriever"] == "bm25" and shifted["retriever_kwargs"] == {}
+    env = gym.make(to_bm25.env_id, **shifted)
+    reference = gym.make(to_dense.env_id, **to_dense.env_kwargs)  # the BM25 task the first preset trains on
+    text = "red running shoes"
+    assert env.unwrapped.score_texts([env.unwrapped.prompt_ids[0]], [text]) == pytest.approx(
+        reference.unwrapped.score_texts([reference.unwrapped.prompt_ids[0]], [text])
+    )
+    env.close()
+    reference.close()

@@ -27,3 +27,12 @@ def test_real_data_scale_smoke(tmp_path):
     assert oracle["coalition_values_per_second"] > 0 and oracle["coalitions_per_completion"] > 1
     assert oracle["reference_full_scoring"]["max_abs_difference"] == 0.0
     assert result["load_cold"]["peak_rss_mb"] > 0
+    # the load-state probe runs on the catalog and index cache the script left behind
+    probe = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_index_load_state.py"
+    probe_out = tmp_path / "probe.json"
+    command = [sys.executable, str(probe), "--data-dir", str(tmp_path / "data"), "--batches", "1", "--rounds", "1",
+               "--out", str(probe_out)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    report = json.loads(probe_out.read_text())
+    assert report["values_identical"] and [p["state"] for p in report["processes"]] == ["loaded", "build-like"]
+    assert all(p["values_per_second"] > 0 for p in report["processes"])

@@ -449,3 +449,45 @@ def test_random_model_builds_are_byte_identical(tmp_path):
     small = build_random_model(tmp_path / "c", corpus, dim=16, vocab_size=50, seed=3)
     capped = json.loads((small / "tokenizer.json").read_text())["model"]["vocab"]
     assert len(capped) == 50 and {"shoes", "red"} <= set(capped) and "wool" not in capped  # frequent words first
+
+
+# ---- the query-embedding cache ------------------------------------------------------------------------------
+
+
+def test_query_cache_serves_repeated_texts_without_encoding_them_again(
+    docs, model, flat, queries, monkeypatch
+):
+    """Across calls, a cached text is not re-encoded; rankings, scores and pooled rewards match the uncached
+    retriever (up to float rounding of another batch); the least recently used text is evicted first."""
+    cached = DenseRetriever(docs, model, index="flat", device="cpu", query_cache=40)
+    encoded: list[str] = []
+    real = cached._encode
+
+    def counting(texts, role):
+        encoded.extend(texts)
+        return real(texts, role)
+
+    monkeypatch.setattr(cached, "_encode", counting)
+    first, second = queries[:20], queries[10:]
+    for batch in (first, second, first):
+        ids, vals = cached.rank(batch, 5)
+        ref_ids, ref_vals = flat.rank(batch, 5)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_allclose(vals, ref_vals, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(cached.scores(batch), flat.scores(batch), rtol=0, atol=1e-6)
+    distinct = {t for t in queries if t.strip()}
+    assert sorted(encoded) == sorted(distinct)  # each distinct non-empty text encoded exactly once
+    assert cached.query_cache_hits > 0
+    assert len(cached._query_embeddings) == len(distinct) <= 40
+
+    small = DenseRetriever(docs, model, index="flat", device="cpu", query_cache=2)
+    small.rank(["red shoes", "blue mat", "green socks"], 1)
+    assert list(small._query_embeddings) == ["blue mat", "green socks"]
+    small.rank(["blue mat", "yoga mat"], 1)  # "blue mat" used again: "green socks" is now the oldest
+    assert list(small._query_embeddings) == ["blue mat", "yoga mat"]
+    assert pickle.loads(pickle.dumps(small))._query_embeddings == {}
+
+
+def test_query_cache_must_be_a_non_negative_int(docs, model):
+    with pytest.raises(ValueError, match="query_cache must be an int >= 0"):
+        DenseRetriever(docs[:5], model, device="cpu", query_cache=-1)

@@ -406,6 +406,7 @@ PACKAGE_ORDER = (
     "bm25",
     "pooled_bm25",
     "dense_cache",
+    "pretrained",
     "dense",
     "random_model",
 )

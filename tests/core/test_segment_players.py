@@ -277,11 +277,21 @@ def test_committed_reference_is_what_the_model_gives():
         ("laptop sleeve 15.6 inch", ["laptop sleeve", "15.6 inch"]),  # a decimal is one word
         ("I'd like a pair of jeans that don't stretch out", ["pair of jeans that don't"]),  # don't = 2 tokens
         ("men's dress shirts", ["men's dress shirts"]),
+        ("desk lamp dimmable", ["desk lamp dimmable"]),  # an adjective ending the text joins as a noun
+        ("lunch box dishwasher safe", ["lunch box dishwasher"]),  # ... not a compound adjective's head
+        ("sofa cover quilted", ["sofa cover"]),  # ... nor a participle
+        ("thermos flask 20 oz", ["thermos flask"]),  # number + abbreviated unit after a noun: no chunk
+        ("sd card 64gb, fast transfer", ["sd card", "fast transfer"]),
+        ("microfiber cleaning cloth", ["microfiber cleaning cloth"]),  # a compound's gerund stays in
+        ("water resistant quilted jacket", ["water resistant quilted jacket"]),  # "-ed" after an adjective
+        ("monitor stand adjustable height", ["adjustable height"]),  # "stand": the parser's verb
+        ("ski gloves fleece lining", ["ski gloves", "fleece lining"]),  # "gloves" ends its chunk
     ],
 )
 def test_rules_v2_cases(text, expected):
     """Catches: determiners left out, verbs read as nouns, long chunks split instead of dropped, word counts
-    instead of spaCy token counts, a decimal point taken for a break."""
+    instead of spaCy token counts, a decimal point taken for a break, the trailing-adjective, unit, gerund and
+    noun-lexicon rules lost or applied too widely (texts written for the test, not from the evaluation set)."""
     assert texts(text, phrase_spans(text, backend="rules-v2")) == expected
 
 
@@ -360,13 +370,16 @@ def test_committed_agreement_results_are_reproduced():
 def test_rules_v2_agreement_floor():
     """rules-v2 agrees with spaCy's phrases (our corrected 'spacy' backend) on the English set at least as well as
     committed, on the tuning texts and on the held-out ones, and clearly better than rules. The issue asked for 0.85;
-    rules-v2 reaches 0.71 (0.73 train, 0.66 held-out; benchmarks/RESULTS.md). Catches: a change that loses agreement."""
+    rules-v2 reaches 0.747 (0.773 train, 0.681 held-out; benchmarks/RESULTS.md). Catches: a change that loses
+    agreement."""
     module = _agreement()
     rows = module.load_reference("en")["rows"]
     v2 = module.agreement(rows, "rules-v2", "spacy")
     rules = module.agreement(rows, "rules", "spacy")
     assert (
-        v2["all"]["jaccard"] >= 0.70 and v2["train"]["jaccard"] >= 0.72 and v2["held_out"]["jaccard"] >= 0.65
+        v2["all"]["jaccard"] >= 0.74
+        and v2["train"]["jaccard"] >= 0.765
+        and v2["held_out"]["jaccard"] >= 0.675
     )
     assert v2["all"]["jaccard"] >= rules["all"]["jaccard"] + 0.1
     assert v2["held_out"]["jaccard"] > rules["held_out"]["jaccard"]
@@ -401,3 +414,17 @@ def _interaction_like_texts(vocabulary, n=500, seed=0):
 # sha256 of the rules spans of those 846 texts, computed with ospo_gym/segment.py as of commit 9b9fd81 (before
 # rules-v2 and the spaCy-released backend were added).
 FROZEN_RULES_DIGEST = "43f9c8cad0bb150a0d10eadeceea4864cd6c1a565e4c37b607da1b85ed1bacfa"
+
+
+@pytest.mark.spacy
+def test_rules_v2_noun_lexicons_are_the_measured_ones():
+    """rules-v2's two noun lexicons are exactly what benchmarks/phrase_v2_lexicon.py measures with the model
+    (synthetic queries, not the evaluation texts). Catches: words added or dropped by hand, a stale lexicon."""
+    spec = importlib.util.spec_from_file_location(
+        "phrase_v2_lexicon", ROOT / "benchmarks/phrase_v2_lexicon.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before, after = module.join_counts(seg._load_spacy(_english_model()), module.synthetic_queries())
+    assert frozenset(module.breaking_nouns(before)) == seg._V2_VERB_AFTER_NOUN
+    assert frozenset(module.breaking_nouns(after)) == seg._V2_CHUNK_FINAL_NOUNS

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import gymnasium as gym
 import numpy as np
 import pytest
+from integration_support import assert_import_refused
 from test_agents_support import ENV_ID, ENV_KWARGS, tiny_policy_path
 
 import ospo_gym  # noqa: F401
@@ -45,21 +46,14 @@ def test_import_ospo_gym_imports_neither_trl_nor_torch():
 
 
 def test_without_trl_the_import_says_install_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "trl", None)  # what an environment without trl gives: ImportError
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    with pytest.raises(ImportError, match=r"pip install 'ospo-gym\[trl\]'"):
-        importlib.import_module(MODULE)
+    assert_import_refused(monkeypatch, MODULE, "trl", r"pip install 'ospo-gym\[trl\]'")
 
 
 @needs_trl
 @pytest.mark.parametrize("version", ["1.17.0", "1.15.2", "1.17.0.dev0"])
 def test_an_untested_trl_version_is_refused(monkeypatch, version):
-    import trl
-
-    monkeypatch.setattr(trl, "__version__", version)
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    with pytest.raises(ImportError, match=rf"trl {version} is installed.*pip install 'ospo-gym\[trl\]'"):
-        importlib.import_module(MODULE)
+    match = rf"trl {version} is installed.*pip install 'ospo-gym\[trl\]'"
+    assert_import_refused(monkeypatch, MODULE, "trl", match, version=version)
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------

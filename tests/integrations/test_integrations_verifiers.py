@@ -17,6 +17,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+from integration_support import assert_import_refused
 
 import ospo_gym  # noqa: F401
 
@@ -35,21 +36,14 @@ def test_import_ospo_gym_imports_no_verifiers():
 
 
 def test_without_verifiers_the_import_says_install_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "verifiers", None)  # what an environment without verifiers gives: ImportError
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    with pytest.raises(ImportError, match=r"pip install 'ospo-gym\[verifiers\]'"):
-        importlib.import_module(MODULE)
+    assert_import_refused(monkeypatch, MODULE, "verifiers", r"pip install 'ospo-gym\[verifiers\]'")
 
 
 @pytest.mark.skipif(not HAS_VERIFIERS, reason="needs the verifiers extra: pip install 'ospo-gym[verifiers]'")
 @pytest.mark.parametrize("version", ["0.4.0", "0.3.0", "0.2.1", "0.4.0.dev1"])
 def test_an_untested_verifiers_version_is_refused(monkeypatch, version):
-    import verifiers
-
-    monkeypatch.setattr(verifiers, "__version__", version)
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    with pytest.raises(ImportError, match=rf"verifiers {version} is installed.*pip install 'ospo-gym\[verifiers\]'"):
-        importlib.import_module(MODULE)
+    match = rf"verifiers {version} is installed.*pip install 'ospo-gym\[verifiers\]'"
+    assert_import_refused(monkeypatch, MODULE, "verifiers", match, version=version)
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from integration_support import assert_import_refused
 from test_agents_support import tiny_policy_path
 
 import ospo_gym  # noqa: F401
@@ -38,11 +39,8 @@ def test_import_ospo_gym_does_not_import_verl():
 
 
 def test_without_verl_the_import_says_install_it_in_its_own_venv(monkeypatch):
-    monkeypatch.setitem(sys.modules, "verl", None)  # what an environment without verl gives: ImportError
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    with pytest.raises(ImportError, match=r"needs verl \(verl>=0.9,<0.10\); install it in its own virtualenv.*"
-                                          r"pip install 'verl==0.9.1'"):  # fmt: skip
-        importlib.import_module(MODULE)
+    match = r"needs verl \(verl>=0.9,<0.10\); install it in its own virtualenv.*pip install 'verl==0.9.1'"
+    assert_import_refused(monkeypatch, MODULE, "verl", match)
 
 
 def test_verl_is_an_extra_of_its_own_never_in_dev():
@@ -60,12 +58,7 @@ def test_verl_is_an_extra_of_its_own_never_in_dev():
 @needs_verl
 @pytest.mark.parametrize("version", ["0.10.0", "0.8.4", "0.10.0.dev0"])
 def test_an_untested_verl_version_is_refused(monkeypatch, version):
-    import verl
-
-    monkeypatch.setattr(verl, "__version__", version)
-    monkeypatch.delitem(sys.modules, MODULE, raising=False)
-    with pytest.raises(ImportError, match=rf"verl {version} is installed.*own virtualenv"):
-        importlib.import_module(MODULE)
+    assert_import_refused(monkeypatch, MODULE, "verl", rf"verl {version} is installed.*own virtualenv", version=version)
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
