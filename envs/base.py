@@ -95,6 +95,19 @@ def pinned_prompt_ids(
     return None
 
 
+def hold_single_env(vector: Any, env: gym.Env, num_envs: int) -> None:
+    """Set up a native vector env over one single ``env``: its batched spaces, no render mode, and one unseeded
+    generator per sub-env (``reset(seed=...)`` seeds them with :func:`seeded_generators`)."""
+    vector.env = env
+    vector.num_envs = num_envs
+    vector.single_observation_space = env.observation_space
+    vector.single_action_space = env.action_space
+    vector.observation_space = gym.vector.utils.batch_space(env.observation_space, num_envs)
+    vector.action_space = gym.vector.utils.batch_space(env.action_space, num_envs)
+    vector.render_mode = None
+    vector._generators = [seeding.np_random()[0] for _ in range(num_envs)]
+
+
 def check_actions(actions: Any, num_envs: int, max_chars: int) -> list[str]:
     """A vector env's ``step`` actions: a sequence of ``num_envs`` str, each cut to ``max_chars``."""
     actions = check_batch("actions", actions, f"{num_envs} str actions")
@@ -308,14 +321,7 @@ class GenerativeSearchVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
         check_knob("num_envs", num_envs, 1, MAX_NUM_ENVS, "each sub-env keeps its own random generator")
-        self.env = self.env_class(**env_kwargs)
-        self.num_envs = num_envs
-        self.single_observation_space = self.env.observation_space
-        self.single_action_space = self.env.action_space
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
-        self.render_mode = None
-        self._generators = [seeding.np_random()[0] for _ in range(num_envs)]
+        hold_single_env(self, self.env_class(**env_kwargs), num_envs)
         self._prompt_ids: list[Hashable] | None = None
 
     @property

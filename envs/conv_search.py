@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from ospo_gym.credit.owen import MAX_EXACT_OWEN_PLAYERS, owen_exact
@@ -21,6 +20,7 @@ from ospo_gym.envs.base import (
     PER_SUB_ENV_PINNING,
     check_actions,
     check_batch,
+    hold_single_env,
     object_array,
     pinned_prompt_ids,
     seeded_generators,
@@ -361,14 +361,7 @@ class ConvSearchVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int = 1, **env_kwargs: Any) -> None:
         check_knob("num_envs", num_envs, 1, MAX_NUM_ENVS, "each sub-env keeps its own conversation")
-        self.env = ConvSearchEnv(**env_kwargs)
-        self.num_envs = num_envs
-        self.single_observation_space = self.env.observation_space
-        self.single_action_space = self.env.action_space
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
-        self.render_mode = None
-        self._generators = [seeding.np_random()[0] for _ in range(num_envs)]
+        hold_single_env(self, ConvSearchEnv(**env_kwargs), num_envs)
         self._convs: list[Conversation] | None = None
         self._transcripts: list[str] = []
         self._turns: list[list[str]] = []
