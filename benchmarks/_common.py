@@ -1,4 +1,4 @@
-"""Helpers the benchmark scripts share: an oracle batch of a synthetic env, a timing summary, the TRL settings the
+"""Helpers the benchmark scripts share: credit accuracy against exact values, an oracle batch of a synthetic env, a timing summary, the TRL settings the
 TRL comparisons match (and ospo-gym's agent config matched to them), and writing a JSON report.
 
 The scripts run as ``python benchmarks/<name>.py``, so this folder is on ``sys.path`` and they import this module
@@ -13,6 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def credit_accuracy(estimate: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
+    """Spearman and normalised L1 of an (n,) credit estimate against the (n,) exact values, both NaN-free (a
+    constant vector counts as rank correlation 0, two constant vectors as 1)."""
+    from scipy.stats import spearmanr  # here: the timing scripts that import this module need no scipy
+
+    if np.ptp(exact) == 0 or np.ptp(estimate) == 0:
+        rho = 1.0 if np.ptp(exact) == np.ptp(estimate) == 0 else 0.0
+    else:
+        rho = float(spearmanr(estimate, exact).statistic)
+    l1 = float(np.abs(estimate - exact).sum() / max(np.abs(exact).sum(), 1e-12))
+    return rho, l1
 
 
 def make_batch(env: Any, rng: np.random.Generator, batch: int, words: int) -> tuple[list, list[str]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from scipy.stats import spearmanr
+from _common import credit_accuracy
 
 import ospo_gym  # noqa: F401  (registers the env ids)
 from ospo_gym.credit import CREDIT_VARIANTS, sample_coalitions, segment_credit, shapley_exact
@@ -62,16 +62,6 @@ def interaction_completions(env, rng: np.random.Generator, count: int, min_phras
     return out
 
 
-def score(estimate: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
-    """Spearman and normalised L1; both NaN-free (constant vectors count as rank correlation 0)."""
-    if np.ptp(exact) == 0 or np.ptp(estimate) == 0:
-        rho = 1.0 if np.ptp(exact) == np.ptp(estimate) == 0 else 0.0
-    else:
-        rho = float(spearmanr(estimate, exact).statistic)
-    l1 = float(np.abs(estimate - exact).sum() / max(np.abs(exact).sum(), 1e-12))
-    return rho, l1
-
-
 def evaluate(env, completions, *, seeds: int) -> list[dict]:
     oracle = env.oracle
     rows: dict[tuple, list[tuple[float, float]]] = {}
@@ -93,7 +83,7 @@ def evaluate(env, completions, *, seeds: int) -> list[dict]:
                 estimate = segment_credit(coalitions, table[key], n, variant=variant)
                 if variant == "released" and abs(estimate.sum()) > 1e-12:  # released is only defined up to scale
                     estimate = estimate * exact.sum() / estimate.sum()
-                rows.setdefault((m, w, kind, variant), []).append(score(estimate, exact))
+                rows.setdefault((m, w, kind, variant), []).append(credit_accuracy(estimate, exact))
     out = []
     for (m, w, kind, variant), scores in sorted(rows.items()):
         arr = np.array(scores)

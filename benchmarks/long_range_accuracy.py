@@ -23,7 +23,7 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
+from _common import credit_accuracy
 
 from ospo_gym.credit import sample_coalitions, segment_unions, shapley_exact, structured_credit
 from ospo_gym.envs.long_range import LongRangeEnv
@@ -57,15 +57,6 @@ def completions(env: LongRangeEnv, rng: np.random.Generator, count: int) -> list
     return out
 
 
-def score(estimate: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
-    """Spearman and normalised L1 (a constant vector counts as rank correlation 0)."""
-    if np.ptp(exact) == 0 or np.ptp(estimate) == 0:
-        rho = 1.0 if np.ptp(exact) == np.ptp(estimate) == 0 else 0.0
-    else:
-        rho = float(spearmanr(estimate, exact).statistic)
-    return rho, float(np.abs(estimate - exact).sum() / max(np.abs(exact).sum(), 1e-12))
-
-
 def evaluate(env: LongRangeEnv, texts, *, seeds: int) -> list[dict]:
     oracle = env.oracle
     rows: dict[tuple, list[tuple[float, float, float, int]]] = {}
@@ -83,7 +74,7 @@ def evaluate(env: LongRangeEnv, texts, *, seeds: int) -> list[dict]:
             coalitions = sample_coalitions(n, w, m, rng=seed, coalition_structure=base, unions=labels)
             values = table[[sum(1 << i for i in c) for c in coalitions]]
             estimate = structured_credit(coalitions, values, n, base, unions=labels)
-            rho, l1 = score(estimate, exact)
+            rho, l1 = credit_accuracy(estimate, exact)
             pair_l1 = float(np.abs(estimate - exact)[members].sum() / np.abs(exact[members]).sum())
             rows.setdefault((structure, m, w), []).append((rho, l1, pair_l1, len(coalitions)))
     out = []
