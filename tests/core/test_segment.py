@@ -14,6 +14,7 @@ import types
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spacy_stand_in import StandInDoc
 
 from ospo_gym import segment as seg
 from ospo_gym.segment import (
@@ -457,40 +458,13 @@ FAKE_TEXT = "Looking for a warm winter jacket. Supersoft socks"
 FAKE_CHUNKS = [(2, 6), (8, 10)]  # "a warm winter jacket", "soft socks" (starts mid-word)
 
 
-class _FakeSpan(list):
-    """Just enough of spacy.tokens.Span: a token list with character bounds."""
-
-    @property
-    def start_char(self):
-        return self[0].idx
-
-    @property
-    def end_char(self):
-        return self[-1].idx + len(self[-1].text)
-
-
-class _FakeDoc(list):
-    """Just enough of spacy.tokens.Doc for _spacy_candidates."""
-
-    def __init__(self):
-        idx = 0
-        tokens = []
-        for i, (text, space, pos, lemma, _) in enumerate(FAKE_TOKENS):
-            tokens.append(
-                types.SimpleNamespace(
-                    text=text, idx=idx, i=i, pos_=pos, lemma_=lemma, is_punct=pos == "PUNCT",
-                    is_space=False, is_sent_start=i in (0, 7),
-                )
-            )  # fmt: skip
-            idx += len(text) + space
-        for tok, row in zip(tokens, FAKE_TOKENS, strict=True):
-            tok.head = tokens[row[4]]
-        super().__init__(tokens)
-        self.noun_chunks = [_FakeSpan(tokens[a:b]) for a, b in FAKE_CHUNKS]
-
-    def __getitem__(self, key):
-        got = super().__getitem__(key)
-        return _FakeSpan(got) if isinstance(key, slice) else got
+def _FakeDoc():
+    """The stand-in parse of FAKE_TEXT (sentences start at "Looking" and "Super")."""
+    rows, idx = [], 0
+    for i, (text, space, pos, lemma, head) in enumerate(FAKE_TOKENS):
+        rows.append((text, idx, pos, lemma, head, i in (0, 7)))
+        idx += len(text) + space
+    return StandInDoc(FAKE_TEXT, rows, FAKE_CHUNKS)
 
 
 def _real_doc():

@@ -13,13 +13,13 @@ import importlib.util
 import json
 import os
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spacy_stand_in import StandInDoc
 
 from ospo_gym import segment as seg
 from ospo_gym.segment import phrase_spans, released_phrases, segment
@@ -85,35 +85,14 @@ OURS_SPACY = {
 }
 
 
-class _Doc(list):
-    """Just enough of spacy.tokens.Doc: tokens with text/idx/i/pos_/lemma_/head, .text and .noun_chunks."""
-
-    def __init__(self, text, tokens, chunks):
-        pos, made = 0, []
-        for i, (word, tag, lemma, _) in enumerate(tokens):
-            idx = text.index(word, pos)
-            pos = idx + len(word)
-            made.append(types.SimpleNamespace(text=word, idx=idx, i=i, pos_=tag, lemma_=lemma, is_punct=tag == "PUNCT",
-                                              is_space=False, is_sent_start=i == 0))  # fmt: skip
-        for tok, row in zip(made, tokens, strict=True):
-            tok.head = made[row[3]]
-        super().__init__(made)
-        self.text = text
-        self.noun_chunks = [_Span(made[a:b]) for a, b in chunks]
-
-    def __getitem__(self, key):
-        got = super().__getitem__(key)
-        return _Span(got) if isinstance(key, slice) else got
-
-
-class _Span(list):
-    @property
-    def start_char(self):
-        return self[0].idx
-
-    @property
-    def end_char(self):
-        return self[-1].idx + len(self[-1].text)
+def _Doc(text, tokens, chunks):
+    """A stand-in parse of ``text``: ``tokens`` are ``(word, POS, lemma, head index)`` in text order."""
+    rows, pos = [], 0
+    for i, (word, tag, lemma, head) in enumerate(tokens):
+        idx = text.index(word, pos)
+        pos = idx + len(word)
+        rows.append((word, idx, tag, lemma, head, i == 0))
+    return StandInDoc(text, rows, chunks)
 
 
 @pytest.fixture
