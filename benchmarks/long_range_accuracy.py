@@ -96,36 +96,32 @@ def evaluate(env: LongRangeEnv, texts, *, seeds: int) -> list[dict]:
     return out
 
 
-def table_by_gap(results: dict[int, list[dict]], m: int, w: int) -> str:
+def _table(title: str, columns: dict[str, list[dict]], m_of: dict[str, int], w: int) -> str:
+    """A Markdown table, one row per structure: per column (its label → its rows, at budget ``m_of[label]``)
+    Spearman / normalised L1 / pair-member L1 (oracle calls)."""
     lines = [
-        f"### Against the gap k, M={m}, w_max={w}: Spearman / normalised L1 / pair-member L1 (oracle calls)",
+        f"### {title}: Spearman / normalised L1 / pair-member L1 (oracle calls)",
         "",
-        "| structure | " + " | ".join(f"k={g}" for g in results) + " |",
-        "|---|" + "---|" * len(results),
+        "| structure | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for structure in STRUCTURES:
         cells = []
-        for rows in results.values():
-            r = next(r for r in rows if (r["structure"], r["M"], r["w_max"]) == (structure, m, w))
+        for label, rows in columns.items():
+            r = next(r for r in rows if (r["structure"], r["M"], r["w_max"]) == (structure, m_of[label], w))
             cells.append(f"{r['spearman']:.2f} / {r['l1']:.2f} / {r['pair_l1']:.2f} ({r['oracle_calls']:.0f})")
         lines.append(f"| {structure} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def table_by_gap(results: dict[int, list[dict]], m: int, w: int) -> str:
+    columns = {f"k={g}": rows for g, rows in results.items()}
+    return _table(f"Against the gap k, M={m}, w_max={w}", columns, dict.fromkeys(columns, m), w)
 
 
 def table_by_budget(rows: list[dict], title: str, w: int) -> str:
-    lines = [
-        f"### {title}, w_max={w}, against the budget M: Spearman / normalised L1 / pair-member L1 (oracle calls)",
-        "",
-        "| structure | " + " | ".join(f"M={m}" for m in M_VALUES) + " |",
-        "|---|" + "---|" * len(M_VALUES),
-    ]
-    for structure in STRUCTURES:
-        cells = []
-        for m in M_VALUES:
-            r = next(r for r in rows if (r["structure"], r["M"], r["w_max"]) == (structure, m, w))
-            cells.append(f"{r['spearman']:.2f} / {r['l1']:.2f} / {r['pair_l1']:.2f} ({r['oracle_calls']:.0f})")
-        lines.append(f"| {structure} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    columns = {f"M={m}": rows for m in M_VALUES}
+    return _table(f"{title}, w_max={w}, against the budget M", columns, {f"M={m}": m for m in M_VALUES}, w)
 
 
 def main() -> None:
