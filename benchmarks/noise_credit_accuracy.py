@@ -28,7 +28,8 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from estimator_accuracy import interaction_completions, retrieval_completions, score
+from _common import credit_accuracy
+from estimator_accuracy import interaction_completions, retrieval_completions
 
 import ospo_gym  # noqa: F401  (registers the env ids)
 from ospo_gym.agents.bench.presets import TASKS
@@ -96,7 +97,7 @@ def evaluate(task: str, kind: str, completions, noise_seeds: int) -> list[dict]:
                 for e in ESTIMATORS:
                     credit = estimate(noisy.oracle, prompt_id, text, spans, e, index)
                     if np.ptp(truth[index]) > 0:  # an all-equal truth has no ranking to recover
-                        scores[e].append(score(credit, truth[index])[0])
+                        scores[e].append(credit_accuracy(credit, truth[index])[0])
                     deviations[e].append(np.abs(credit - truth[index]))
                     errors[e].append(credit - reference[index][e])
         for e in ESTIMATORS:
