@@ -14,8 +14,8 @@ to the *main job's* thresholds over the longer budget. Usage (the numbers in res
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +77,19 @@ def _steps(steps: list[int | None]) -> str:
     return ", ".join("not reached" if s is None else str(s) for s in steps)
 
 
-if __name__ == "__main__":
-    main_dir, long_dir = (Path(a) for a in sys.argv[1:3])
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("main_dir", type=Path, help="the main job's output folder (holds results.json)")
+    parser.add_argument("long_dir", type=Path, help="the longer GRPO-only run's folder (vs_main.md is written here)")
+    args = parser.parse_args()
+    main_dir, long_dir = args.main_dir, args.long_dir
+    for folder in (main_dir, long_dir):
+        if not (folder / "results.json").is_file():
+            parser.error(f"{folder} holds no results.json: pass the folders that 'ospo-gym bench --out' wrote")
     text = compare(main_dir, long_dir)
     (long_dir / "vs_main.md").write_text(text, encoding="utf-8")
     print(text)
+
+
+if __name__ == "__main__":
+    main()
