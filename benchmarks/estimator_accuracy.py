@@ -132,14 +132,16 @@ def main() -> None:
     parser.add_argument("--max-players", type=int, default=14, help="longest completion (exact needs 2**n calls)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if not 2 <= args.max_players <= 20:
+        parser.error(f"--max-players must be in 2..20 (exact Shapley needs 2**n oracle calls), got {args.max_players}")
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     retrieval = gym.make("ospo/SyntheticRetrieval-v0").unwrapped
     interaction = gym.make("ospo/Interaction-v0").unwrapped
     tasks = {
-        "retrieval": evaluate(retrieval, retrieval_completions(retrieval, rng, args.texts, 8, args.max_players), seeds=args.seeds),
+        "retrieval": evaluate(retrieval, retrieval_completions(retrieval, rng, args.texts, min(8, args.max_players), args.max_players), seeds=args.seeds),
         "interaction": evaluate(
-            interaction, interaction_completions(interaction, rng, args.texts, 6, min(args.max_players, 12)), seeds=args.seeds
+            interaction, interaction_completions(interaction, rng, args.texts, min(6, args.max_players), min(args.max_players, 12)), seeds=args.seeds
         ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
