@@ -1,10 +1,12 @@
 """What the trainer-adapter tests share: importing an adapter module afresh with its trainer missing or at a
-version it does not accept."""
+version it does not accept, and a scripted verifiers model client."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -21,3 +23,33 @@ def assert_import_refused(monkeypatch: pytest.MonkeyPatch, module: str, package:
     monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(ImportError, match=match):
         importlib.import_module(module)
+
+
+def scripted_client(vf: Any, answer: Callable[[list[Any]], str]) -> Any:
+    """verifiers' model client whose reply to the prompt messages (verifiers' message models) is
+    ``answer(messages)``: a rollout without a model or an API."""
+
+    class Scripted(vf.Client):
+        def setup_client(self, config):
+            return None
+
+        async def to_native_tool(self, tool):
+            return tool
+
+        async def to_native_prompt(self, messages):
+            return messages, {}
+
+        async def get_native_response(self, prompt, model, sampling_args, tools=None, **kwargs):
+            return answer(prompt)
+
+        async def raise_from_native_response(self, response):
+            return None
+
+        async def from_native_response(self, response):
+            message = vf.ResponseMessage(content=response, finish_reason="stop", is_truncated=False)
+            return vf.Response(id="scripted", created=0, model="scripted", message=message)
+
+        async def close(self):
+            return None
+
+    return Scripted(None)

@@ -32,13 +32,21 @@ __all__ = [
 ENV_HINT = "pass an ospo-gym env id such as 'ospo/SyntheticRetrieval-v0', gym.make(...) of one, or its vector env"
 
 
-def ospo_env(env: str | gym.Env | VectorEnv, env_kwargs: dict[str, Any] | None = None) -> Any:
+def ospo_env(
+    env: str | gym.Env | VectorEnv,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    needs: tuple[str, ...] = ("prompt_ids", "prompt", "rewards"),
+) -> Any:
     """The single ospo-gym env behind ``env``: an env id (built with ``gym.make(id, **env_kwargs)``), an env
     (wrappers are looked through) or a vector env of one (its first sub-env's, for a Sync/Async one).
 
+    ``needs`` are the attributes the caller uses: the single-turn ones by default; a multi-turn adapter asks for
+    less (``ospo/ConvSearch-v0`` has prompts but no one-shot ``rewards``).
+
     Raises:
-        ValueError: ``env`` is an id that no package registered, or it has no ``prompt_ids`` / ``prompt`` /
-            ``rewards`` (it is not a generative-search env).
+        ValueError: ``env`` is an id that no package registered, or it lacks one of ``needs`` (for the default:
+            it is not a generative-search env).
     """
     if isinstance(env, str):
         if env not in gym.registry:  # gymnasium's own error would not say which ids there are
@@ -52,7 +60,7 @@ def ospo_env(env: str | gym.Env | VectorEnv, env_kwargs: dict[str, Any] | None =
         if inner is None and getattr(base, "envs", None):
             inner = base.envs[0]
         base = getattr(inner, "unwrapped", inner)
-    missing = [name for name in ("prompt_ids", "prompt", "rewards") if not hasattr(base, name)]
+    missing = [name for name in needs if not hasattr(base, name)]
     if base is None or missing:
         raise ValueError(
             f"{type(base).__name__} is not an ospo-gym generative-search env (it lacks {', '.join(missing)}); "

@@ -1,5 +1,6 @@
 """ospo-gym envs as verifiers (PrimeIntellect) environments: a single-turn environment whose dataset is the env's
-prompts and whose rubric scores completions with the env's own reward.
+prompts and whose rubric scores completions with the env's own reward; for ``ospo/ConvSearch-v0`` a multi-turn one
+(:mod:`ospo_gym.integrations.verifiers_conversation`) whose shopper answers every turn.
 
 Needs ``pip install 'ospo-gym[verifiers]'`` (verifiers ``>=0.3.1,<0.4``, Python >= 3.11). This module is built on
 verifiers' classic environment API — ``vf.SingleTurnEnv``, ``vf.Rubric`` and the ``load_environment`` entry point
@@ -218,14 +219,16 @@ def load_environment(
     **kwargs: Any,
 ) -> Any:
     """A ``vf.SingleTurnEnv`` of an ospo-gym env: its prompts as the dataset (:func:`prompt_dataset`) and an
-    :class:`EnvRubric` that scores each completion with the env's reward.
+    :class:`EnvRubric` that scores each completion with the env's reward; for a conversational env
+    (``ospo/ConvSearch-v0``) a multi-turn
+    :class:`~ospo_gym.integrations.verifiers_conversation.ConversationEnv` whose shopper answers every turn.
 
     Args:
         env: an ospo-gym env id (built with ``gym.make(env, **env_kwargs)``), an env or its native vector env.
         env_kwargs: ``gym.make`` keyword arguments when ``env`` is an id (e.g. ``{"split": "test"}``).
         system_prompt: a system message before each prompt (verifiers adds it).
         prompt_ids: the prompts to serve (a subset or an ordering of the env's ids); ``None``: all of them.
-        **kwargs: other ``vf.SingleTurnEnv`` arguments (``eval_dataset``, ``sampling_args``, ``max_workers``, ...).
+        **kwargs: other ``vf.SingleTurnEnv`` (``vf.MultiTurnEnv``) arguments (``eval_dataset``, ``sampling_args``, ``max_workers``, ...).
 
     Raises:
         ValueError: an unknown env id, an env that is not an ospo-gym generative-search env (no ``prompt_ids``,
@@ -237,6 +240,11 @@ def load_environment(
                 f"load_environment builds the {refused} from the env; to change the prompts pass prompt_ids=..., "
                 f"or build vf.SingleTurnEnv(dataset=prompt_dataset(env), rubric=EnvRubric(...)) yourself"
             )
-    base = ospo_env(env, env_kwargs)
+    base = ospo_env(env, env_kwargs, needs=("prompt_ids", "prompt"))
+    if not hasattr(base, "rewards") and callable(getattr(base, "replay_returns", None)):
+        from ospo_gym.integrations.verifiers_conversation import ConversationEnv  # it imports this module
+
+        return ConversationEnv(base, prompt_ids=prompt_ids, system_prompt=system_prompt, **kwargs)
+    base = ospo_env(base)  # a single-turn env needs rewards: the standard error if it has none
     dataset = prompt_dataset(base, prompt_ids=prompt_ids)
     return vf.SingleTurnEnv(dataset=dataset, rubric=EnvRubric(base), system_prompt=system_prompt, **kwargs)

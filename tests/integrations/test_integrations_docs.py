@@ -89,12 +89,14 @@ def test_the_vf_eval_command_loads_the_env():
     """The first thing ``vf-eval`` does with the documented command: verifiers' loader on the module and args."""
     import verifiers as vf
 
-    (command,) = blocks_under("verifiers", "bash")
-    words = shlex.split(command.replace("\\\n", " "))
-    assert words[0] == "vf-eval"
-    env_args = json.loads(words[words.index("-a") + 1])
-    env = vf.load_environment(words[1], **env_args)
-    assert isinstance(env, vf.SingleTurnEnv) and len(env.get_dataset()) == len(env.rubric.rubrics[0].env.prompt_ids)
+    single, conversation = blocks_under("verifiers", "bash")
+    for command, kind in ((single, vf.SingleTurnEnv), (conversation, vf.MultiTurnEnv)):
+        words = shlex.split(command.replace("\\\n", " "))
+        assert words[0] == "vf-eval"
+        env_args = json.loads(words[words.index("-a") + 1])
+        env = vf.load_environment(words[1], **env_args)
+        assert isinstance(env, kind) and len(env.get_dataset()) == len(env.rubric.rubrics[0].env.prompt_ids)
+    assert not isinstance(env, vf.SingleTurnEnv)  # the conversational env is not served single-turn
 
 
 @needs_verifiers
@@ -102,7 +104,7 @@ def test_the_vf_eval_command_loads_the_env():
 def test_the_vf_eval_command_runs_against_an_openai_server(echo_query_server, tmp_path):
     """The documented command, its model and server replaced by a loopback server that answers each prompt with its
     query: verifiers' own client, rollouts and rubric, and every reward is the env's 1.0."""
-    (command,) = blocks_under("verifiers", "bash")
+    command = blocks_under("verifiers", "bash")[0]  # the single-turn command (the echo server answers queries)
     command = shrink(command, [("-m MODEL", "-m echo"), ("http://localhost:8000/v1", echo_query_server)])
     vf_eval = shutil.which("vf-eval") or str(Path(sys.executable).parent / "vf-eval")
     words = [vf_eval, *shlex.split(command.replace("\\\n", " "))[1:], "-o", str(tmp_path / "out")]

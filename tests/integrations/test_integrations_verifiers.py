@@ -17,7 +17,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-from integration_support import assert_import_refused
+from integration_support import assert_import_refused, scripted_client
 
 import ospo_gym  # noqa: F401
 
@@ -172,40 +172,11 @@ def test_an_empty_answer_is_the_empty_text(integration, vf, vf_env, base):
     assert [s["reward"] for s in states] == base.rewards([r["info"]["prompt_id"] for r in rows], [""] * 3).tolist()
 
 
-class ScriptedClient:
-    """verifiers' model client with canned answers, one per prompt text: a rollout without a model or an API."""
-
-    def __new__(cls, vf, answer_of):
-        class Scripted(vf.Client):
-            def setup_client(self, config):
-                return None
-
-            async def to_native_tool(self, tool):
-                return tool
-
-            async def to_native_prompt(self, messages):
-                return messages, {}
-
-            async def get_native_response(self, prompt, model, sampling_args, tools=None, **kwargs):
-                return answer_of[prompt[-1].content]
-
-            async def raise_from_native_response(self, response):
-                return None
-
-            async def from_native_response(self, response):
-                message = vf.ResponseMessage(content=response, finish_reason="stop", is_truncated=False)
-                return vf.Response(id="scripted", created=0, model="scripted", message=message)
-
-            async def close(self):
-                return None
-
-        return Scripted(None)
-
-
 def test_a_whole_verifiers_rollout_with_a_scripted_client(integration, vf, vf_env, base, monkeypatch):
     rows = [vf_env.get_dataset()[i] for i in range(4)]
     texts = answers(rows)
-    client = ScriptedClient(vf, {row["prompt"][-1]["content"]: t for row, t in zip(rows, texts, strict=True)})
+    answer_of = {row["prompt"][-1]["content"]: t for row, t in zip(rows, texts, strict=True)}
+    client = scripted_client(vf, lambda prompt: answer_of[prompt[-1].content])
     calls, original = count_env_calls(monkeypatch, base)
     outputs = asyncio.run(vf_env.run_group([dict(row) for row in rows], client, "scripted", {}))
     assert [o["error"] for o in outputs] == [None] * 4
