@@ -37,10 +37,19 @@ from ospo_gym.envs.conv_search import SHOPPER, ConvSearchEnv
 from ospo_gym.envs.shopper import Conversation
 from ospo_gym.integrations.common import id_column, ospo_env
 
-__all__ = ["ENDED_REPLY", "ConvSearchTools", "conv_search_dataset", "conv_search_tools"]
+__all__ = ["ENDED_REPLY", "ConvSearchTools", "conv_search_dataset", "conv_search_tools", "played_return"]
 
 ENDED_REPLY = "The conversation is over."
 """A tool's answer after the episode ended (the turn is not played)."""
+
+
+def played_return(env: ConvSearchEnv, conv: Conversation) -> float:
+    """The return of a conversation's turns: the episode's, or — when the policy stopped before the episode ended
+    — what the env pays at an end (NDCG@k of the last search, 0 without one) on top of the shaping so far."""
+    if conv.done or conv.ranking is None:
+        return float(conv.total)
+    ending = env.task.ndcg(np.array([conv.prompt_id]), conv.ranking[None, :], env.rules.k)[0]
+    return float(conv.total + ending)
 
 
 class ConvSearchTools:
@@ -95,13 +104,8 @@ class ConvSearchTools:
         return self._play(text)
 
     def get_reward(self) -> float:
-        """The return of the turns played: the episode's, or — when the model stopped before the episode ended —
-        what the env pays at an end (NDCG@k of the last search, 0 without one) on top of the shaping so far."""
-        conv = self._conversation()
-        if conv.done or conv.ranking is None:
-            return float(conv.total)
-        ending = self.env.task.ndcg(np.array([conv.prompt_id]), conv.ranking[None, :], self.env.rules.k)[0]
-        return float(conv.total + ending)
+        """The return of the turns played (:func:`played_return`)."""
+        return played_return(self.env, self._conversation())
 
     def _conversation(self) -> Conversation:
         if self.conversation is None:
