@@ -28,6 +28,8 @@ vLLM (``tests/integrations/test_integrations_verl.py``, in the verl CI stage); t
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Hashable, Sequence
 from typing import Any
 from uuid import uuid4
@@ -35,10 +37,12 @@ from uuid import uuid4
 from ospo_gym.envs.base import truncate_action
 from ospo_gym.envs.conv_search import SHOPPER, ConvSearchEnv
 from ospo_gym.envs.shopper import Conversation
+from ospo_gym.integrations.common import ospo_env
 from ospo_gym.integrations.conversation_tools import played_return
-from ospo_gym.integrations.verl import OSPOVerlConfig, _cached_env  # checks the verl version on import
+from ospo_gym.integrations.verl import OSPOVerlConfig  # checks the verl version on import
 
-from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register  # noqa: E402, I001
+# isort: split
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 __all__ = ["AGENT_NAME", "ConvSearchAgentLoop", "conv_search_dataset"]
 
@@ -46,13 +50,17 @@ AGENT_NAME = "ospo_conv_search"
 """The ``agent_name`` of ConvSearch samples (the dataset column verl dispatches on)."""
 
 
-def _conv_env(config: Any) -> ConvSearchEnv:
-    import json
+@functools.cache
+def _cached_conv_env(env_id: str, env_kwargs_json: str) -> Any:
+    return ospo_env(env_id, json.loads(env_kwargs_json), needs=("prompt_ids", "prompt"))
 
+
+def _conv_env(config: Any) -> ConvSearchEnv:
+    """The worker's ConvSearch env of the config's ``ospo`` section, built once per process and settings."""
     settings = OSPOVerlConfig.from_verl(config)
     if not settings.env_id:
         raise ValueError("the ConvSearch agent loop needs the env: add +ospo.env_id=ospo/ConvSearch-v0 to the verl config")
-    env = _cached_env(settings.env_id, json.dumps(settings.env_kwargs, sort_keys=True))
+    env = _cached_conv_env(settings.env_id, json.dumps(settings.env_kwargs, sort_keys=True))
     if not isinstance(env, ConvSearchEnv):
         raise ValueError(f"the {AGENT_NAME} agent loop plays ospo/ConvSearch-v0, but ospo.env_id is {settings.env_id!r}")
     return env
@@ -127,8 +135,6 @@ def conv_search_dataset(
     dispatch to :class:`ConvSearchAgentLoop`), ``extra_info`` holds ``{"prompt_id": id, "index": row}``; the other
     columns are those of :func:`ospo_gym.integrations.verl.prompt_dataset`."""
     import pandas as pd
-
-    from ospo_gym.integrations.common import ospo_env
 
     base = ospo_env(env, env_kwargs, needs=("prompt_ids", "prompt"))
     if not isinstance(base, ConvSearchEnv):
