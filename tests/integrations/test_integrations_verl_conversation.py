@@ -93,10 +93,13 @@ def episode(env, prompt_id, turns):
 
 def run(module, tokenizer, gym_env, prompt_id, turns, **loop_kwargs):
     server = ScriptedServer(tokenizer, turns)
-    loop = make_loop(module, tokenizer, server, **loop_kwargs)
     row = module.conv_search_dataset(gym_env, prompt_ids=[prompt_id]).iloc[0]
-    out = asyncio.run(loop.run({"temperature": 1.0}, raw_prompt=list(row["prompt"]), extra_info=row["extra_info"]))
-    return out, server
+
+    async def go():  # verl's agent loop binds the event loop it is built in, as its worker does
+        loop = make_loop(module, tokenizer, server, **loop_kwargs)
+        return await loop.run({"temperature": 1.0}, raw_prompt=list(row["prompt"]), extra_info=row["extra_info"])
+
+    return asyncio.run(go()), server
 
 
 @pytest.mark.parametrize("found", [True, False])
@@ -137,8 +140,11 @@ def test_dataset_yaml_and_bad_input(module, gym_env, tokenizer, tmp_path):
     (entry,) = OmegaConf.load(YAML)
     assert entry.name == module.AGENT_NAME
     assert entry._target_ == f"{module.__name__}.ConvSearchAgentLoop"
-    loop = make_loop(module, tokenizer, ScriptedServer(tokenizer, []))
+    async def go():
+        loop = make_loop(module, tokenizer, ScriptedServer(tokenizer, []))
+        return await loop.run({}, raw_prompt=[{"role": "user", "content": "hi"}], extra_info={})
+
     with pytest.raises(ValueError, match="no prompt_id"):
-        asyncio.run(loop.run({}, raw_prompt=[{"role": "user", "content": "hi"}], extra_info={}))
+        asyncio.run(go())
     with pytest.raises(ValueError, match="ConvSearch"):
         module.conv_search_dataset("ospo/SyntheticRetrieval-v0", env_kwargs={"num_products": 300, "num_queries": 4})
