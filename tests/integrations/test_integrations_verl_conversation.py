@@ -46,6 +46,8 @@ def tokenizer(tmp_path_factory, gym_env):
     texts = [gym_env.prompt(p) for p in gym_env.prompt_ids] + list(gym_env.task.texts[:100])
     build_tiny_qwen2(texts, folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    # the chat markers are special tokens, as in Qwen's tokenizer: decoding a turn with skip_special_tokens drops them
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     tokenizer.chat_template = TEMPLATE
     return tokenizer
 
