@@ -19,7 +19,8 @@ import torch, transformers, verl
 print(f"verl {verl.__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
 PY
 VERL_LOG="$(mktemp)"
-python -m pytest -q -rs -p no:cacheprovider -m "slow or not slow" tests/integrations/test_integrations_verl.py 2>&1 \
+python -m pytest -q -rs -p no:cacheprovider -m "slow or not slow" tests/integrations/test_integrations_verl.py \
+    tests/integrations/test_integrations_verl_conversation.py 2>&1 \
     | tee "$VERL_LOG"
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then exit "$status"; fi
