@@ -23,7 +23,7 @@ Run it with the agent-loop config that ships with the example (``examples/verl/c
 Credit: verl's estimators see the sample's scalar reward (``algorithm.adv_estimator=grpo`` gives trajectory GRPO);
 ospo-gym's turn-level estimators (``ospo_turn``, ``turn_grpo``) run in ospo-gym's own multi-turn loop. The turns'
 texts travel in ``extra_fields["ospo_turns"]`` for analysis. Tested on the CPU with a scripted server in place of
-vLLM (``tests/integrations/test_integrations_verl.py``, in the verl CI stage); the full trainer has not been run.
+vLLM (``tests/integrations/test_integrations_verl_conversation.py``, in the verl CI stage); the full trainer has not been run.
 """
 
 from __future__ import annotations
