@@ -388,6 +388,10 @@ _V2_VERBS = frozenset(
     """.split()
 )
 _V2_ADVERBS = frozenset("extra super ultra really pretty quite fairly".split())
+# Closed-class words outside FUNCTION_WORDS (which `rules` shares and must keep) that en_core_web_sm tags as a
+# conjunction between noun phrases: "plus" was CCONJ, outside every chunk, in 597 of 600 synthetic queries
+# "... earbuds plus" (benchmarks/phrase_v2_lexicon.py vocabulary, not the evaluation texts).
+_V2_CONJUNCTIONS = frozenset({"plus"})
 _V2_ADJECTIVES = frozenset(
     """
     red blue green yellow black white grey gray pink purple orange brown beige navy cream gold silver rose
@@ -449,7 +453,7 @@ def _v2_tag(word: str, previous: str | None) -> int:
         return _PREF
     if word in _V2_DETERMINERS:
         return _DET
-    if word in FUNCTION_WORDS:
+    if word in FUNCTION_WORDS or word in _V2_CONJUNCTIONS:
         return _FUNC
     if word[0].isdigit():
         # A number, or a number and a unit that spaCy splits off ("44mm" = 44 + mm); "4k", "20000mah" are nouns.
@@ -625,12 +629,16 @@ def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
             continue
         # Too long for one chunk: spaCy parses an adjective after a noun as the start of an apposition
         # ("coffee beans | whole bean dark roast"); each piece ends at its last noun.
-        # Cut only as often as needed: at the first such adjective while the rest is still too long.
+        # Cut only as often as needed: at the first such adjective while the rest is still too long, and only
+        # after a piece of 2+ tokens: one noun before an adjective is no apposition, and spaCy drops the whole
+        # 6-token chunk ("brandname | purple plastic dog collar lite" is no chunk there).
         cuts = [j for j in range(a + 1, b) if tags[j] == _ADJ and tags[j - 1] in (_NOUN, _PART)]
         lo = a
         for cut in cuts:
             if cumulative[b] - cumulative[lo] <= MAX_GROUP_WORDS:
                 break
+            if cumulative[cut] - cumulative[lo] < MIN_GROUP_WORDS:
+                continue
             chunks.append(_v2_trim_to_noun(tags, lo, cut))
             lo = cut
         chunks.append(_v2_trim_to_noun(tags, lo, b))
