@@ -609,8 +609,9 @@ def _v2_trim_to_noun(tags: list[int], first: int, stop: int) -> tuple[int, int]:
 def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Candidate phrases of the rules-v2 backend as character spans: starts (C,), ends (C,).
 
-    Noun chunks of 2–5 spaCy-like tokens: a longer one is cut at an adjective after a noun, only as often as it
-    takes to leave a last piece of at most 5 tokens, and any piece still too long is dropped, not split evenly;
+    Noun chunks of 2–5 spaCy-like tokens: a longer one is cut at an adjective after a noun (never one that would
+    leave a piece of one token before it), only as often as it takes to leave a last piece of at most 5 tokens,
+    and any piece still too long is dropped, not split evenly;
     the span from an adjective inside a chunk to the chunk's end (spaCy's ADJ→NOUN spans) is a candidate too.
     Preference windows: the verb and the words after it up to 6 tokens (a word is never cut), ending before
     punctuation or a hyphenated word (spaCy splits it at the hyphen, a punctuation token), kept with at least 3.
