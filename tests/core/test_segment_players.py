@@ -369,10 +369,10 @@ def test_the_esci_synthetic_texts_are_the_generated_ones():
 def test_rules_v2_agreement_floor():
     """rules-v2 agrees with spaCy's phrases (our corrected 'spacy' backend) on the English set at least as well as
     committed, on the tuning texts and on the held-out ones, and clearly better than rules, on the hand-written set
-    and on the ESCI-synthetic one. The issue asked for 0.85; rules-v2 reaches 0.747 (0.773 train, 0.681 held-out)
+    and on the ESCI-synthetic one. The issue asked for 0.85; rules-v2 reaches 0.753 (0.781 train, 0.681 held-out)
     and 0.631 (0.632 / 0.629) there (benchmarks/RESULTS.md). Catches: a change that loses agreement."""
     module = _agreement()
-    floors = {"en": (0.74, 0.765, 0.675), "en_esci": (0.625, 0.625, 0.62)}
+    floors = {"en": (0.745, 0.775, 0.675), "en_esci": (0.625, 0.625, 0.62)}
     for lang, (all_floor, train_floor, held_out_floor) in floors.items():
         rows = module.load_reference(lang)["rows"]
         v2 = module.agreement(rows, "rules-v2", "spacy")
@@ -420,12 +420,13 @@ FROZEN_RULES_DIGEST = "43f9c8cad0bb150a0d10eadeceea4864cd6c1a565e4c37b607da1b85e
 @pytest.mark.spacy
 def test_rules_v2_noun_lexicons_are_the_measured_ones():
     """rules-v2's two noun lexicons are exactly what benchmarks/phrase_v2_lexicon.py measures with the model
-    (synthetic queries, not the evaluation texts). Catches: words added or dropped by hand, a stale lexicon."""
+    (three draws of synthetic queries, not the evaluation texts; majority vote). Catches: words added or dropped
+    by hand, a stale lexicon, a single draw's list in place of the majority."""
     spec = importlib.util.spec_from_file_location(
         "phrase_v2_lexicon", ROOT / "benchmarks/phrase_v2_lexicon.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    before, after = module.join_counts(seg._load_spacy(_english_model()), module.synthetic_queries())
-    assert frozenset(module.breaking_nouns(before)) == seg._V2_VERB_AFTER_NOUN
-    assert frozenset(module.breaking_nouns(after)) == seg._V2_CHUNK_FINAL_NOUNS
+    verb_after, chunk_final = module.lexicons(seg._load_spacy(_english_model()))
+    assert verb_after == seg._V2_VERB_AFTER_NOUN
+    assert chunk_final == seg._V2_CHUNK_FINAL_NOUNS
