@@ -36,10 +36,12 @@ from ospo_gym.segment import FUNCTION_WORDS, phrase_spans
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
 RESULTS = ROOT / "results" / "phrase_agreement.json"
-LANGUAGES = ("en", "es", "ja")
+LANGUAGES = ("en", "en_esci", "es", "ja")  # en_esci: drawn by benchmarks/phrase_synthetic_texts.py
 RULES_BACKENDS = ("rules", "rules-v2")
 REFERENCES = ("spacy", "spacy-released")
 HELD_OUT_BUCKETS = 3  # of 10
+# phrase_eval_en_esci.txt: how many texts of each source, in file order (benchmarks/phrase_synthetic_texts.py)
+ESCI_SOURCES = (("queries", 240), ("titles", 130), ("descriptions", 130))
 
 
 def load_texts(lang: str) -> list[str]:
@@ -79,25 +81,25 @@ def write_reference(model: str) -> None:
         "spacy_version": spacy.__version__,
     }
     # How stable spaCy's own phrases are under edits that should not change them: a ceiling for any imitation.
-    english = load_texts("en")
     edits = {
         "first letter capitalised": lambda t: t[:1].upper() + t[1:],
         "trailing period": lambda t: t + ".",
     }
-    meta["spacy_self_agreement_en"] = {
-        name: round(
-            float(
-                np.mean(
-                    [
-                        jaccard(phrases(t, f"spacy:{model}"), _no_period(phrases(edit(t), f"spacy:{model}")))
-                        for t in english
-                    ]
-                )
-            ),
-            4,
-        )
-        for name, edit in edits.items()
-    }
+    for english in ("en", "en_esci"):
+        meta[f"spacy_self_agreement_{english}"] = {
+            name: round(
+                float(
+                    np.mean(
+                        [
+                            jaccard(phrases(t, f"spacy:{model}"), _no_period(phrases(edit(t), f"spacy:{model}")))
+                            for t in load_texts(english)
+                        ]
+                    )
+                ),
+                4,
+            )
+            for name, edit in edits.items()
+        }
     for lang in LANGUAGES:
         rows = [
             {
@@ -169,6 +171,24 @@ def by_kind(rows: list[dict], candidate: str, reference: str) -> dict:
     return out
 
 
+def by_source(rows: list[dict], candidate: str, reference: str) -> dict:
+    """Mean Jaccard per source of the ESCI-synthetic texts (queries, titles, descriptions: the file holds them in
+    that order, ``ESCI_SOURCES`` many of each), over all and over the held-out rows."""
+    out, start = {}, 0
+    for source, n in ESCI_SOURCES:
+        picked = rows[start : start + n]
+        start += n
+        scores = np.array([jaccard(phrases(row["text"], candidate), row[reference]) for row in picked])
+        held = np.array([row["held_out"] for row in picked], dtype=bool)
+        out[source] = {
+            "n": len(picked),
+            "jaccard": round(float(scores.mean()), 4),
+            "n_held_out": int(held.sum()),
+            "jaccard_held_out": round(float(scores[held].mean()), 4),
+        }
+    return out
+
+
 def agreement(rows: list[dict], candidate: str, reference: str) -> dict:
     """Mean Jaccard and exact-match rate of ``candidate`` (a backend, or a reference key) against ``reference``,
     over all rows and over the train / held-out rows."""
@@ -206,6 +226,10 @@ def report() -> dict:
         per_lang["spacy-released vs spacy"] = agreement(rows, "spacy-released", "spacy")
         if lang == "en":
             results["en_by_kind"] = {f"{b} vs spacy": by_kind(rows, b, "spacy") for b in RULES_BACKENDS}
+        if lang == "en_esci":
+            results["en_esci_by_source"] = {
+                f"{b} vs spacy": by_source(rows, b, "spacy") for b in RULES_BACKENDS
+            }
         hand = load_hand_reference(lang)
         if hand is not None:
             rows = [{**row, "hand": phrases} for row, phrases in zip(rows, hand, strict=True)]
@@ -224,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         write_reference(args.write_reference)
     results = report()
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    for name, sources in results["en_esci_by_source"].items():
+        print(
+            f"en_esci  {name:23s} by source: "
+            + "  ".join(f"{k} J={v['jaccard']} held-out J={v['jaccard_held_out']}" for k, v in sources.items())
+        )
     for name, kinds in results["en_by_kind"].items():
         print(
             f"en  {name:28s} by kind: "

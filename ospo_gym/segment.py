@@ -388,6 +388,10 @@ _V2_VERBS = frozenset(
     """.split()
 )
 _V2_ADVERBS = frozenset("extra super ultra really pretty quite fairly".split())
+# Closed-class words outside FUNCTION_WORDS (which `rules` shares and must keep) that en_core_web_sm tags as a
+# conjunction between noun phrases: "plus" was CCONJ, outside every chunk, in 597 of 600 synthetic queries
+# "... earbuds plus" (benchmarks/phrase_v2_lexicon.py vocabulary, not the evaluation texts).
+_V2_CONJUNCTIONS = frozenset({"plus"})
 _V2_ADJECTIVES = frozenset(
     """
     red blue green yellow black white grey gray pink purple orange brown beige navy cream gold silver rose
@@ -430,12 +434,13 @@ _V2_GERUND_COMPOUNDS = frozenset(
 _V2_COMPOUND_ADJECTIVE_HEADS = frozenset(
     "free safe proof resistant washable friendly ready compatible approved certified".split()
 )
-# Nouns where en_core_web_sm breaks a bare noun compound, measured by benchmarks/phrase_v2_lexicon.py on 6000
-# synthetic keyword queries from its own hand-written vocabulary (never the evaluation texts): words rules-v2
-# tags as nouns that spaCy parsed as not joined to the word before (read as a verb: "laptop | stand") or to
-# the word after ("winter gloves | touchscreen women") in at least half of their 20+ occurrences.
-_V2_VERB_AFTER_NOUN = frozenset("saw mop non shorts led set stand".split())
-_V2_CHUNK_FINAL_NOUNS = frozenset("gloves leggings led socks mop speaker face kettle rack".split())
+# Nouns where en_core_web_sm breaks a bare noun compound, measured by benchmarks/phrase_v2_lexicon.py on three
+# draws of 6000 synthetic keyword queries from its own hand-written vocabulary (never the evaluation texts):
+# words rules-v2 tags as nouns that spaCy parsed as not joined to the word before (read as a verb: "laptop |
+# stand") or to the word after ("winter gloves | touchscreen women") in at least half of their 20+ occurrences,
+# in at least two of the three draws (one draw's chunk-final list depends on the draw).
+_V2_VERB_AFTER_NOUN = frozenset("led mop non saw set shorts stand".split())
+_V2_CHUNK_FINAL_NOUNS = frozenset("face gloves led leggings rack set".split())
 _V2_SPACY_UNITS = frozenset("km m cm mm dm yd in ft kg g mg t lb oz mph mb kb gb tb".split())
 _V2_CLITICS = ("n't", "'s", "'m", "'re", "'ve", "'d", "'ll")
 _V2_DIGIT_UNIT = re.compile(r"(\d+)([a-z]+)")
@@ -449,7 +454,7 @@ def _v2_tag(word: str, previous: str | None) -> int:
         return _PREF
     if word in _V2_DETERMINERS:
         return _DET
-    if word in FUNCTION_WORDS:
+    if word in FUNCTION_WORDS or word in _V2_CONJUNCTIONS:
         return _FUNC
     if word[0].isdigit():
         # A number, or a number and a unit that spaCy splits off ("44mm" = 44 + mm); "4k", "20000mah" are nouns.
@@ -605,8 +610,9 @@ def _v2_trim_to_noun(tags: list[int], first: int, stop: int) -> tuple[int, int]:
 def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Candidate phrases of the rules-v2 backend as character spans: starts (C,), ends (C,).
 
-    Noun chunks of 2–5 spaCy-like tokens: a longer one is cut at an adjective after a noun, only as often as it
-    takes to leave a last piece of at most 5 tokens, and any piece still too long is dropped, not split evenly;
+    Noun chunks of 2–5 spaCy-like tokens: a longer one is cut at an adjective after a noun (never one that would
+    leave a piece of one token before it), only as often as it takes to leave a last piece of at most 5 tokens,
+    and any piece still too long is dropped, not split evenly;
     the span from an adjective inside a chunk to the chunk's end (spaCy's ADJ→NOUN spans) is a candidate too.
     Preference windows: the verb and the words after it up to 6 tokens (a word is never cut), ending before
     punctuation or a hyphenated word (spaCy splits it at the hyphen, a punctuation token), kept with at least 3.
@@ -625,12 +631,16 @@ def _rules_v2_candidates(text: str) -> tuple[np.ndarray, np.ndarray]:
             continue
         # Too long for one chunk: spaCy parses an adjective after a noun as the start of an apposition
         # ("coffee beans | whole bean dark roast"); each piece ends at its last noun.
-        # Cut only as often as needed: at the first such adjective while the rest is still too long.
+        # Cut only as often as needed: at the first such adjective while the rest is still too long, and only
+        # after a piece of 2+ tokens: one noun before an adjective is no apposition, and spaCy drops the whole
+        # 6-token chunk ("brandname | purple plastic dog collar lite" is no chunk there).
         cuts = [j for j in range(a + 1, b) if tags[j] == _ADJ and tags[j - 1] in (_NOUN, _PART)]
         lo = a
         for cut in cuts:
             if cumulative[b] - cumulative[lo] <= MAX_GROUP_WORDS:
                 break
+            if cumulative[cut] - cumulative[lo] < MIN_GROUP_WORDS:
+                continue
             chunks.append(_v2_trim_to_noun(tags, lo, cut))
             lo = cut
         chunks.append(_v2_trim_to_noun(tags, lo, b))

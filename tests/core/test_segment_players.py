@@ -220,7 +220,7 @@ def test_committed_reference_is_what_the_model_gives():
     """The committed reference phrases equal a fresh run of both spaCy backends.
     Catches: a reference edited by hand or left stale after a change to either spaCy backend."""
     model = _english_model()
-    for lang in ("en", "es", "ja"):
+    for lang in ("en", "en_esci", "es", "ja"):
         rows = json.loads((ROOT / f"benchmarks/data/phrase_reference_{lang}.json").read_text("utf-8"))["rows"]
         for row in rows:
             text = row["text"]
@@ -265,12 +265,16 @@ def test_committed_reference_is_what_the_model_gives():
         ("water resistant quilted jacket", ["water resistant quilted jacket"]),  # "-ed" after an adjective
         ("monitor stand adjustable height", ["adjustable height"]),  # "stand": the parser's verb
         ("ski gloves fleece lining", ["ski gloves", "fleece lining"]),  # "gloves" ends its chunk
+        ("hiking boots plus laces", ["hiking boots"]),  # "plus" is a conjunction, no chunk member
+        # 6 tokens: no cut that leaves a lone first noun; the next adjective after a noun is cut at instead
+        ("zentro purple plastic dog collar compact", ["zentro purple plastic dog collar"]),
     ],
 )
 def test_rules_v2_cases(text, expected):
     """Catches: determiners left out, verbs read as nouns, long chunks split instead of dropped, word counts
-    instead of spaCy token counts, a decimal point taken for a break, the trailing-adjective, unit, gerund and
-    noun-lexicon rules lost or applied too widely (texts written for the test, not from the evaluation set)."""
+    instead of spaCy token counts, a decimal point taken for a break, the trailing-adjective, unit, gerund,
+    conjunction, long-chunk-cut and noun-lexicon rules lost or applied too widely (texts written for the test,
+    not from the evaluation set)."""
     assert texts(text, phrase_spans(text, backend="rules-v2")) == expected
 
 
@@ -346,22 +350,40 @@ def test_committed_agreement_results_are_reproduced():
     assert _agreement().report() == committed
 
 
+def test_the_esci_synthetic_texts_are_the_generated_ones():
+    """benchmarks/data/phrase_eval_en_esci.txt is what benchmarks/phrase_synthetic_texts.py draws from the
+    synthetic catalog, in the source order the agreement report assumes. Catches: texts edited or picked by hand
+    (the set is meant to be drawn without choice), a stale file after a generator change, source counts that no
+    longer match the file."""
+    spec = importlib.util.spec_from_file_location(
+        "phrase_synthetic_texts", ROOT / "benchmarks/phrase_synthetic_texts.py"
+    )
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    drawn = generator.synthetic_texts()
+    assert _agreement().load_texts("en_esci") == drawn and len(set(drawn)) == len(drawn) == 500
+    counts = (generator.N_QUERIES, generator.N_TITLES, generator.N_DESCRIPTIONS)
+    assert tuple(n for _, n in _agreement().ESCI_SOURCES) == counts
+
+
 def test_rules_v2_agreement_floor():
     """rules-v2 agrees with spaCy's phrases (our corrected 'spacy' backend) on the English set at least as well as
-    committed, on the tuning texts and on the held-out ones, and clearly better than rules. The issue asked for 0.85;
-    rules-v2 reaches 0.747 (0.773 train, 0.681 held-out; benchmarks/RESULTS.md). Catches: a change that loses
-    agreement."""
+    committed, on the tuning texts and on the held-out ones, and clearly better than rules, on the hand-written set
+    and on the ESCI-synthetic one. The issue asked for 0.85; rules-v2 reaches 0.753 (0.781 train, 0.681 held-out)
+    and 0.631 (0.632 / 0.629) there (benchmarks/RESULTS.md). Catches: a change that loses agreement."""
     module = _agreement()
-    rows = module.load_reference("en")["rows"]
-    v2 = module.agreement(rows, "rules-v2", "spacy")
-    rules = module.agreement(rows, "rules", "spacy")
-    assert (
-        v2["all"]["jaccard"] >= 0.74
-        and v2["train"]["jaccard"] >= 0.765
-        and v2["held_out"]["jaccard"] >= 0.675
-    )
-    assert v2["all"]["jaccard"] >= rules["all"]["jaccard"] + 0.1
-    assert v2["held_out"]["jaccard"] > rules["held_out"]["jaccard"]
+    floors = {"en": (0.745, 0.775, 0.675), "en_esci": (0.625, 0.625, 0.62)}
+    for lang, (all_floor, train_floor, held_out_floor) in floors.items():
+        rows = module.load_reference(lang)["rows"]
+        v2 = module.agreement(rows, "rules-v2", "spacy")
+        rules = module.agreement(rows, "rules", "spacy")
+        assert (
+            v2["all"]["jaccard"] >= all_floor
+            and v2["train"]["jaccard"] >= train_floor
+            and v2["held_out"]["jaccard"] >= held_out_floor
+        ), lang
+        assert v2["all"]["jaccard"] >= rules["all"]["jaccard"] + 0.1, lang
+        assert v2["held_out"]["jaccard"] > rules["held_out"]["jaccard"], lang
 
 
 def test_the_rules_backend_is_frozen():
@@ -398,12 +420,13 @@ FROZEN_RULES_DIGEST = "43f9c8cad0bb150a0d10eadeceea4864cd6c1a565e4c37b607da1b85e
 @pytest.mark.spacy
 def test_rules_v2_noun_lexicons_are_the_measured_ones():
     """rules-v2's two noun lexicons are exactly what benchmarks/phrase_v2_lexicon.py measures with the model
-    (synthetic queries, not the evaluation texts). Catches: words added or dropped by hand, a stale lexicon."""
+    (three draws of synthetic queries, not the evaluation texts; majority vote). Catches: words added or dropped
+    by hand, a stale lexicon, a single draw's list in place of the majority."""
     spec = importlib.util.spec_from_file_location(
         "phrase_v2_lexicon", ROOT / "benchmarks/phrase_v2_lexicon.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    before, after = module.join_counts(seg._load_spacy(_english_model()), module.synthetic_queries())
-    assert frozenset(module.breaking_nouns(before)) == seg._V2_VERB_AFTER_NOUN
-    assert frozenset(module.breaking_nouns(after)) == seg._V2_CHUNK_FINAL_NOUNS
+    verb_after, chunk_final = module.lexicons(seg._load_spacy(_english_model()))
+    assert verb_after == seg._V2_VERB_AFTER_NOUN
+    assert chunk_final == seg._V2_CHUNK_FINAL_NOUNS
