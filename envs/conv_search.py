@@ -33,6 +33,7 @@ from ospo_gym.envs.shopper import (
     ShopperTask,
     advance,
     esci_task,
+    hm_task,
     make_shopper,
     synthetic_task,
     turn_kind,
@@ -44,6 +45,8 @@ from ospo_gym.spaces import UnicodeText
 from ospo_gym.turn_oracle import ReplayTurn, TurnOracle
 
 MAX_TURNS = 64
+DATASETS = ("esci", "hm")
+"""The data files ``data_dir`` may hold (``dataset=``)."""
 MAX_EXACT_TURNS = 8
 """``exact_credit=True`` allows at most this many turns: exact turn credit replays all ``2**turns`` coalitions."""
 MAX_TARGETS = 10**5
@@ -71,7 +74,11 @@ class ConvSearchEnv(gym.Env[str, str]):
 
     Data: a generated catalog in the ESCI schema (:mod:`ospo_gym.data.synthetic_catalog`), or with ``data_dir``
     the ESCI files (:func:`ospo_gym.data.esci.load_esci`): the opening is a real query, the target its first Exact
-    product, the hidden attributes its ``product_brand`` and ``product_color``, the gains its judgements.
+    product, the hidden attributes its ``product_brand`` and ``product_color``, the gains its judgements; or, with
+    ``dataset="hm"``, the H&M files (:func:`ospo_gym.data.hm.load_hm`): the target is a customer's first purchase
+    of the target window, the opening names its product type, the hidden attributes are its colour group,
+    graphical appearance and index group (``color``, ``pattern``, ``section``), the gains as for the generated
+    catalog.
 
     ## Action Space
     ``UnicodeText``: one turn of the policy, cut to ``max_turn_chars`` characters.
@@ -106,9 +113,10 @@ class ConvSearchEnv(gym.Env[str, str]):
       :meth:`ground_truth_credit` (exact two-level Owen over segments, at most 16 segments) are available.
     * ``num_products=2000``, ``num_targets=100`` (at most 100,000), ``title_noise=0.1``, ``seed=0``: the
       generated catalog, the targets and the shopper's noise.
-    * ``data_dir=None`` (a folder with the ESCI parquet files), ``locale="us"``, ``cache_dir=None``,
-      ``use_cache=True``: the ESCI data path (queries of both splits with an Exact product; ``num_products`` and
-      ``title_noise`` are then unused). H&M data is not supported yet.
+    * ``data_dir=None`` (a folder with the ESCI parquet files, or the H&M CSV files), ``dataset="esci"`` (or
+      ``"hm"``), ``locale="us"`` (ESCI), ``cache_dir=None``, ``use_cache=True``: the data path (ESCI: queries of
+      both splits with an Exact product; H&M: the customers of ``load_hm``'s test window; ``num_products`` and
+      ``title_noise`` are then unused).
     * ``retriever="bm25"`` (or another name or factory of :func:`~ospo_gym.retrieval.make_retriever`),
       ``retriever_kwargs``; ``segmentation="word"`` (the oracle's players within a turn),
       ``segmentation_backend="rules"``, ``max_turn_chars=1000`` (1 to 10**6), ``render_mode=None`` or ``"ansi"``.
@@ -146,6 +154,7 @@ class ConvSearchEnv(gym.Env[str, str]):
         title_noise: float = 0.1,
         seed: int = 0,
         data_dir: str | os.PathLike | None = None,
+        dataset: str = "esci",
         locale: str = "us",
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
@@ -173,10 +182,14 @@ class ConvSearchEnv(gym.Env[str, str]):
         if relevance not in RELEVANCE_GAINS:
             raise ValueError(f"unknown relevance {relevance!r}; expected one of {sorted(RELEVANCE_GAINS)}")
         check_retriever(retriever)
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS} (the files in data_dir)")
         rng = np.random.default_rng([seed, 0])
         if data_dir is None:
             config = CatalogConfig(num_products=num_products, num_queries=1, title_noise=title_noise, seed=seed, test_fraction=0.0)
             self.task: ShopperTask = synthetic_task(config, num_targets, relevance, rng)
+        elif dataset == "hm":
+            self.task = hm_task(data_dir, num_targets, relevance, rng, cache_dir=cache_dir, use_cache=use_cache)
         else:
             self.task = esci_task(data_dir, num_targets, relevance, rng, locale=locale, cache_dir=cache_dir, use_cache=use_cache)
         check_knob(

@@ -28,9 +28,17 @@ ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {
     "brand": ("brand", "brands", "make", "maker", "label", "manufacturer"),
     "color": ("color", "colour", "colors", "colours", "shade"),
     "material": ("material", "materials", "fabric", "made"),
+    "pattern": ("pattern", "patterns", "print", "design", "look"),
+    "section": ("section", "department", "range", "collection", "who"),
 }
-_STATED = {"brand": "The brand is {}.", "color": "The colour is {}.", "material": "It is made of {}."}
-_NONE_OF = {"brand": "None of these are by {}.", "color": "None of these are {}.", "material": "None of these are made of {}."}
+_STATED = {
+    "brand": "The brand is {}.", "color": "The colour is {}.", "material": "It is made of {}.",
+    "pattern": "The pattern is {}.", "section": "It is from {}.",
+}  # fmt: skip
+_NONE_OF = {
+    "brand": "None of these are by {}.", "color": "None of these are {}.", "material": "None of these are made of {}.",
+    "pattern": "None of these are {}.", "section": "None of these are from {}.",
+}  # fmt: skip
 FOUND_REPLY = "That's it, thank you!"
 NOTHING_REPLY = "Nothing came up."
 NOT_QUITE_REPLY = "Not quite what I want."
@@ -92,6 +100,26 @@ class ShopperTask:
         return ndcg_at_k(ranked, ideal, k)
 
 
+def type_gains(
+    types: np.ndarray, values: dict[str, np.ndarray], targets: np.ndarray, relevance: str
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per target, the products with a positive gain (sorted (P,) int64) and their gains ((P,) float64): an
+    exact match (the target's type and every attribute in ``values``) gains 1, another product of its type
+    ``RELEVANCE_GAINS[relevance][1]``. ``types`` (N,) and each ``values[a]`` (N,) are per product."""
+    exact_gain, same_type_gain = RELEVANCE_GAINS[relevance]
+    relevant, gains = [], []
+    for target in targets:
+        same_type = types == types[target]
+        exact = same_type.copy()
+        for a in values:
+            exact &= values[a] == values[a][target]
+        gain = np.where(exact, exact_gain, np.where(same_type, same_type_gain, 0.0))
+        rows = np.flatnonzero(gain > 0)
+        relevant.append(rows.astype(np.int64))
+        gains.append(gain[rows])
+    return relevant, gains
+
+
 def synthetic_task(config: CatalogConfig, num_targets: int, relevance: str, rng: np.random.Generator) -> ShopperTask:
     """A task over the generated ESCI-schema catalog: ``num_targets`` distinct products drawn by ``rng`` are the
     hidden targets; the opening names the target's type; exact matches (type and every attribute) have gain 1,
@@ -103,17 +131,7 @@ def synthetic_task(config: CatalogConfig, num_targets: int, relevance: str, rng:
     values = {a: np.searchsorted(np.array(vocab[a], dtype=object), table[a].to_numpy()).astype(np.int64) for a in attributes}
     types = table["type"].to_numpy()
     targets = np.sort(rng.choice(len(products), size=min(num_targets, len(products)), replace=False)).astype(np.int64)
-    exact_gain, same_type_gain = RELEVANCE_GAINS[relevance]
-    relevant, gains = [], []
-    for target in targets:
-        same_type = types == types[target]
-        exact = same_type.copy()
-        for a in attributes:
-            exact &= values[a] == values[a][target]
-        gain = np.where(exact, exact_gain, np.where(same_type, same_type_gain, 0.0))
-        rows = np.flatnonzero(gain > 0)
-        relevant.append(rows.astype(np.int64))
-        gains.append(gain[rows])
+    relevant, gains = type_gains(types, values, targets, relevance)
     openings = [f"I'm looking for {types[t]}." for t in targets]
     return ShopperTask(catalog_texts(products), attributes, vocab, values, targets, openings, relevant, gains)
 
@@ -166,6 +184,54 @@ def esci_task(
         gains.append(gain[keep][order])
         openings.append(f"I'm looking for {data.queries[q]}.")
     return ShopperTask(list(data.texts), attributes, vocab, values, np.array(targets, dtype=np.int64), openings, relevant, gains)
+
+
+HM_ATTRIBUTES = {"color": "colour_group_name", "pattern": "graphical_appearance_name", "section": "index_group_name"}
+"""The shopper's hidden attributes of an H&M article and the ``articles.csv`` columns they come from."""
+
+
+def _value_index(words: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+    """The sorted vocabulary of ``words`` (N,) (object, "" for unknown) and each one's (N,) int64 index (-1)."""
+    known = words != ""
+    vocab = tuple(sorted(set(words[known])))
+    index = np.full(len(words), -1, dtype=np.int64)
+    index[known] = np.searchsorted(np.array(vocab, dtype=object), words[known])
+    return vocab, index
+
+
+def hm_task(
+    data_dir: str | os.PathLike | None, num_targets: int, relevance: str, rng: np.random.Generator, **load_kwargs
+) -> ShopperTask:
+    """A task over the H&M files (:func:`ospo_gym.data.hm.load_hm`, ``split="test"`` by default): a seeded sample of
+    ``num_targets`` customers; each one's hidden target is the first article they bought in the target window, the
+    opening names its ``product_type_name``, the hidden attributes are its colour group, graphical appearance and
+    index group (:data:`HM_ATTRIBUTES`; empty: unknown to the shopper), and the gains are those of the generated
+    catalog — 1 for an article of the target's type with every hidden attribute equal, ``RELEVANCE_GAINS[relevance][1]``
+    for another article of its type."""
+    from ospo_gym.data.hm import load_hm
+    from ospo_gym.data.hm_files import ARTICLES_FILE, read_articles
+
+    data = load_hm(data_dir, **{"split": "test", **load_kwargs})
+    folder = Path(data.info["folder"])
+    table, ids, _ = read_articles(folder / ARTICLES_FILE, tuple(HM_ATTRIBUTES.values()))
+    row_of = {a: i for i, a in enumerate(ids.to_pylist())}
+    order = np.array([row_of[a] for a in data.article_ids], dtype=np.int64)  # table rows in catalog order
+
+    def column(name: str) -> np.ndarray:
+        values = table.column(name).to_pylist()
+        return np.array([(values[i] or "").strip().lower() for i in order], dtype=object)
+
+    attributes = tuple(HM_ATTRIBUTES)
+    vocab, values = {}, {}
+    for a, name in HM_ATTRIBUTES.items():
+        vocab[a], values[a] = _value_index(column(name))
+    types = column("product_type_name")
+    firsts = data.pool_docs[data.pool_offsets[:-1]]  # each pool lists its customer's targets first
+    customers = np.sort(rng.choice(len(firsts), size=min(num_targets, len(firsts)), replace=False))
+    targets = firsts[customers].astype(np.int64)
+    relevant, gains = type_gains(types, values, targets, relevance)
+    openings = [f"I'm looking for {types[t] or 'something'}." for t in targets]
+    return ShopperTask(list(data.texts), attributes, vocab, values, targets, openings, relevant, gains)
 
 
 @dataclass(frozen=True)

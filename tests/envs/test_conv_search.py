@@ -9,7 +9,7 @@ import pickle
 import gymnasium as gym
 import numpy as np
 import pytest
-from fixtures_real import esci_dir, scratch_dir
+from fixtures_real import esci_dir, hm_dir, scratch_dir
 from gymnasium.utils.env_checker import check_env
 
 import ospo_gym
@@ -74,8 +74,10 @@ def test_check_env():
     check_env(make().unwrapped, skip_render_check=True)
 
 
-def test_check_env_on_esci_files():
-    env = make(data_dir=str(esci_dir()), cache_dir=str(scratch_dir() / "cache"))
+@pytest.mark.parametrize("dataset", ["esci", "hm"])
+def test_check_env_on_data_files(dataset):
+    folder = esci_dir() if dataset == "esci" else hm_dir()
+    env = make(data_dir=str(folder), dataset=dataset, cache_dir=str(scratch_dir() / "cache"))
     check_env(env.unwrapped, skip_render_check=True)
 
 
@@ -384,6 +386,36 @@ def test_esci_files_give_real_queries_targets_and_judgements():
         steps = play(env, prompt_id, ["ask: brand?", query, "ask: colour?"])
         turns, total = steps[-1][4]["turns"], steps[-1][4]["return"]
         assert env.oracle.turn_values(prompt_id, turns, [tuple(range(len(turns)))])[0] == total
+
+
+def test_hm_files_give_purchased_targets_and_their_attributes():
+    import pandas as pd
+
+    from ospo_gym.data.hm import load_hm
+
+    env = make(data_dir=str(hm_dir()), dataset="hm", cache_dir=str(scratch_dir() / "cache"), num_targets=6).unwrapped
+    data = load_hm(hm_dir(), split="test", cache_dir=scratch_dir() / "cache")
+    articles = pd.read_csv(hm_dir() / "articles.csv", dtype=str).set_index("article_id")
+    assert env.task.attributes == ("color", "pattern", "section") and len(env.prompt_ids) == 6
+    firsts = set(data.pool_docs[data.pool_offsets[:-1]].tolist())
+    for prompt_id in env.prompt_ids:
+        target = int(env.task.targets[prompt_id])
+        assert target in firsts  # a customer's first purchase of the test window
+        row = articles.loc[data.article_ids[target]]
+        assert env.task.openings[prompt_id] == f"I'm looking for {row['product_type_name'].lower()}."
+        for a, column in (("color", "colour_group_name"), ("pattern", "graphical_appearance_name"), ("section", "index_group_name")):
+            assert env.task.vocab[a][env.task.product_values[a][target]] == row[column].lower()
+        relevant = env.task.relevant[prompt_id]
+        assert target in relevant and env.task.gains[prompt_id][list(relevant).index(target)] == 1.0
+        same_type = [i for i in range(len(data.article_ids))
+                     if articles.loc[data.article_ids[i], "product_type_name"] == row["product_type_name"]]  # fmt: skip
+        assert sorted(relevant.tolist()) == same_type  # every article of its type, and only those, gains
+        steps = play(env, prompt_id, ["ask: what colour?", "ask: which pattern?", data.texts[target]])
+        assert "colour is" in steps[0][0] and "pattern is" in steps[1][0]
+        turns, total = steps[-1][4]["turns"], steps[-1][4]["return"]
+        assert env.oracle.turn_values(prompt_id, turns, [tuple(range(len(turns)))])[0] == total
+    with pytest.raises(ValueError, match="unknown dataset 'kaggle'"):
+        make(data_dir=str(hm_dir()), dataset="kaggle")
 
 
 ODD_TURNS = [
