@@ -112,7 +112,6 @@ def test_bad_input_exits_2_without_traceback(args, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["credit"], "is single-turn: give the completion with --text"),
         (["credit", "--text", "x", "--w-max", "x"], "argument --w-max: invalid int value: 'x'"),
         (["nope"], "invalid choice: 'nope'"),
         ([], "the following arguments are required: command"),
