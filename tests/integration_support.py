@@ -53,3 +53,17 @@ def scripted_client(vf: Any, answer: Callable[[list[Any]], str]) -> Any:
             return None
 
     return Scripted(None)
+
+
+def conv_episode(env: Any, prompt_id: int, turns: list[str]) -> tuple[list[str], float]:
+    """The Gymnasium episode of ``turns`` on a ConvSearch env (``env.unwrapped``), stopped at its end: the
+    shopper's replies (one per turn played) and the return — what every trainer adapter must reproduce."""
+    env.reset(options={"prompt_id": prompt_id})
+    replies, total = [], 0.0
+    for turn in turns:
+        transcript, reward, terminated, _, _ = env.step(turn)
+        replies.append(transcript.rsplit("\nshopper: ", 1)[1])
+        total += reward
+        if terminated:
+            break
+    return replies, total

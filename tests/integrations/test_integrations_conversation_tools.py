@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from integration_support import conv_episode
 
 import ospo_gym  # noqa: F401
 from ospo_gym.integrations.conversation_tools import ENDED_REPLY, conv_search_dataset, conv_search_tools
@@ -22,18 +23,9 @@ def factory():
     return conv_search_tools("ospo/ConvSearch-v0", env_kwargs=ENV_KWARGS)
 
 
-def gym_episode(turns, **overrides):
+def gym_episode(turns, prompt_id=3, **overrides):
     """Replies and return of ``turns`` stepped in a fresh Gymnasium env (stopping at the episode's end)."""
-    env = gym.make("ospo/ConvSearch-v0", **{**ENV_KWARGS, **overrides}).unwrapped
-    env.reset(options={"prompt_id": 3})
-    replies, total = [], 0.0
-    for turn in turns:
-        transcript, reward, terminated, _, _ = env.step(turn)
-        replies.append(transcript.rsplit("\nshopper: ", 1)[1])
-        total += reward
-        if terminated:
-            break
-    return replies, total
+    return conv_episode(gym.make("ospo/ConvSearch-v0", **{**ENV_KWARGS, **overrides}).unwrapped, prompt_id, turns)
 
 
 def test_tool_calls_are_the_envs_turns_and_the_reward_its_return(factory):
@@ -155,19 +147,7 @@ def test_trl_grpo_trainer_plays_the_tool_calls_in_the_env(tmp_path, factory):
     trainer.train()
     logged = trainer.state.log_history[0]
     assert float(logged["tools/call_frequency"]) > 0 and float(logged["tools/failure_frequency"]) == 0
-    returns = [gym_episode_for(p, [title_of[env.prompt(p).removeprefix("shopper: ")]]) for p in ids]
+    returns = [gym_episode([title_of[env.prompt(p).removeprefix("shopper: ")]], p)[1] for p in ids]
     assert min(returns) > 0.5  # the titles find their targets
     assert float(logged["rewards/ConvSearchTools/mean"]) == pytest.approx(np.mean(returns), abs=1e-3)
     assert sum("<tool_call>" in c for c in calls) == 4 and sum(c.startswith("Done") for c in calls) == 4
-
-
-def gym_episode_for(prompt_id, turns):
-    env = gym.make("ospo/ConvSearch-v0", **ENV_KWARGS).unwrapped
-    env.reset(options={"prompt_id": prompt_id})
-    total = 0.0
-    for turn in turns:
-        _, reward, terminated, _, _ = env.step(turn)
-        total += reward
-        if terminated:
-            break
-    return total

@@ -11,7 +11,7 @@ import importlib.util
 
 import gymnasium as gym
 import pytest
-from integration_support import scripted_client
+from integration_support import conv_episode, scripted_client
 
 import ospo_gym  # noqa: F401
 
@@ -58,16 +58,8 @@ def script(env, prompt_id, find):
 
 def played(env, prompt_id, find):
     """What the Gymnasium env gives for ``script``: the turns taken, the shopper's replies and the return."""
-    env.reset(options={"prompt_id": prompt_id})
-    turns, replies, total = [], [], 0.0
-    for text in script(env, prompt_id, find):
-        transcript, reward, terminated, _, _ = env.step(text)
-        turns.append(text)
-        replies.append(transcript.rsplit("\nshopper: ", 1)[1])
-        total += reward
-        if terminated:
-            break
-    return turns, replies, total
+    replies, total = conv_episode(env, prompt_id, script(env, prompt_id, find))
+    return script(env, prompt_id, find)[: len(replies)], replies, total
 
 
 def test_load_environment_gives_a_multi_turn_env_of_the_targets(integration, vf, gym_env, distinct):

@@ -13,6 +13,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from integration_support import conv_episode
 
 import ospo_gym  # noqa: F401
 
@@ -81,18 +82,6 @@ def make_loop(module, tokenizer, server, response_length=600):
     )  # fmt: skip
 
 
-def episode(env, prompt_id, turns):
-    env.reset(options={"prompt_id": prompt_id})
-    replies, total = [], 0.0
-    for turn in turns:
-        transcript, reward, terminated, _, _ = env.step(turn)
-        replies.append(transcript.rsplit("\nshopper: ", 1)[1])
-        total += reward
-        if terminated:
-            break
-    return replies, total
-
-
 def run(module, tokenizer, gym_env, prompt_id, turns, **loop_kwargs):
     server = ScriptedServer(tokenizer, turns)
     row = module.conv_search_dataset(gym_env, prompt_ids=[prompt_id]).iloc[0]
@@ -109,7 +98,7 @@ def test_a_sample_is_the_gym_episode_with_the_policy_tokens_masked_in(module, to
     title = gym_env.task.texts[gym_env.task.targets[2]]
     turns = ["ask: what colour?", title if found else "zzz qqq", "blue"]
     out, server = run(module, tokenizer, gym_env, 2, turns)
-    replies, total = episode(gym_env, 2, turns)
+    replies, total = conv_episode(gym_env, 2, turns)
     played = len(replies)
     assert played == (2 if found else 3) and server.calls == played  # the env's end stops the generation
     assert out.reward_score == pytest.approx(total, abs=1e-12)
@@ -129,7 +118,7 @@ def test_a_spent_response_budget_ends_the_episode_and_scores_what_was_played(mod
     out, server = run(module, tokenizer, gym_env, 2, [words, "ask: which brand?", "x"], response_length=4)
     assert server.calls == 1 and len(out.response_ids) <= 4
     env = gym.make("ospo/ConvSearch-v0", **{**ENV_KWARGS, "max_turns": 1}).unwrapped
-    assert out.reward_score == pytest.approx(episode(env, 2, [words])[1], abs=1e-12)  # as if the episode ended
+    assert out.reward_score == pytest.approx(conv_episode(env, 2, [words])[1], abs=1e-12)  # as if the episode ended
 
 
 def test_dataset_yaml_and_bad_input(module, gym_env, tokenizer, tmp_path):
