@@ -59,6 +59,25 @@ class RolloutBackend:
             stop_early=not self.sharded,  # FSDP2: every rank runs the same number of (collective) forwards
         )
 
+    def sample_formatted(self, prompts: Sequence[str], seed: int, row_ids: Sequence[int]) -> Rollout:
+        """One generation per prompt already rendered through the chat template (a turn of a multi-turn
+        conversation); row ``b``'s draws are keyed by ``row_ids[b]``, its episode's global row."""
+        config = self.config
+        if config.rollout == "vllm":
+            raise ValueError("rollout='vllm' does not sample multi-turn conversations yet; use rollout='hf'")
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=seed,
+            row_ids=row_ids,
+            stop_early=not self.sharded,
+            formatted=True,
+        )
+
     def sync_weights(self) -> None:
         """Load the model's updated weights into the engine, if one samples (the loop over the learner itself
         needs nothing)."""

@@ -42,7 +42,7 @@ from ospo_gym.cli.options import (
 )
 from ospo_gym.errors import one_line
 from ospo_gym.output_files import check_output_folder
-from ospo_gym.registration import ENV_IDS, MULTI_TURN_ENV_IDS
+from ospo_gym.registration import ALL_ENV_IDS, ENV_IDS
 
 
 @dataclass
@@ -95,13 +95,10 @@ class EvalOptions:
 
 # -- checks (ospo-gym bench makes them too) -----------------------------------------------------------------------
 def check_env_id(env_id: str) -> None:
-    if env_id in MULTI_TURN_ENV_IDS:
-        raise UsageError(
-            f"{env_id} is a multi-turn env, and this training loop runs single-step episodes; train on one of "
-            f"{', '.join(ENV_IDS)} (a first-cut multi-turn rollout and update: ospo_gym.agents.turn_loop)"
-        )
+    """Single-step and multi-turn ids alike (the agent plays a multi-turn env's episodes turn by turn)."""
     if env_id not in gym.registry:
-        raise UsageError(f"unknown env {env_id!r}; known: {', '.join(ENV_IDS)}")
+        raise UsageError(f"unknown env {env_id!r}; known: {', '.join(ALL_ENV_IDS)}")
+
 
 
 def make_single_env(env_id: str, env_kwargs: dict[str, Any]) -> Any:
