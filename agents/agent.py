@@ -140,7 +140,7 @@ class Agent:
         self.envs = GroupedEnv(make_env(env, env_kwargs, self.local_batch_size), self.local_batch_size, config.seed)
         self.multi_turn = isinstance(self.envs.oracle, TurnOracle)
         """Episodes of several turns (one generation per turn; :mod:`~ospo_gym.agents.turn_loop`)."""
-        _check_env_algo(self.env_id, config.algo, multi_turn=self.multi_turn)
+        check_env_algo(self.env_id, config.algo, multi_turn=self.multi_turn)
         if self.multi_turn:
             _check_multi_turn(config, self.world)
         device = distributed.device_for(self.world, config.device)
@@ -540,9 +540,9 @@ SINGLE_STEP_CREDIT = ("ospo_prop", "ospo_rank", "ospo_shuffled", "ospo_loo")
 """Built-in estimators that ask a single-step env's coalition oracle."""
 
 
-def _check_env_algo(env_id: str, algo: str, *, multi_turn: bool) -> None:
-    """The built-in estimators that cannot run on this kind of env, refused before any model is built (a user
-    estimator is not checked)."""
+def check_env_algo(env_id: str, algo: str, *, multi_turn: bool) -> None:
+    """Raise ``ValueError`` for a built-in estimator that cannot run on this kind of env (``multi_turn``: the env's
+    episodes have several turns), before any model is built; a user estimator is not checked."""
     if multi_turn and algo in SINGLE_STEP_CREDIT:
         raise ValueError(
             f"algo {algo!r} credits single-step completions; {env_id} is a multi-turn env: use one of "

@@ -96,7 +96,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if task.eval_env_kwargs:
                 make_single_env(task.env_id, {**task.env_kwargs, **task.eval_env_kwargs}).close()
         for variant in plan.variants:
-            check_algo(variant.algo)
+            for task in plan.tasks:
+                check_algo(variant.algo, task.env_id)
             check_agent_config(AgentConfig.tiny_cpu(**{**variant.overrides, **overrides}))  # every variant's is valid
     except bench.PlanError as err:
         raise UsageError(str(err)) from None
