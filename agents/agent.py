@@ -562,11 +562,6 @@ def _check_multi_turn(config: AgentConfig, world: distributed.World) -> None:
             "parallelism='fsdp' is not supported on multi-turn envs: FSDP2 ranks must run the same number of "
             "forwards, and conversations end after different numbers of turns; use parallelism='ddp'"
         )
-    if config.rollout == "vllm":
-        raise ValueError(
-            "rollout='vllm' is not supported on multi-turn envs yet (one engine request per turn is not "
-            "written); use rollout='hf'"
-        )
 
 
 def _json_ready(value: Any) -> bool:

@@ -46,12 +46,15 @@ def format_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
     return list(prompts)
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ``(input_ids, attention_mask)``, both (B, P), with the chat template applied if any.
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str], device: torch.device, *, formatted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``(input_ids, attention_mask)``, both (B, P), with the chat template applied if any (unless
+    ``formatted``: the prompts went through it already, as multi-turn conversations do).
 
     Each distinct prompt is encoded once (a GRPO batch repeats every prompt G times).
     """
-    tokens, mask, index = _encode_distinct(tokenizer, prompts, device)
+    tokens, mask, index = _encode_distinct(tokenizer, prompts, device, formatted)
     return tokens.index_select(0, index), mask.index_select(0, index)
 
 

@@ -42,11 +42,7 @@ class RolloutBackend:
         random draws."""
         config = self.config
         if config.rollout == "vllm":
-            if self.engine is None:
-                from ospo_gym.agents.vllm_rollout import VllmRollout
-
-                self.engine = VllmRollout(self.model, self.tokenizer, config)
-            return self.engine.generate(prompts, seed=seed, first_row=first_row)
+            return self._engine().generate(prompts, seed=seed, first_row=first_row)
         return generate(
             self.model,
             self.tokenizer,
@@ -64,7 +60,7 @@ class RolloutBackend:
         conversation); row ``b``'s draws are keyed by ``row_ids[b]``, its episode's global row."""
         config = self.config
         if config.rollout == "vllm":
-            raise ValueError("rollout='vllm' does not sample multi-turn conversations yet; use rollout='hf'")
+            return self._engine().generate(prompts, seed=seed, row_ids=row_ids, formatted=True)
         return generate(
             self.model,
             self.tokenizer,
@@ -77,6 +73,14 @@ class RolloutBackend:
             stop_early=not self.sharded,
             formatted=True,
         )
+
+    def _engine(self) -> VllmRollout:
+        """The vLLM engine, started on first use."""
+        if self.engine is None:
+            from ospo_gym.agents.vllm_rollout import VllmRollout
+
+            self.engine = VllmRollout(self.model, self.tokenizer, self.config)
+        return self.engine
 
     def sync_weights(self) -> None:
         """Load the model's updated weights into the engine, if one samples (the loop over the learner itself

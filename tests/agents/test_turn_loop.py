@@ -228,7 +228,6 @@ def test_non_finite_advantages_stop_before_anything_is_applied_or_logged(policy_
     ("env_id", "env_kwargs", "overrides", "message"),
     [
         (ID, ENV, {"algo": "ospo_prop"}, "multi-turn env: use one of trajectory_grpo"),
-        (ID, ENV, {"algo": "ospo_turn", "rollout": "vllm"}, "rollout='vllm' is not supported on multi-turn"),
         ("ospo/AdditiveKeywords-v0", {"vocab_size": 12, "num_prompts": 4}, {"algo": "ospo_turn"}, "needs a multi-turn env"),
         (ID, ENV, {"algo": "no_such_estimator"}, "unknown advantage estimator"),
     ],
@@ -237,3 +236,12 @@ def test_bad_settings_are_refused_before_a_model_is_built(tmp_path, env_id, env_
     cfg = dataclasses.replace(config(tmp_path), **overrides)
     with pytest.raises(ValueError, match=message):
         Agent(env_id, policy=tmp_path / "no_model_here", config=cfg, env_kwargs=env_kwargs)
+
+
+def test_fsdp_is_refused_on_a_multi_turn_env(tmp_path, monkeypatch):
+    from ospo_gym.agents import distributed
+
+    monkeypatch.setattr(distributed, "setup", lambda device=None: distributed.World(rank=0, size=2))
+    cfg = config(tmp_path, parallelism="fsdp")
+    with pytest.raises(ValueError, match="parallelism='fsdp' is not supported on multi-turn envs"):
+        Agent(ID, algo="ospo_turn", policy=tmp_path / "no_model_here", config=cfg, env_kwargs=ENV)
