@@ -56,7 +56,7 @@ def _weights(summary: dict) -> dict:
     return {f"{file.name}:{name}": tensor for file in files for name, tensor in load_file(file).items()}
 
 
-def _assert_same_run(one: dict, many: dict, steps: int = STEPS) -> None:
+def _assert_same_run(one: dict, many: dict, steps: int = STEPS, weight_atol: float = 1e-5) -> None:
     first = read_metrics(Path(one["run_dir"]) / "metrics.jsonl")
     second = read_metrics(Path(many["run_dir"]) / "metrics.jsonl")
     assert [r["step"] for r in second] == [r["step"] for r in first] == list(range(1, steps + 1))
@@ -75,7 +75,7 @@ def _assert_same_run(one: dict, many: dict, steps: int = STEPS) -> None:
     weights, other = _weights(one), _weights(many)
     assert sorted(weights) == sorted(other)
     for name, tensor in weights.items():
-        torch.testing.assert_close(other[name], tensor, rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(other[name], tensor, rtol=1e-5, atol=weight_atol, msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,9 @@ def test_multi_turn_episodes_on_two_ddp_processes_match_one_and_resume(tmp_path)
     one = _train(tmp_path / "one", 1, "--steps", "3", args=CONV_ARGS)
     first = _train(tmp_path / "two", 2, "--steps", "2", "--save-every", "1", args=CONV_ARGS)
     resumed = _train(tmp_path / "two", 2, "--resume", first["run_dir"], "--steps", "3", args=CONV_ARGS)
-    _assert_same_run(one, resumed, steps=3)
+    # conversations' prompts differ in length, so a rank's batch is padded otherwise than the whole batch: float
+    # rounding that Adam's g / sqrt(v) lifts to ~2e-5 on a few weights with near-zero gradients (measured 1 of 32768)
+    _assert_same_run(one, resumed, steps=3, weight_atol=1e-4)
     records = read_metrics(Path(one["run_dir"]) / "metrics.jsonl")
     assert all(1 <= r["reward/turns_mean"] <= 3 for r in records)
 
