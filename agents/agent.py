@@ -15,6 +15,12 @@ The loop reads top to bottom in :meth:`Agent.train_step`: prompts, sample (:mod:
 rewards, batch, advantages (:mod:`~ospo_gym.agents.estimators`, checked by :mod:`~ospo_gym.agents.guard`), update
 (:mod:`~ospo_gym.agents.update`), metrics (:mod:`~ospo_gym.agents.step_metrics`).
 
+On a multi-turn env (``ospo/ConvSearch-v0``, an env whose oracle is a :class:`~ospo_gym.turn_oracle.TurnOracle`)
+the same loop plays each episode to its end, one generation per turn, with the conversation in the prompt
+through the chat template (:mod:`~ospo_gym.agents.turn_loop`); the estimator (``trajectory_grpo``, ``turn_grpo``,
+``ospo_turn``, or any registered one) credits each episode's own tokens, and the update scores every turn after its
+own prompt, so only the policy's tokens are in the loss. Checkpoints, resume and the non-finite guard are the same.
+
 Under ``torchrun`` the same loop runs data-parallel (see :mod:`ospo_gym.agents.distributed`): each rank samples,
 scores and credits its share of the step's groups, gradients are averaged by DDP (or FSDP2 with
 ``parallelism="fsdp"``), losses are normalised by the whole batch's token count, and rank 0 logs and writes
@@ -53,12 +59,21 @@ from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch, get_estim
 from ospo_gym.agents.generation import Rollout, batch_token_offsets, generate
 from ospo_gym.agents.groups import GroupedEnv, env_name, make_env
 from ospo_gym.agents.guard import check_advantages, nonfinite_parameter
-from ospo_gym.agents.logger import REWARD_MEAN, STEP, RunLogger, create_run_dir
+from ospo_gym.agents.logger import REWARD_MEAN, REWARD_TURNS_MEAN, STEP, RunLogger, create_run_dir
 from ospo_gym.agents.policy import frozen_copy, is_lora, load_policy, resolve_policy
 from ospo_gym.agents.rollout import RolloutBackend
 from ospo_gym.agents.step_metrics import StepClock, step_metrics
+from ospo_gym.agents.turn_estimators import MULTI_TURN_ESTIMATORS
+from ospo_gym.agents.turn_loop import (
+    TurnSamples,
+    conversation_prompt,
+    play_conversations,
+    transcript_messages,
+    turn_seed,
+)
 from ospo_gym.agents.update import PolicyUpdate
 from ospo_gym.errors import one_line
+from ospo_gym.turn_oracle import TurnOracle
 
 Callback = Callable[["Agent", dict[str, Any]], bool | None]
 """Called after every step with ``(agent, metrics)``; returning ``False`` stops :meth:`Agent.learn`."""
@@ -123,6 +138,11 @@ class Agent:
         self.env_id = env_name(env)
         self.env_kwargs = dict(env_kwargs or {})
         self.envs = GroupedEnv(make_env(env, env_kwargs, self.local_batch_size), self.local_batch_size, config.seed)
+        self.multi_turn = isinstance(self.envs.oracle, TurnOracle)
+        """Episodes of several turns (one generation per turn; :mod:`~ospo_gym.agents.turn_loop`)."""
+        check_env_algo(self.env_id, config.algo, multi_turn=self.multi_turn)
+        if self.multi_turn:
+            _check_multi_turn(config, self.world)
         device = distributed.device_for(self.world, config.device)
         self.model, self.tokenizer = resolve_policy(
             policy, device=device, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, seed=config.seed
@@ -182,18 +202,27 @@ class Agent:
 
     @_scoped_threads
     def predict(self, prompt: str, deterministic: bool = True) -> str:
-        """The policy's completion of one prompt text: greedy, or sampled when ``deterministic=False``."""
+        """The policy's completion of one prompt text: greedy, or sampled when ``deterministic=False``.
+
+        On a multi-turn env ``prompt`` is an observation (the conversation so far, ``"shopper: ..."`` /
+        ``"you: ..."`` lines), rendered through the chat template as in training; the answer is the next turn.
+        """
+        if self.multi_turn:
+            prompts = [conversation_prompt(self.tokenizer, transcript_messages(prompt))]
+        else:
+            prompts = [prompt]
         rollout = generate(
             self.model,
             self.tokenizer,
-            [prompt],
+            prompts,
             max_new_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,
             top_p=self.config.top_p,
             do_sample=not deterministic,
             stop_early=not self._sharded,
+            formatted=self.multi_turn,
         )
-        return rollout.texts[0]
+        return rollout.texts[0][: self.envs.base.max_turn_chars] if self.multi_turn else rollout.texts[0]
 
     @_scoped_threads
     def evaluate(
@@ -206,7 +235,8 @@ class Agent:
         env_kwargs: dict[str, Any] | None = None,
     ) -> float:
         """Mean reward over every prompt of an env, ``samples_per_prompt`` sampled completions each (or one greedy
-        completion with ``deterministic=True``). Seeded by ``seed``; the training streams are not touched.
+        completion with ``deterministic=True``). Seeded by ``seed``; the training streams are not touched. On a
+        multi-turn env: the mean return of as many conversations played to their end.
 
         ``env`` is the training env by default; else an env id (built with ``env_kwargs`` for this call, then
         closed) or an ospo-gym env / vector env (reset with the agent's seed, left open), e.g. the same retrieval
@@ -229,6 +259,18 @@ class Agent:
         ids = envs.prompt_ids
         copies = 1 if deterministic else samples_per_prompt
         prompt_ids = [p for p in ids for _ in range(copies)]
+        if isinstance(envs.oracle, TurnOracle):
+            config = self.config
+
+            def sample(prompts: list[str], turn: int, rows: np.ndarray) -> Rollout:
+                return generate(
+                    self.model, self.tokenizer, prompts, max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature, top_p=config.top_p, do_sample=not deterministic,
+                    seed=turn_seed(seed, turn), row_ids=rows, stop_early=not self._sharded, formatted=True,
+                )  # fmt: skip
+
+            batch, _ = play_conversations(envs.base, sample, self.tokenizer, prompt_ids, np.zeros(len(prompt_ids)))
+            return float(batch.rewards.mean())
         rollout = generate(
             self.model,
             self.tokenizer,
@@ -372,17 +414,21 @@ class Agent:
         all_prompt_ids, all_groups = self._choose_prompts(np.random.default_rng(prompt_stream))
         rows = self.world.shard(len(all_prompt_ids))
         prompt_ids, group_index = all_prompt_ids[rows], all_groups[rows] - all_groups[rows.start]
-        observations = self.envs.start(prompt_ids)
 
         # sample, then score: every rank holds the whole batch's rewards (the group statistics need them)
         seed = int(sample_stream.generate_state(1)[0])
-        rollout = self.rollouts.sample(observations, seed=seed, first_row=rows.start)
-        rewards = self.envs.rewards(rollout.texts)
+        turns: TurnSamples | None = None
+        if self.multi_turn:  # conversations played to their end; the batch holds each episode's own tokens
+            batch, turns = self._play(prompt_ids, group_index, seed, rows.start, step)
+            rollout, rewards = turns.flatten(self._pad_id), batch.rewards
+        else:
+            rollout = self.rollouts.sample(self.envs.start(prompt_ids), seed=seed, first_row=rows.start)
+            rewards = self.envs.rewards(rollout.texts)
+            batch = self._batch(rollout, prompt_ids, group_index, rewards, step)
         all_rewards = np.concatenate(self.world.gather(rewards))
         generated = time.perf_counter()
 
         # token advantages from the estimator (OSPO's credit asks the env's oracle)
-        batch = self._batch(rollout, prompt_ids, group_index, rewards, step)
         if self.world.active:
             batch.first_row, batch.global_rewards, batch.global_group_index = rows.start, all_rewards, all_groups
         oracle = self.envs.oracle
@@ -391,10 +437,13 @@ class Agent:
         check_advantages(advantages, batch.completion_mask.shape, step=step, algo=config.algo, world=self.world)
         credited = time.perf_counter()
 
-        # the clipped-surrogate update
+        # the clipped-surrogate update (multi-turn: one row per turn, each scored after its own prompt)
         flat = zero_variance_groups(rewards, group_index)
+        row_advantages = advantages
+        if turns is not None:
+            row_advantages, flat = turns.spread(advantages, batch.completion_mask), flat[turns.row_episodes]
         update = self.policy_update(
-            rollout, advantages, flat, reference=self.reference, rollouts=self.rollouts, step=step
+            rollout, row_advantages, flat, reference=self.reference, rollouts=self.rollouts, step=step
         )
         self.num_steps += 1
         done = time.perf_counter()
@@ -411,8 +460,28 @@ class Agent:
             scale_rewards=config.scale_rewards,
             std_ddof=config.std_ddof,
         )
+        if turns is not None:
+            counts = self.world.gather(np.array([len(s) for s in batch.turn_spans], dtype=np.float64))
+            metrics[REWARD_TURNS_MEAN] = float(np.concatenate(counts).mean())
         self.history.append({STEP: self.num_steps, **metrics})
         return metrics
+
+    @property
+    def _pad_id(self) -> int:
+        tokenizer = self.tokenizer
+        return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+    def _play(
+        self, prompt_ids: list[Any], group_index: np.ndarray, seed: int, first_row: int, step: int
+    ) -> tuple[RolloutBatch, TurnSamples]:
+        """This rank's conversations of the step, sampled by the rollout backend turn by turn."""
+
+        def sample(prompts: list[str], turn: int, rows: np.ndarray) -> Rollout:
+            return self.rollouts.sample_formatted(prompts, seed=turn_seed(seed, turn), row_ids=rows)
+
+        return play_conversations(
+            self.envs.base, sample, self.tokenizer, prompt_ids, group_index, step=step, first_row=first_row
+        )
 
     def _choose_prompts(self, rng: np.random.Generator) -> tuple[list[Any], np.ndarray]:
         """The step's global batch: ``prompts_per_step`` prompts drawn by ``rng``, each repeated ``group_size``
@@ -465,6 +534,34 @@ class Agent:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+SINGLE_STEP_CREDIT = ("ospo_prop", "ospo_rank", "ospo_shuffled", "ospo_loo")
+"""Built-in estimators that ask a single-step env's coalition oracle."""
+
+
+def check_env_algo(env_id: str, algo: str, *, multi_turn: bool) -> None:
+    """Raise ``ValueError`` for a built-in estimator that cannot run on this kind of env (``multi_turn``: the env's
+    episodes have several turns), before any model is built; a user estimator is not checked."""
+    if multi_turn and algo in SINGLE_STEP_CREDIT:
+        raise ValueError(
+            f"algo {algo!r} credits single-step completions; {env_id} is a multi-turn env: use one of "
+            f"{', '.join(MULTI_TURN_ESTIMATORS)} (or grpo, which is trajectory_grpo there)"
+        )
+    if not multi_turn and algo in MULTI_TURN_ESTIMATORS:
+        raise ValueError(
+            f"algo {algo!r} needs a multi-turn env (ospo/ConvSearch-v0); {env_id} is a single-step env: use grpo, "
+            f"{', '.join(SINGLE_STEP_CREDIT[:2])} or another single-step estimator"
+        )
+
+
+def _check_multi_turn(config: AgentConfig, world: distributed.World) -> None:
+    """Refuse what the multi-turn loop does not do (yet), before any model is built."""
+    if world.active and config.parallelism == "fsdp":
+        raise ValueError(
+            "parallelism='fsdp' is not supported on multi-turn envs: FSDP2 ranks must run the same number of "
+            "forwards, and conversations end after different numbers of turns; use parallelism='ddp'"
+        )
 
 
 def _json_ready(value: Any) -> bool:

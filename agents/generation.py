@@ -46,12 +46,15 @@ def format_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
     return list(prompts)
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ``(input_ids, attention_mask)``, both (B, P), with the chat template applied if any.
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str], device: torch.device, *, formatted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``(input_ids, attention_mask)``, both (B, P), with the chat template applied if any (unless
+    ``formatted``: the prompts went through it already, as multi-turn conversations do).
 
     Each distinct prompt is encoded once (a GRPO batch repeats every prompt G times).
     """
-    tokens, mask, index = _encode_distinct(tokenizer, prompts, device)
+    tokens, mask, index = _encode_distinct(tokenizer, prompts, device, formatted)
     return tokens.index_select(0, index), mask.index_select(0, index)
 
 
@@ -106,6 +109,7 @@ def generate(
     return_logprobs: bool = False,
     stop_early: bool = True,
     formatted: bool = False,
+    row_ids: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample one completion per prompt (batched, left padding) with a KV-cache decode loop over ``model``.
 
@@ -123,6 +127,9 @@ def generate(
     on the device, or on how a batch is split: a rank of a data-parallel run that samples rows ``first_row ...``
     of the global batch draws exactly what a single process sampling the whole batch draws for those rows.
 
+    ``row_ids`` (B,) replaces the keys ``first_row + b``: a multi-turn rollout samples the conversations still
+    going, which are not consecutive rows, and keys each by its episode's global row.
+
     ``formatted=True``: the prompts are already chat-formatted (a multi-turn conversation rendered with the
     tokenizer's chat template) and are encoded as they are; by default each prompt is one user turn.
     """
@@ -132,7 +139,8 @@ def generate(
     padded = not bool(distinct_mask.all())
     eos = torch.as_tensor(eos_token_ids(model, tokenizer), device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
-    uniforms = row_uniforms(prompt_tokens.shape[0], max_new_tokens, seed, first_row).to(device) if do_sample else None
+    rows = prompt_tokens.shape[0]
+    uniforms = row_uniforms(rows, max_new_tokens, seed, first_row, row_ids).to(device) if do_sample else None
     was_training = model.training
     model.eval()
     # inference mode skips autograd's version counters and views (a few % of a small model's decode); the tensors
@@ -214,14 +222,20 @@ def _decode(
     return columns, scores
 
 
-def row_uniforms(rows: int, length: int, seed: int | None, first_row: int = 0) -> torch.Tensor:
-    """(rows, length) float64 uniforms in [0, 1) on the CPU; row ``b`` comes from the stream ``(seed, first_row + b)``.
+def row_uniforms(
+    rows: int, length: int, seed: int | None, first_row: int = 0, row_ids: Sequence[int] | None = None
+) -> torch.Tensor:
+    """(rows, length) float64 uniforms in [0, 1) on the CPU; row ``b`` comes from the stream ``(seed, first_row + b)``,
+    or ``(seed, row_ids[b])`` when ``row_ids`` (rows,) is given.
 
     ``seed=None`` draws from torch's global generator instead (not batch-split invariant).
     """
     if seed is None:
         return torch.rand((rows, length), dtype=torch.float64)
-    states = [np.random.SeedSequence([seed, first_row + b]).generate_state(2, np.uint32) for b in range(rows)]
+    keys = range(first_row, first_row + rows) if row_ids is None else [int(r) for r in row_ids]
+    if len(keys) != rows:
+        raise ValueError(f"row_ids has {len(keys)} entries for {rows} rows; give one key per prompt")
+    states = [np.random.SeedSequence([seed, key]).generate_state(2, np.uint32) for key in keys]
     generator = torch.Generator()
     out = torch.empty((rows, length), dtype=torch.float64)
     for b, state in enumerate(states):  # one small draw per row, once per call (not per token)

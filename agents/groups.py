@@ -71,6 +71,12 @@ class GroupedEnv:
         env.reset(seed=seed)
 
     @property
+    def base(self) -> gym.Env:
+        """The single ospo-gym env behind the adapter (a vector env's own single env), e.g. for a multi-turn
+        env's batched ``play``."""
+        return self._single
+
+    @property
     def prompt_ids(self) -> list[Hashable]:
         return list(self._single.prompt_ids)
 

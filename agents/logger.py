@@ -20,6 +20,7 @@ REWARD_MEAN = "reward/mean"
 REWARD_STD = "reward/std"
 REWARD_MAX = "reward/max"
 REWARD_ZERO_VARIANCE_GROUPS = "reward/zero_variance_group_fraction"
+REWARD_TURNS_MEAN = "reward/turns_mean"  # multi-turn envs: mean number of policy turns per episode
 
 LOSS_POLICY = "loss/policy"
 LOSS_KL = "loss/kl"

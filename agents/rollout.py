@@ -42,11 +42,7 @@ class RolloutBackend:
         random draws."""
         config = self.config
         if config.rollout == "vllm":
-            if self.engine is None:
-                from ospo_gym.agents.vllm_rollout import VllmRollout
-
-                self.engine = VllmRollout(self.model, self.tokenizer, config)
-            return self.engine.generate(prompts, seed=seed, first_row=first_row)
+            return self._engine().generate(prompts, seed=seed, first_row=first_row)
         return generate(
             self.model,
             self.tokenizer,
@@ -58,6 +54,33 @@ class RolloutBackend:
             first_row=first_row,
             stop_early=not self.sharded,  # FSDP2: every rank runs the same number of (collective) forwards
         )
+
+    def sample_formatted(self, prompts: Sequence[str], seed: int, row_ids: Sequence[int]) -> Rollout:
+        """One generation per prompt already rendered through the chat template (a turn of a multi-turn
+        conversation); row ``b``'s draws are keyed by ``row_ids[b]``, its episode's global row."""
+        config = self.config
+        if config.rollout == "vllm":
+            return self._engine().generate(prompts, seed=seed, row_ids=row_ids, formatted=True)
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=seed,
+            row_ids=row_ids,
+            stop_early=not self.sharded,
+            formatted=True,
+        )
+
+    def _engine(self) -> VllmRollout:
+        """The vLLM engine, started on first use."""
+        if self.engine is None:
+            from ospo_gym.agents.vllm_rollout import VllmRollout
+
+            self.engine = VllmRollout(self.model, self.tokenizer, self.config)
+        return self.engine
 
     def sync_weights(self) -> None:
         """Load the model's updated weights into the engine, if one samples (the loop over the learner itself

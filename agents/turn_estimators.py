@@ -30,6 +30,8 @@ from ospo_gym.credit.owen import two_level_coalitions, two_level_credit
 from ospo_gym.turn_oracle import TurnOracle
 
 TURN_SEPARATOR = "\n"
+MULTI_TURN_ESTIMATORS = ("trajectory_grpo", "turn_grpo", "ospo_turn")
+"""The estimators registered here; they need a :class:`MultiTurnRolloutBatch` (a multi-turn env)."""
 TURN_OUTCOME_WEIGHT = 1.0
 """λ of turn-level GRPO: a non-final turn's tokens get ``Â_turn + λ · Â_outcome`` (MT-GRPO uses 1)."""
 

@@ -1,34 +1,50 @@
-"""A minimal multi-turn rollout and policy update for ``ospo/ConvSearch-v0`` (issue 19 item 4, first cut).
+"""Multi-turn rollouts for the agent loop (issue 19 item 4): conversations on ``ospo/ConvSearch-v0`` played to their
+end, one generation per turn, and their turns laid out as the rows of one update.
 
-What it does: for a batch of conversations, each turn renders the conversation so far — the shopper's messages as
-``user`` turns, the policy's as ``assistant`` turns — with the tokenizer's chat template (plain ``shopper:`` /
-``you:`` lines for a tokenizer without one), generates one turn per live conversation in one batched call, and
-plays all of them in the env with one retriever call. The result is a
-:class:`~ospo_gym.agents.turn_estimators.MultiTurnRolloutBatch` (what the multi-turn estimators read) and the
-sampled turns (what the loss scores again). :func:`turn_update` applies one clipped-surrogate step whose loss
-covers only the policy's own tokens: each turn's tokens are scored after that turn's own prompt.
+How a step of :class:`~ospo_gym.agents.Agent` runs on a multi-turn env:
 
-What it does not do (left): the :class:`~ospo_gym.agents.Agent` surface (``learn``, checkpoints and resume,
-metrics files), torchrun / FSDP, vLLM rollouts, the TRL / verl integrations, a KL term, several updates per batch.
+1. :func:`play_conversations` renders each live conversation — the shopper's messages as ``user`` turns, the
+   policy's as ``assistant`` turns — with the tokenizer's chat template (plain ``shopper:`` / ``you:`` lines for a
+   tokenizer without one, :func:`conversation_prompt`), samples one turn per live conversation in one batched
+   call, and plays them all in the env with one retriever call (``env.play``). It returns a
+   :class:`~ospo_gym.agents.turn_estimators.MultiTurnRolloutBatch` (one row per episode: what the multi-turn
+   estimators read) and the :class:`TurnSamples` (one row per generated turn: what the loss scores again).
+2. The estimator's (B, T) advantages over each episode's own tokens are handed back to the turns that generated
+   them (:meth:`TurnSamples.spread`), and :meth:`TurnSamples.flatten` stacks every turn's prompt and generation
+   into one :class:`~ospo_gym.agents.generation.Rollout` of R = Σ_b K_b rows: the update
+   (:class:`~ospo_gym.agents.update.PolicyUpdate`) then runs unchanged — micro-batches, ``num_iterations``, the KL
+   term, the non-finite guard, data-parallel normalisation. Each turn's tokens are scored after that turn's own
+   prompt, so the loss covers the policy's own tokens only: the shopper's messages are prompt, never completion.
+
+Aggregations over the R turn rows: ``token_mean`` is the mean over every policy token of the batch (as for
+single-turn envs); ``sequence_mean`` averages the turns' token means (a turn is a sequence); ``constant`` divides
+by R · ``max_new_tokens``.
+
+Randomness: turn ``t`` of step ``k`` samples with the seed ``(seed_k, t)``, and each row's draws are keyed by its
+episode's global row in the step's batch, so a rollout does not depend on which episodes are still going, or on
+how the batch is split over processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ospo_gym.agents.config import AgentConfig
-from ospo_gym.agents.generation import Rollout, batch_token_offsets, completion_logprobs, generate
-from ospo_gym.agents.loss import policy_loss
+from ospo_gym.agents.generation import Rollout, batch_token_offsets
 from ospo_gym.agents.turn_estimators import MultiTurnRolloutBatch
-from ospo_gym.envs.conv_search import ConvSearchEnv
+from ospo_gym.envs.conv_search import POLICY, SHOPPER
 from ospo_gym.envs.shopper import Conversation
 
-__all__ = ["TurnSamples", "conversation_prompt", "rollout_conversations", "turn_update"]
+__all__ = ["TurnSampler", "TurnSamples", "conversation_prompt", "play_conversations", "transcript_messages", "turn_seed"]
+
+TurnSampler = Callable[[list[str], int, np.ndarray], Rollout]
+"""``(prompts, turn, rows) -> Rollout``: one generation per chat-formatted prompt of turn ``turn`` (0-based);
+``rows`` (R,) are the global episode rows of the prompts, which key each row's random draws. The Rollout's
+``logprobs`` are the sampler's (needed by the vLLM backend's importance weights; may be ``None`` otherwise)."""
 
 
 def conversation_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
@@ -40,33 +56,135 @@ def conversation_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> s
     return "\n".join(f"{names[m['role']]}: {m['content']}" for m in messages) + "\nyou:"
 
 
+def transcript_messages(transcript: str) -> list[dict[str, str]]:
+    """The chat messages of a ConvSearch observation (``"shopper: ..."`` / ``"you: ..."`` lines): the shopper's as
+    ``user``, the policy's as ``assistant``. A line that starts with neither continues the message before it
+    (a turn with a line break); text before the first marked line is one ``user`` message.
+
+    >>> transcript_messages("shopper: I'm looking for a mat.\\nyou: ask: colour?\\nshopper: The colour is red.")
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'role': 'user', 'content': "I'm looking for a mat."}, {'role': 'assistant', 'content': 'ask: colour?'},
+     {'role': 'user', 'content': 'The colour is red.'}]
+    """
+    messages: list[dict[str, str]] = []
+    for line in transcript.split("\n"):
+        for prefix, role in ((SHOPPER, "user"), (POLICY, "assistant")):
+            if line.startswith(prefix):
+                messages.append({"role": role, "content": line[len(prefix) :]})
+                break
+        else:
+            if messages:
+                messages[-1]["content"] += "\n" + line
+            elif line:
+                messages.append({"role": "user", "content": line})
+    return messages
+
+
+def turn_seed(seed: int, turn: int) -> int:
+    """The sampling seed of turn ``turn`` of a step whose seed is ``seed``."""
+    return int(np.random.SeedSequence([seed, turn]).generate_state(1)[0])
+
+
 @dataclass
 class TurnSamples:
     """The sampled turns of a rollout, one :class:`~ospo_gym.agents.generation.Rollout` per turn index.
 
     Attributes:
-        rollouts: per turn index t, the generations of the conversations still going at t.
-        episodes: per turn index t, (R_t,) the episode (batch row) of each generation.
+        rollouts: per turn index t, the generations (R_t rows) of the conversations still going at t.
+        episodes: per turn index t, (R_t,) int64, the episode (batch row) of each generation.
     """
 
     rollouts: list[Rollout]
     episodes: list[np.ndarray]
 
+    @property
+    def row_episodes(self) -> np.ndarray:
+        """(R,) the episode of each row of :meth:`flatten` (turn 0's rows first, then turn 1's, ...)."""
+        return np.concatenate(self.episodes) if self.episodes else np.zeros(0, dtype=np.int64)
 
-def rollout_conversations(
-    model: Any,
+    def flatten(self, pad_id: int) -> Rollout:
+        """Every turn's prompt and generation as one Rollout of R = Σ_t R_t rows: prompts left-padded to the
+        longest (mask 0; positions follow the mask, so padding does not shift them), generations right-padded
+        to the longest (mask False); ``logprobs`` stacked alike when every turn has them."""
+        if not self.rollouts:
+            raise ValueError("no turn was sampled; a rollout has at least one turn per episode")
+        width_p = max(r.prompt_tokens.shape[1] for r in self.rollouts)
+        width_t = max(r.completion_tokens.shape[1] for r in self.rollouts)
+
+        def pad(tensor: torch.Tensor, width: int, value: float | bool, left: bool) -> torch.Tensor:
+            extra = width - tensor.shape[1]
+            if not extra:
+                return tensor
+            filler = torch.full((tensor.shape[0], extra), value, dtype=tensor.dtype, device=tensor.device)
+            return torch.cat([filler, tensor] if left else [tensor, filler], dim=1)
+
+        rollouts = self.rollouts
+        logprobs = None
+        if all(r.logprobs is not None for r in rollouts):
+            logprobs = torch.cat([pad(r.logprobs, width_t, 0.0, False) for r in rollouts])
+        return Rollout(
+            torch.cat([pad(r.prompt_tokens, width_p, pad_id, True) for r in rollouts]),
+            torch.cat([pad(r.prompt_mask, width_p, 0, True) for r in rollouts]),
+            torch.cat([pad(r.completion_tokens, width_t, pad_id, False) for r in rollouts]),
+            torch.cat([pad(r.completion_mask, width_t, False, False) for r in rollouts]),
+            [text for r in rollouts for text in r.texts],
+            logprobs,
+        )
+
+    def spread(self, advantages: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The (R, T') token advantages of :meth:`flatten`'s rows from an estimator's (B, T) ``advantages`` over the
+        episodes' tokens (``mask`` (B, T): row b's valid tokens are its turns' tokens in order).
+
+        Raises:
+            ValueError: ``advantages`` or ``mask`` do not fit this rollout's turns.
+        """
+        advantages = np.asarray(advantages, dtype=np.float64)
+        counts = [r.completion_mask.sum(dim=1).cpu().numpy().astype(np.int64) for r in self.rollouts]
+        per_episode = np.zeros(len(mask), dtype=np.int64)
+        for live, count in zip(self.episodes, counts, strict=True):
+            np.add.at(per_episode, live, count)
+        if advantages.shape != mask.shape or not np.array_equal(per_episode, mask.sum(axis=1)):
+            raise ValueError(
+                f"advantages of shape {advantages.shape} and the rollout's turns do not match the batch "
+                f"{mask.shape}; pass the estimator's output for this rollout's batch"
+            )
+        width = max(r.completion_tokens.shape[1] for r in self.rollouts)
+        out = np.zeros((sum(len(live) for live in self.episodes), width))
+        # valid tokens of each episode in order: turn t's tokens of episode b start after its earlier turns'
+        flat_values = [advantages[b, mask[b]] for b in range(len(mask))]
+        used = np.zeros(len(mask), dtype=np.int64)
+        row = 0
+        for live, count in zip(self.episodes, counts, strict=True):
+            for j, b in enumerate(live):
+                out[row, : count[j]] = flat_values[b][used[b] : used[b] + count[j]]
+                used[b] += count[j]
+                row += 1
+        return out
+
+
+def play_conversations(
+    env: Any,
+    sample: TurnSampler,
     tokenizer: Any,
-    env: ConvSearchEnv,
     prompt_ids: Sequence[int],
     group_index: Sequence[int],
-    config: AgentConfig,
     *,
     step: int = 0,
+    first_row: int = 0,
 ) -> tuple[MultiTurnRolloutBatch, TurnSamples]:
     """Play one conversation per prompt id (G copies of a prompt make a group) to its end.
 
-    Sampling is seeded by ``(config.seed, step, turn)`` and each row's draws by its episode, so a rollout is
-    reproducible. Each generated turn is cut to ``env.max_turn_chars`` characters, as ``env.step`` does.
+    Args:
+        env: the multi-turn env (``env.unwrapped`` of ``ospo/ConvSearch-v0``): its ``play``, ``rules.max_turns``,
+            ``task.openings`` and ``max_turn_chars``.
+        sample: the sampler (:data:`TurnSampler`), e.g. the agent's rollout backend.
+        tokenizer: the policy's tokenizer (the chat template, and the token offsets of each turn).
+        prompt_ids: (B,) the episodes' prompts; group_index: (B,) their groups.
+        step: the training step, stored in the batch (it seeds the estimators' draws).
+        first_row: the global row of episode 0 (a data-parallel rank's share of the step's batch).
+
+    Each generated turn is cut to ``env.max_turn_chars`` characters, as ``env.step`` does; a token past the cut
+    keeps its span clipped to the kept text.
 
     Returns:
         The batch (texts: the policy's turns joined by ``"\\n"``; rewards: the returns; turn_rewards: the step
@@ -85,20 +203,15 @@ def rollout_conversations(
         live = np.array([b for b, c in enumerate(convs) if not c.done], dtype=np.int64)
         if not len(live):
             break
-        seed = int(np.random.SeedSequence([config.seed, step, t]).generate_state(1)[0])
-        rollout = generate(
-            model, tokenizer, [conversation_prompt(tokenizer, messages[b]) for b in live],
-            max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p, seed=seed,
-            return_logprobs=True, formatted=True,
-        )  # fmt: skip
+        rollout = sample([conversation_prompt(tokenizer, messages[b]) for b in live], t, live + first_row)
         texts = [text[: env.max_turn_chars] for text in rollout.texts]
-        rows = [r[: int(n)].tolist() for r, n in zip(rollout.completion_tokens, rollout.completion_mask.sum(dim=1), strict=True)]
+        lengths = rollout.completion_mask.sum(dim=1).cpu().tolist()
+        rows = [r[: int(n)].tolist() for r, n in zip(rollout.completion_tokens.cpu(), lengths, strict=True)]
         offsets = batch_token_offsets(tokenizer, rows, rollout.texts)
         before = [convs[b].total for b in live]
         replies = env.play([convs[b] for b in live], texts)
         for j, b in enumerate(live):
             turns[b].append(texts[j])
-            # a token past the cut keeps its span clipped to the kept text, so it stays inside its turn
             turn_tokens[b].append(np.minimum(offsets[j], len(texts[j])))
             turn_rewards[b].append(convs[b].total - before[j])
             messages[b] += [{"role": "assistant", "content": texts[j]}, {"role": "user", "content": replies[j]}]
@@ -108,57 +221,3 @@ def rollout_conversations(
         prompt_ids, group_index, [c.total for c in convs], turns, turn_tokens, turn_rewards=turn_rewards, step=step
     )
     return batch, TurnSamples(rollouts, episodes)
-
-
-def turn_update(
-    model: Any,
-    optimizer: torch.optim.Optimizer,
-    batch: MultiTurnRolloutBatch,
-    samples: TurnSamples,
-    advantages: np.ndarray,
-    config: AgentConfig,
-) -> dict[str, float]:
-    """One clipped-surrogate step over every sampled turn, ``token_mean`` over all the policy's tokens.
-
-    ``advantages`` (B, T) are an estimator's token advantages of the rollout's batch: row b's valid tokens are
-    episode b's turns' tokens in order, and are handed back to the turn that generated them.
-
-    Returns:
-        ``{"loss": ..., "grad_norm": ..., "tokens": ...}``.
-    """
-    advantages = np.asarray(advantages, dtype=np.float64)
-    counts_per_episode = np.zeros(len(batch.rewards), dtype=np.int64)
-    for rollout, live in zip(samples.rollouts, samples.episodes, strict=True):
-        np.add.at(counts_per_episode, live, rollout.completion_mask.sum(dim=1).cpu().numpy())
-    if advantages.shape != batch.completion_mask.shape or not np.array_equal(counts_per_episode, batch.completion_mask.sum(axis=1)):
-        raise ValueError(
-            f"advantages of shape {advantages.shape} and the rollout's turns do not match the batch "
-            f"{batch.completion_mask.shape}; pass the estimator's output for this rollout's batch"
-        )
-    device = next(model.parameters()).device
-    used = np.zeros(len(advantages), dtype=np.int64)  # tokens of each episode handed out so far
-    total = sum(int(r.completion_mask.sum()) for r in samples.rollouts)
-    optimizer.zero_grad(set_to_none=True)
-    loss_value = 0.0
-    for rollout, live in zip(samples.rollouts, samples.episodes, strict=True):
-        counts = rollout.completion_mask.sum(dim=1).cpu().numpy()
-        turn_adv = np.zeros(tuple(rollout.completion_mask.shape))
-        for j, b in enumerate(live):
-            turn_adv[j, : counts[j]] = advantages[b, used[b] : used[b] + counts[j]]
-            used[b] += counts[j]
-        logprobs = completion_logprobs(
-            model, rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask,
-            config.temperature,
-        )  # fmt: skip
-        loss, _ = policy_loss(
-            logprobs, rollout.logprobs, torch.as_tensor(turn_adv, device=device), rollout.completion_mask,
-            epsilon=config.epsilon, epsilon_high=config.epsilon_high, normaliser=float(total),
-        )  # fmt: skip
-        loss.backward()  # turns of different lengths: their losses add up to the token mean over all of them
-        loss_value += float(loss.detach())
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
-    if not (np.isfinite(loss_value) and torch.isfinite(grad_norm)):
-        optimizer.zero_grad(set_to_none=True)
-        raise FloatingPointError(f"non-finite loss {loss_value} or gradient norm {float(grad_norm)}; no step taken")
-    optimizer.step()
-    return {"loss": loss_value, "grad_norm": float(grad_norm), "tokens": float(total)}

@@ -175,16 +175,27 @@ class VllmRollout:
         )
         self.sync_weights(model)
 
-    def generate(self, prompts: Sequence[str], seed: int, first_row: int = 0) -> Rollout:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seed: int,
+        first_row: int = 0,
+        *,
+        row_ids: Sequence[int] | None = None,
+        formatted: bool = False,
+    ) -> Rollout:
         """Sample one completion per prompt; runs of equal prompts (GRPO groups) are one request with ``n`` samples.
 
-        A request's seed is ``seed`` plus the global row of its first completion (``first_row + b``), so a
-        data-parallel rank's requests do not depend on how the batch is split.
+        A request's seed is ``seed`` plus the global row of its first completion (``first_row + b``, or
+        ``row_ids[b]`` when given: a multi-turn turn's rows are its live episodes' rows), so a data-parallel
+        rank's requests do not depend on how the batch is split. ``formatted``: the prompts already went through
+        the chat template (multi-turn conversations).
 
         Returns a :class:`Rollout` on the learner's device with the sampler's log-probs ``logprobs`` (B, T).
         """
         vllm = import_vllm()
-        prompt_tokens, prompt_mask = encode_prompts(self.tokenizer, prompts, self.device)
+        prompt_tokens, prompt_mask = encode_prompts(self.tokenizer, prompts, self.device, formatted=formatted)
+        keys = list(range(first_row, first_row + len(prompts))) if row_ids is None else [int(r) for r in row_ids]
         runs: list[tuple[int, int]] = []  # (first row, count) of each run of equal prompts
         for b, prompt in enumerate(prompts):
             if runs and prompts[runs[-1][0]] == prompt:
@@ -205,7 +216,7 @@ class VllmRollout:
                     max_tokens=self.config.max_new_tokens,
                     stop_token_ids=self.eos_ids,
                     logprobs=0,
-                    seed=(seed + first_row + first) % 2**63,
+                    seed=(seed + keys[first]) % 2**63,
                     detokenize=False,
                 )
             )

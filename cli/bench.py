@@ -34,7 +34,8 @@ class BenchOptions:
     """``main`` (GRPO vs OSPO-PROP vs OSPO-RANK) or another of ``agents/bench/presets.py``: the ablations ``width``,
     ``budget``, ``contiguity``, ``group``; ``retriever-shift`` (and ``retriever-shift-minilm``,
     ``retriever-shift-minilm-train`` with the pretrained encoder); ``noise`` (reward noise); ``controls``
-    (shuffled credit, leave-one-out, GRPO-λ)."""
+    (shuffled credit, leave-one-out, GRPO-λ); ``long-range``; ``conv-search`` (multi-turn: ospo_turn vs trajectory
+    and turn-level GRPO)."""
     envs: list[str] | None = None
     """Tasks to run: names of built-in bench tasks (``additive``, ``interaction``, ``retrieval``, ``esci``) or env
     ids; default: the preset's."""
@@ -95,7 +96,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if task.eval_env_kwargs:
                 make_single_env(task.env_id, {**task.env_kwargs, **task.eval_env_kwargs}).close()
         for variant in plan.variants:
-            check_algo(variant.algo)
+            for task in plan.tasks:
+                check_algo(variant.algo, task.env_id)
             check_agent_config(AgentConfig.tiny_cpu(**{**variant.overrides, **overrides}))  # every variant's is valid
     except bench.PlanError as err:
         raise UsageError(str(err)) from None

@@ -27,6 +27,7 @@ from typing import Any
 import gymnasium as gym
 
 from ospo_gym.agents import Agent, AgentConfig, TrainingDivergedError, distributed, list_estimators
+from ospo_gym.agents.agent import check_env_algo
 from ospo_gym.agents.checkpoint import AGENT_JSON, CheckpointError, find_checkpoint, run_folder_of
 from ospo_gym.agents.logger import create_run_dir
 from ospo_gym.agents.policy import quiet_transformers, resolve_device
@@ -42,7 +43,7 @@ from ospo_gym.cli.options import (
 )
 from ospo_gym.errors import one_line
 from ospo_gym.output_files import check_output_folder
-from ospo_gym.registration import ENV_IDS, MULTI_TURN_ENV_IDS
+from ospo_gym.registration import ALL_ENV_IDS, ENV_IDS, MULTI_TURN_ENV_IDS
 
 
 @dataclass
@@ -95,13 +96,10 @@ class EvalOptions:
 
 # -- checks (ospo-gym bench makes them too) -----------------------------------------------------------------------
 def check_env_id(env_id: str) -> None:
-    if env_id in MULTI_TURN_ENV_IDS:
-        raise UsageError(
-            f"{env_id} is a multi-turn env, and this training loop runs single-step episodes; train on one of "
-            f"{', '.join(ENV_IDS)} (a first-cut multi-turn rollout and update: ospo_gym.agents.turn_loop)"
-        )
+    """Single-step and multi-turn ids alike (the agent plays a multi-turn env's episodes turn by turn)."""
     if env_id not in gym.registry:
-        raise UsageError(f"unknown env {env_id!r}; known: {', '.join(ENV_IDS)}")
+        raise UsageError(f"unknown env {env_id!r}; known: {', '.join(ALL_ENV_IDS)}")
+
 
 
 def make_single_env(env_id: str, env_kwargs: dict[str, Any]) -> Any:
@@ -113,9 +111,12 @@ def make_single_env(env_id: str, env_kwargs: dict[str, Any]) -> Any:
         raise UsageError(f"cannot build {env_id}: {one_line(err)}") from None
 
 
-def check_algo(algo: str) -> None:
+def check_algo(algo: str, env_id: str | None = None) -> None:
+    """A registered estimator that can run on ``env_id`` (when given)."""
     if algo not in list_estimators():
         raise UsageError(f"unknown algo {algo!r}; known: {', '.join(list_estimators())}")
+    if env_id is not None:
+        check_env_algo(env_id, algo, multi_turn=env_id in MULTI_TURN_ENV_IDS)
 
 
 def check_agent_config(config: Any) -> None:
@@ -153,7 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--policy {opts.policy}: no such folder (a model saved with save_pretrained, or a hub name)"
         )
     config = (AgentConfig.tiny_cpu if opts.tiny else AgentConfig)(**agent_values)
-    check_algo(config.algo)
+    check_env_id(opts.env)
+    check_algo(config.algo, opts.env)
     check_agent_config(config)
     check_output_folder(config.run_dir, what="--run-dir")
     env = make_single_env(opts.env, opts.env_kwargs)

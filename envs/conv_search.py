@@ -36,6 +36,7 @@ from ospo_gym.envs.shopper import (
     hm_task,
     make_shopper,
     synthetic_task,
+    task_vocabulary,
     turn_kind,
 )
 from ospo_gym.knobs import check_knob
@@ -71,6 +72,7 @@ class ConvSearchEnv(gym.Env[str, str]):
     are red."). At most ``reveal_per_turn`` attributes are revealed per turn. With ``shopper_noise`` the shopper
     misremembers an attribute (it states another value, consistently for the whole episode). Everything after
     construction is deterministic: the same prompt and turns give the same replies and rewards.
+    ``env.unwrapped.vocabulary`` lists the words of the task (openings, attribute values, ``ask:``).
 
     Data: a generated catalog in the ESCI schema (:mod:`ospo_gym.data.synthetic_catalog`), or with ``data_dir``
     the ESCI files (:func:`ospo_gym.data.esci.load_esci`): the opening is a real query, the target its first Exact
@@ -197,6 +199,7 @@ class ConvSearchEnv(gym.Env[str, str]):
             f"the shopper has {len(self.task.attributes)} hidden attributes ({', '.join(self.task.attributes)})",
         )
         self.shopper = make_shopper(self.task, shopper_noise, seed)
+        self.vocabulary: tuple[str, ...] = task_vocabulary(self.task)
         self.rules = Rules(max_turns, reveal_per_turn, k, float(turn_cost), float(reveal_reward))
         self.retriever = make_retriever(retriever, self.task.texts, retriever_kwargs)
         self.exact_credit = exact_credit

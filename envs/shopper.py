@@ -55,6 +55,16 @@ def turn_kind(text: str) -> str:
     return "ask" if stripped.lower().startswith(ASK_PREFIX) or stripped.endswith("?") else "search"
 
 
+def task_vocabulary(task: ShopperTask) -> tuple[str, ...]:
+    """The words a policy of the task may need, sorted: those of the openings and of every attribute value, a
+    word that names each attribute in a question, and ``"ask:"`` (a tiny policy's tokenizer and warm start are
+    built from them; :mod:`ospo_gym.agents.tiny_policy`)."""
+    words = {w for text in task.openings for w in _WORD.findall(text.lower())}
+    words |= {w for values in task.vocab.values() for v in values for w in _WORD.findall(v.lower())}
+    words |= {ATTRIBUTE_WORDS.get(a, (a,))[0] for a in task.attributes}
+    return tuple(sorted(words | {ASK_PREFIX}))
+
+
 def named_attributes(text: str, attributes: tuple[str, ...]) -> list[str]:
     """The attributes a question names (by the words of :data:`ATTRIBUTE_WORDS`), in ``attributes`` order."""
     words = set(_WORD.findall(text.lower()))

@@ -254,3 +254,28 @@ PRESETS["long-range"] = Preset(
         *_sweep("ospo_prop", "coalition_structure", ("windows", "random", "windows+complements", "owen")),
     ),
 )
+
+
+# Multi-turn conversational search (issue 19 item 5): turn-level credit against the trajectory and turn baselines.
+TASKS["conv-search"] = Task(
+    "conv-search",
+    "ospo/ConvSearch-v0",
+    dict(num_products=300, num_targets=8, max_turns=3, reveal_reward=0.1, turn_cost=0.02),
+    config=dict(prompts_per_step=2),
+    steps=150,
+    eval_every=15,
+    warm_start=100,
+    note="a simulated shopper with a hidden target (300 products, 8 targets), at most 3 turns, 0.1 per revealed "
+    "attribute and 0.02 per turn besides the final NDCG@10; the tiny policy is warm-started to write random "
+    "words of the task (product types, attribute values, ask:)",
+)
+PRESETS["conv-search"] = Preset(
+    "multi-turn credit on ospo/ConvSearch-v0: trajectory GRPO (one Â for every turn) vs turn-level GRPO "
+    "(MT-GRPO-style turn and outcome advantages) vs ospo_turn (two-level Owen credit, turns as unions)",
+    ("conv-search",),
+    (
+        Variant("trajectory_grpo", "trajectory_grpo"),
+        Variant("turn_grpo", "turn_grpo"),
+        Variant("ospo_turn", "ospo_turn"),
+    ),
+)

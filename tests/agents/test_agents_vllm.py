@@ -176,6 +176,29 @@ def test_vllm_engine_starts_on_a_bm25_env(wide_policy, tmp_path):
         agent.close()
 
 
+@pytest.mark.slow
+def test_vllm_samples_multi_turn_conversations_the_learner_scores_alike(wide_policy, tmp_path):
+    """One engine request per turn (chat-formatted conversations, draws keyed by episode): every turn row of the
+    update is scored after the prompt the engine sampled it from, so the sampler's and the learner's log-probs
+    agree (fp32 on both sides) and the importance weights stay near 1."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    config = fast_config(
+        rollout="vllm", run_dir=str(tmp_path / "runs"), vllm_gpu_memory_utilization=0.1, vllm_max_model_len=512,
+        prompts_per_step=1, group_size=4,
+    )  # fmt: skip
+    env_kwargs = dict(num_products=60, num_targets=2, max_turns=2, reveal_reward=0.1)
+    agent = Agent("ospo/ConvSearch-v0", algo="ospo_turn", policy=str(wide_policy), config=config, env_kwargs=env_kwargs)
+    try:
+        agent.learn(2)
+        assert isinstance(agent.rollout_engine, vllm_rollout.VllmRollout)
+        for row in agent.history:
+            assert np.isfinite(row["loss/policy"]) and 1 <= row["reward/turns_mean"] <= 2
+            assert row[vllm_rollout.SAMPLER_LOGPROB_ABS_DIFF] < 1e-3
+            assert row[vllm_rollout.IS_WEIGHT_MEAN] == pytest.approx(1.0, abs=0.05)
+    finally:
+        agent.close()
+
+
 CLOSED_ENGINE_SCRIPT = """
 import gc, json, sys, weakref
 import ospo_gym

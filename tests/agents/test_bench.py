@@ -209,3 +209,17 @@ def test_minilm_shift_presets_swap_bm25_and_the_pretrained_encoder():
     )
     env.close()
     reference.close()
+
+
+def test_conv_search_preset_runs_the_multi_turn_estimators_and_bench_refuses_mixing_env_kinds(tmp_path, capsys):
+    plan = bench.make_plan("conv-search")
+    assert plan.tasks[0].env_id == "ospo/ConvSearch-v0" and plan.seeds == [0, 1, 2]
+    assert [v.algo for v in plan.variants] == ["trajectory_grpo", "turn_grpo", "ospo_turn"]
+    from ospo_gym.cli import main
+
+    # a single-step estimator on the multi-turn task, and a multi-turn one on a single-step task: one line, exit 2
+    for args in (["--preset", "main", "--envs", "conv-search"], ["--preset", "conv-search", "--envs", "additive"]):
+        code = main(["bench", *args, "--out", str(tmp_path / "out"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "multi-turn env" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before any run
