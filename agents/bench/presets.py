@@ -206,7 +206,12 @@ def _noisy_task(base: str, kind: str, level: float) -> Task:
 
 NOISY_TASKS = tuple(
     _noisy_task(base, kind, level)
-    for base, kind in (("additive", "gaussian"), ("retrieval", "gaussian"), ("retrieval", "label_flip"))
+    for base, kind in (
+        ("additive", "gaussian"),
+        ("retrieval", "gaussian"),
+        ("retrieval", "label_flip"),
+        ("retrieval", "score"),  # noise on the retriever's scores of the pool, level · s_max · N(0, 1)
+    )
     for level in NOISE_LEVELS
 )
 TASKS.update({task.name: task for task in NOISY_TASKS})
@@ -214,7 +219,7 @@ TASKS.update({task.name: task for task in NOISY_TASKS})
 PRESETS["noise"] = Preset(
     "GRPO vs OSPO-PROP vs OSPO-RANK under seeded reward noise applied alike to the reward and every coalition "
     "value: Gaussian (std 0, 0.05, 0.1, 0.2) on the additive task by default; --envs retrieval@gaussian=0.1, "
-    "retrieval@label_flip=0.2 ... for the retrieval task. The shifted curve is the noise-free reward",
+    "retrieval@label_flip=0.2, retrieval@score=0.1 ... for the retrieval task. The shifted curve is the noise-free reward",
     tuple(f"additive@gaussian={level:g}" for level in NOISE_LEVELS),
     _MAIN,
 )

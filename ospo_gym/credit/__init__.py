@@ -15,6 +15,11 @@ from ospo_gym.credit.coalitions import (
     sample_coalitions,
     sample_coalitions_batch,
 )
+from ospo_gym.credit.embedding import (
+    get_segment_encoder,
+    register_segment_encoder,
+    similarity_unions,
+)
 from ospo_gym.credit.shapley import (
     CREDIT_VARIANTS,
     ValueFn,
@@ -30,6 +35,7 @@ from ospo_gym.credit.structures import (
     lexical_unions,
     owen_coalitions,
     segment_unions,
+    segment_unions_batch,
     sentence_unions,
     structured_credit,
 )
@@ -58,6 +64,7 @@ __all__ = [
     "average_ranks",
     "clip_token_advantages",
     "contiguous_coalitions",
+    "get_segment_encoder",
     "lexical_unions",
     "marginal_pairs",
     "minmax_normalise",
@@ -68,12 +75,15 @@ __all__ = [
     "pad_rows",
     "redistribute_prop",
     "redistribute_rank",
+    "register_segment_encoder",
     "sample_coalitions",
     "sample_coalitions_batch",
     "segment_credit",
     "segment_to_tokens",
     "segment_unions",
+    "segment_unions_batch",
     "sentence_unions",
+    "similarity_unions",
     "shapley_exact",
     "shapley_weight",
     "structured_credit",

@@ -22,14 +22,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ospo_gym.credit.coalitions import Coalition, contiguous_coalitions
 
+if TYPE_CHECKING:
+    from ospo_gym.credit.embedding import SegmentEncoder
+
 COALITION_STRUCTURES = ("windows", "random", "windows+complements", "owen")
 """The values of ``coalition_structure`` (``AgentConfig.coalition_structure``)."""
-UNION_SOURCES = ("lexical", "sentences")
+UNION_SOURCES = ("lexical", "sentences", "embedding")
 """Where the ``"owen"`` structure's a priori unions come from (``AgentConfig.owen_unions``)."""
 LEXICAL_THRESHOLD = 0.25
 """Default character-trigram Jaccard similarity at or above which two segments are joined in one union."""
@@ -236,10 +240,34 @@ def lexical_unions(text: str, spans: Sequence[tuple[int, int]], threshold: float
     return labels
 
 
-def segment_unions(text: str, spans: Sequence[tuple[int, int]], source: str = "lexical") -> np.ndarray:
-    """(n,) union labels of the segments ``spans`` of ``text`` from ``source`` (one of :data:`UNION_SOURCES`)."""
-    if source == "lexical":
-        return lexical_unions(text, spans)
-    if source == "sentences":
-        return sentence_unions(text, spans)
-    raise ValueError(f"unknown union source {source!r}; expected one of {UNION_SOURCES}")
+def segment_unions(
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    source: str = "lexical",
+    *,
+    encoder: SegmentEncoder | str | None = None,
+) -> np.ndarray:
+    """(n,) union labels of the segments ``spans`` of ``text`` from ``source`` (one of :data:`UNION_SOURCES`);
+    ``encoder`` (a texts -> (k, d) callable or a registered name; None: all-MiniLM-L6-v2) only for ``"embedding"``."""
+    return segment_unions_batch([text], [spans], source, encoder=encoder)[0]
+
+
+def segment_unions_batch(
+    texts: Sequence[str],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    source: str = "lexical",
+    *,
+    encoder: SegmentEncoder | str | None = None,
+) -> list[np.ndarray]:
+    """:func:`segment_unions` of every ``(texts[b], spans[b])``; ``"embedding"`` encodes the batch's distinct
+    segments in one encoder call (:func:`~ospo_gym.credit.embedding.embedding_unions_batch`)."""
+    if source not in UNION_SOURCES:
+        raise ValueError(f"unknown union source {source!r}; expected one of {UNION_SOURCES}")
+    if encoder is not None and source != "embedding":
+        raise ValueError(f"encoder= is for the 'embedding' union source only, got source {source!r}")
+    if source == "embedding":
+        from ospo_gym.credit.embedding import embedding_unions_batch
+
+        return embedding_unions_batch(texts, spans, encoder)
+    unions = lexical_unions if source == "lexical" else sentence_unions
+    return [unions(text, s) for text, s in zip(texts, spans, strict=True)]

@@ -38,6 +38,18 @@ def test_noise_preset_trains_on_each_level_and_evaluates_on_the_clean_reward():
     )
 
 
+
+def test_noise_preset_has_score_noise_tasks_on_retrieval():
+    task = bench.make_plan("noise", tasks=["retrieval@score=0.2"]).tasks[0]
+    assert task.env_kwargs["reward_noise"] == {"kind": "score", "level": 0.2, "seed": 0}
+    base = {k: v for k, v in task.env_kwargs.items() if k != "reward_noise"}
+    assert base == TASKS["retrieval"].env_kwargs and task.eval_env_kwargs == {"reward_noise": None}
+    noisy = gym.make(task.env_id, **task.env_kwargs).unwrapped
+    clean = gym.make(task.env_id, **{**task.env_kwargs, **task.eval_env_kwargs}).unwrapped
+    queries = [noisy.prompt(p).removeprefix("query: ") for p in noisy.prompt_ids]
+    assert not np.array_equal(noisy.rewards(noisy.prompt_ids, queries), clean.rewards(clean.prompt_ids, queries))
+
+
 def test_controls_preset_lists_the_controls_on_the_synthetic_tasks():
     plan = bench.make_plan("controls")
     assert [v.algo for v in plan.variants] == [

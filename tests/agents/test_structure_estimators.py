@@ -10,7 +10,13 @@ import pytest
 pytest.importorskip("torch")
 
 from ospo_gym.agents import AgentConfig, RolloutBatch, get_estimator, group_advantages  # noqa: E402
-from ospo_gym.credit import sample_coalitions, segment_credit, segment_unions, structured_credit  # noqa: E402
+from ospo_gym.credit import (  # noqa: E402
+    register_segment_encoder,
+    sample_coalitions,
+    segment_credit,
+    segment_unions,
+    structured_credit,
+)
 from ospo_gym.envs.long_range import LongRangeEnv  # noqa: E402
 
 
@@ -83,9 +89,43 @@ def test_owen_structure_differs_from_windows_where_partners_are_far_apart(env_an
         ({"coalition_structure": "stripes"}, "coalition_structure"),
         ({"coalition_structure": "owen", "contiguous": False}, "contiguous=False"),
         ({"coalition_structure": "owen", "credit_variant": "weighted"}, "two-level Owen"),
-        ({"owen_unions": "embedding"}, "owen_unions"),
+        ({"owen_unions": "semantic"}, "owen_unions"),
+        ({"owen_encoder": ""}, "owen_encoder"),
     ],
 )
 def test_bad_structure_settings_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AgentConfig(**kwargs)
+
+
+def stem_encoder(texts):
+    """Words embedded by their first four letters (one-hot): LongRange's sibling words share a stem."""
+    stems = sorted({t[:4] for t in texts})
+    return np.eye(len(stems))[[stems.index(t[:4]) for t in texts]]
+
+
+def test_embedding_unions_reach_the_estimator_through_the_registered_encoder(env_and_batch):
+    env, old = env_and_batch
+    answer = env.prompt(0).split("write: ")[1].split(" |")[0]
+    batch = batch_of(env, [answer, *old.texts[1:]], step=3)  # the whole answer first: both pairs' partners in it
+    register_segment_encoder("test-stems", stem_encoder)
+    register_segment_encoder("test-orthogonal", lambda texts: np.eye(len(texts)))
+
+    def run(**kwargs):
+        config = AgentConfig(algo="ospo_prop", coalition_structure="owen", w_max=2, **kwargs)
+        return get_estimator("ospo_prop")(batch, env.oracle, config)
+
+    # on these texts the stem embeddings join exactly the words the lexical unions join (checked), so the two
+    # settings must give the same advantages bit for bit; singleton unions (orthogonal embeddings) must not
+    for text in batch.texts:
+        spans = env.oracle.segment(text)
+        np.testing.assert_array_equal(
+            segment_unions(text, spans, "embedding", encoder=stem_encoder), segment_unions(text, spans, "lexical")
+        )
+    spans = env.oracle.segment(answer)
+    assert len(set(segment_unions(answer, spans, "lexical").tolist())) < len(spans)  # some partners share a union
+    stems = run(owen_unions="embedding", owen_encoder="test-stems")
+    np.testing.assert_array_equal(stems, run(owen_unions="lexical"))
+    assert not np.allclose(run(owen_unions="embedding", owen_encoder="test-orthogonal"), stems)
+    with pytest.raises(ValueError, match="unknown segment encoder 'absent'"):
+        run(owen_unions="embedding", owen_encoder="absent")
