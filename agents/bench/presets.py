@@ -260,6 +260,19 @@ PRESETS["long-range"] = Preset(
     ),
 )
 
+PRESETS["long-range-unions"] = Preset(
+    "where the two-level Owen value's unions come from, on long-range interactions: GRPO vs OSPO-PROP with "
+    "lexical (character-trigram) unions and with embedding (MiniLM) unions",
+    ("long-range",),
+    (
+        Variant("grpo", "grpo"),
+        *(
+            Variant(f"ospo_prop[owen_unions={u}]", "ospo_prop", {"coalition_structure": "owen", "owen_unions": u})
+            for u in ("lexical", "embedding")
+        ),
+    ),
+)
+
 
 # Multi-turn conversational search (issue 19 item 5): turn-level credit against the trajectory and turn baselines.
 TASKS["conv-search"] = Task(
