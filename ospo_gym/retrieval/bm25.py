@@ -460,7 +460,7 @@ class BM25Retriever:
             parts = [scored(g) for g in groups]
         # Every group's rows in one (rows, signatures) table, padded with count-0 columns, for one selection.
         rows_all = np.concatenate([g[0] for g in groups])
-        width = max(p[3].shape[1] for p in parts)
+        width = max(1, *(p[3].shape[1] for p in parts))  # >= 1: a pool document gathers from column 0
         values = np.zeros((len(rows_all), width), dtype=np.float32)
         counts = np.zeros((len(rows_all), width), dtype=np.int64)
         pools = pool_ids[rows_all]
@@ -517,7 +517,7 @@ class BM25Retriever:
             weights[dense] = self._dense_postings[self._term_slot[terms[dense]]]
         if not dense.all():
             weights[~dense] = self._sparse_postings[self._term_slot[terms[~dense]]].toarray()
-        present = np.flatnonzero(weights.max(axis=0) > 0)  # weights are >= 0 (no non-occurrence term here)
+        present = np.flatnonzero((weights > 0).any(axis=0))  # weights are >= 0 (no non-occurrence term here)
         cols = weights[:, present]
         # A hash of each column's bits groups the columns; a check of every column against its group's first
         # makes the grouping exact (on a collision, an exact row-wise unique instead).
@@ -619,11 +619,13 @@ def _term_groups(queries: sp.csr_matrix, max_terms: int) -> list[tuple[np.ndarra
     """
     n_q = queries.shape[0]
     local, inverse = np.unique(queries.indices, return_inverse=True)  # term ids renumbered 0..L-1
-    indptr = queries.indptr.tolist()
-    slots = inverse.ravel().tolist()
     # each row's term set as the bits of one int (L is the batch's vocabulary: a few hundred terms at most)
-    masks = [sum(1 << t for t in set(slots[indptr[i] : indptr[i + 1]])) for i in range(n_q)]
-    sizes = [m.bit_count() for m in masks]
+    member = np.zeros((n_q, len(local)), dtype=bool)
+    member[np.repeat(np.arange(n_q), np.diff(queries.indptr)), inverse.ravel()] = True
+    packed = np.packbits(member, axis=1, bitorder="little")
+    raw, width = packed.tobytes(), packed.shape[1]
+    masks = [int.from_bytes(raw[i * width : (i + 1) * width], "little") for i in range(n_q)]
+    sizes = np.count_nonzero(member, axis=1).tolist()
     groups: list[list] = []  # [mask, rows]
     for i in sorted(range(n_q), key=sizes.__getitem__, reverse=True):
         m = masks[i]

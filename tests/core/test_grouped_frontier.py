@@ -153,3 +153,12 @@ def test_signatures_survive_a_hash_collision(monkeypatch):
     got = retriever._grouped_frontier(retriever._query_matrix(texts), pools, 30)
     for g, w in zip(got, want, strict=True):
         assert np.array_equal(g, w)
+
+
+def test_grouped_frontier_of_queries_without_known_terms_retrieves_nothing():
+    rng = np.random.default_rng(4)
+    retriever = BM25Retriever(catalog(rng, 300))
+    texts = ["", "zzz", "zzz qqq"]
+    pools, _ = pad_pools([rng.choice(300, size=10, replace=False) for _ in texts])
+    scores, retrieved = retriever._grouped_frontier(retriever._query_matrix(texts), pools, 5)
+    assert not scores.any() and not retrieved.any()
