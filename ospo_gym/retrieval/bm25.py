@@ -462,7 +462,7 @@ class BM25Retriever:
         rows_all = np.concatenate([g[0] for g in groups])
         width = max(1, *(p[3].shape[1] for p in parts))  # >= 1: a pool document gathers from column 0
         values = np.zeros((len(rows_all), width), dtype=np.float32)
-        counts = np.zeros((len(rows_all), width), dtype=np.int64)
+        counts = np.zeros((len(rows_all), width), dtype=np.int32)  # documents per signature (< num_docs)
         pools = pool_ids[rows_all]
         valid = pools >= 0
         sig = np.empty(pools.shape, dtype=np.int64)  # each pool document's signature (-1: none of the terms)
@@ -492,7 +492,7 @@ class BM25Retriever:
             first_sig = np.cumsum([0] + [len(p[2]) - 1 for p in parts])[group_of] + g
             starts = np.concatenate([p[2][:-1] + base for p, base in zip(parts, np.cumsum([0] + [len(p[1]) for p in parts]), strict=False)])
             members = np.concatenate([p[1] for p in parts])
-            per_pair = counts[tie_rows[r], g]
+            per_pair = counts[tie_rows[r], g].astype(np.int64)
             owner = np.repeat(r, per_pair)
             offset = np.repeat(starts[first_sig] - (np.cumsum(per_pair) - per_pair), per_pair)
             tied = members[offset + np.arange(len(owner))]
@@ -520,18 +520,22 @@ class BM25Retriever:
         present = np.flatnonzero((weights > 0).any(axis=0))  # weights are >= 0 (no non-occurrence term here)
         cols = weights[:, present]
         # A hash of each column's bits groups the columns; a check of every column against its group's first
-        # makes the grouping exact (on a collision, an exact row-wise unique instead).
+        # makes the grouping exact (on a collision, an exact row-wise unique instead). The hash's top bits and the
+        # column's position below them make one sort key: a signature's columns come out together, in id order.
         key = np.zeros(len(present), dtype=np.uint64)
         for t, row in enumerate(cols.view(np.uint32)):
             key += _SIGNATURE_MULTIPLIERS[t] * row.astype(np.uint64)
-        order = np.argsort(key, kind="stable")  # stable: ascending ids within a signature
-        sorted_key = key[order]
+        low = max(int(len(present)).bit_length(), 1)
+        key = np.sort((key >> np.uint64(low) << np.uint64(low)) | np.arange(len(present), dtype=np.uint64))
+        order = (key & np.uint64((1 << low) - 1)).astype(np.int64)
         new = np.empty(len(order), dtype=bool)
         new[:1] = True
-        np.not_equal(sorted_key[1:], sorted_key[:-1], out=new[1:])
+        np.not_equal(key[1:] >> np.uint64(low), key[:-1] >> np.uint64(low), out=new[1:])
         sig_sorted = np.cumsum(new) - 1
         heads = np.flatnonzero(new)
-        if not np.array_equal(cols[:, order], cols[:, order[heads[sig_sorted]]]):
+        first = np.empty(len(order), dtype=np.int64)  # each column's group's first column
+        first[order] = order[heads[sig_sorted]]
+        if not np.array_equal(cols, cols[:, first]):
             _, inverse = np.unique(cols.T, axis=0, return_inverse=True)
             order = np.argsort(inverse.ravel(), kind="stable")
             sig_sorted = inverse.ravel()[order]

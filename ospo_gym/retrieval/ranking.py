@@ -100,7 +100,9 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
     values = np.asarray(values)
     if values.ndim != 2 or values.dtype != np.float32:
         raise ValueError(f"values must be a 2-D float32 array (their bits are the sort key), got {values.dtype}")
-    counts = np.asarray(counts, dtype=np.int64)
+    counts = np.asarray(counts)
+    if counts.dtype.kind not in "iu":  # any int dtype, as it comes: an int32 (R, G) table halves the passes' bytes
+        raise ValueError(f"counts must be ints, got {counts.dtype}")
     rows, cols = values.shape
     if counts.shape not in ((cols,), (rows, cols)) or (counts.size and (counts.min() < 0 or counts.max() >= 1 << 32)):
         raise ValueError(f"counts must be ({cols},) or ({rows}, {cols}) ints in [0, 2**32), one per value")

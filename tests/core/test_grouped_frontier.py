@@ -77,6 +77,8 @@ def test_kth_largest_weighted_rejects_bad_input():
         kth_largest_weighted(np.ones((1, 2), np.float32), np.array([1, -1]), 1)
     with pytest.raises(ValueError, match="counts"):
         kth_largest_weighted(np.ones((1, 2), np.float32), np.ones((2, 2), int), 1)
+    with pytest.raises(ValueError, match="ints"):
+        kth_largest_weighted(np.ones((1, 2), np.float32), np.array([1.5, 1.0]), 1)
 
 
 def catalog(rng: np.random.Generator, docs: int) -> list[str]:
