@@ -118,8 +118,9 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
     ceiling = np.full(rows, np.inf, dtype=np.float32)  # ... and < ceiling, above which fewer than k scores lie
     stride = k // _WEIGHTED_SAMPLE_RANK
     if stride >= 2 and total.max() >= 4 * k:
-        # Every stride-th of the repeated columns, for each run of rows with the same counts (a retriever's group).
-        starts = [0] if flat_counts else np.flatnonzero(np.r_[True, (counts[1:] != counts[:-1]).any(axis=1)]).tolist()
+        # Every stride-th of the repeated columns, for each run of rows with the same counts (a retriever's group),
+        # told apart by their totals: a row whose counts differ from its run's first row's only samples worse.
+        starts = [0] if flat_counts else np.flatnonzero(np.r_[True, total[1:] != total[:-1]]).tolist()
         target = -(-k // stride)
         low = target + int(3 * np.sqrt(target)) + 2  # sample ranks that bracket the answer (3 standard deviations)
         high = max(target - int(3 * np.sqrt(target)) - 2, 1)
