@@ -133,6 +133,9 @@ def test_pool_frontier_takes_the_grouped_path_and_keeps_full_scoring_numbers(mon
         return original(self, *args)
 
     monkeypatch.setattr(BM25Retriever, "_signatures", spy)
+    retriever.pool_frontier(texts, pools, 200)
+    assert not calls  # a catalog this small is scored in full
+    monkeypatch.setattr(bm25_module, "_GROUP_MIN_DOCS", 0)
     got = retriever.pool_frontier(texts, pools, 200)
     assert calls  # the grouped path ran
     want = pool_frontier(retriever.scores(texts), pools, 200)
