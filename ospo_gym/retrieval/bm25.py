@@ -12,6 +12,7 @@ a vectorised sparse-times-dense one. Ranking follows :mod:`ospo_gym.retrieval.pr
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 import time
@@ -238,24 +239,25 @@ class BM25Retriever:
         if len(memo) > _CHUNK_MEMO_SIZE:
             memo.clear()
         out = []
+        known = memo.get
         for text in texts:
-            ids: list[int] = []
-            for chunk in text.split(" "):
-                known = memo.get(chunk)
-                if known is None:
-                    known = memo[chunk] = self._tokenizer.tokenize(
-                        [chunk], update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
-                    )[0]
-                ids.extend(known)
-            out.append(ids)
+            chunks = text.split(" ")
+            parts = list(map(known, chunks))  # C-level loops: the memo answers nearly every chunk
+            if None in parts:
+                for j, chunk in enumerate(chunks):
+                    if parts[j] is None:
+                        parts[j] = memo[chunk] = self._tokenizer.tokenize(
+                            [chunk], update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
+                        )[0]
+            out.append(list(itertools.chain.from_iterable(parts)))
         return out
 
     def _query_matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
         """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s), columns
         sorted within each row (what ``sum_duplicates`` of the COO form gives, built without scipy's checks)."""
         ids = self.tokenize(texts)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        cols = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        cols = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
         cells, counts = np.unique(rows * self.vocab_size + cols, return_counts=True)
         indptr = np.zeros(len(ids) + 1, dtype=np.int32)
