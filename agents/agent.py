@@ -34,6 +34,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,7 @@ class Agent:
         self.history: list[dict[str, Any]] = []
         self.run_dir: Path | None = None
         self._logger: RunLogger | None = None
+        self._credit_thread: ThreadPoolExecutor | None = None  # config.overlap_credit's worker, made on first use
 
     @property
     def rollout_engine(self) -> Any:
@@ -433,17 +435,30 @@ class Agent:
             batch.first_row, batch.global_rewards, batch.global_group_index = rows.start, all_rewards, all_groups
         oracle = self.envs.oracle
         calls, values = oracle.num_calls, oracle.num_values
-        advantages = np.asarray(self.estimator(batch, oracle, config), dtype=np.float64)
+        flat = zero_variance_groups(rewards, group_index)
+        prepared = None
+        if config.overlap_credit and not self.world.active and turns is None:  # multi-turn rows are turns: sequential
+            # the credit on a worker thread (numpy and Python: the CPU) while the log-probs that do not need the
+            # advantages run here (the GPU); the estimator draws from its own seeded generators only
+            if self._credit_thread is None:
+                self._credit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ospo-credit")
+            credit = self._credit_thread.submit(self.estimator, batch, oracle, config)
+            try:
+                prepared = self.policy_update.prepare(rollout, flat, reference=self.reference, rollouts=self.rollouts)
+            finally:
+                raw = credit.result()  # the estimator's error, if any, comes first
+            advantages = np.asarray(raw, dtype=np.float64)
+        else:
+            advantages = np.asarray(self.estimator(batch, oracle, config), dtype=np.float64)
         check_advantages(advantages, batch.completion_mask.shape, step=step, algo=config.algo, world=self.world)
         credited = time.perf_counter()
 
         # the clipped-surrogate update (multi-turn: one row per turn, each scored after its own prompt)
-        flat = zero_variance_groups(rewards, group_index)
         row_advantages = advantages
         if turns is not None:
             row_advantages, flat = turns.spread(advantages, batch.completion_mask), flat[turns.row_episodes]
         update = self.policy_update(
-            rollout, row_advantages, flat, reference=self.reference, rollouts=self.rollouts, step=step
+            rollout, row_advantages, flat, reference=self.reference, rollouts=self.rollouts, step=step, prepared=prepared
         )
         self.num_steps += 1
         done = time.perf_counter()
@@ -520,8 +535,11 @@ class Agent:
         return self._logger
 
     def close(self) -> None:
-        """Close the metric writers, the rollout engine (if any) and the env."""
+        """Close the metric writers, the rollout engine (if any), the credit thread (if any) and the env."""
         self.rollouts.close()
+        if self._credit_thread is not None:
+            self._credit_thread.shutdown(wait=True)
+            self._credit_thread = None
         if self._logger is not None:
             self._logger.close()
             self._logger = None

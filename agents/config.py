@@ -136,6 +136,12 @@ class AgentConfig:
     """Under ``torchrun`` with several processes: ``"ddp"`` (a full model per rank, gradients all-reduced) or
     ``"fsdp"`` (FSDP2 ``fully_shard``: weights, gradients and optimizer state sharded over ranks, for models
     that do not fit one device). Ignored in a single process."""
+    overlap_credit: bool = False
+    """Compute the batch's credit (the estimator: segmentation, the oracle, token offsets) on a worker thread while
+    the update's log-probs that do not need the advantages (the reference's with a KL term, the pre-update policy's
+    with several iterations) run on the main thread, so that on a GPU the CPU-side credit hides behind GPU time.
+    The same steps in the same order as without it, bit for bit (on CPU too); nothing to overlap when
+    ``beta == 0`` and ``num_iterations == 1``. Ignored under ``torchrun`` with several processes."""
 
     # -- loop, logging, reproducibility ----------------------------------------------------------------------
     seed: int = 0

@@ -53,10 +53,19 @@ class Chunk:
 
     inputs: tuple[torch.Tensor, ...]
     mask: torch.Tensor
-    advantages: torch.Tensor
+    advantages: torch.Tensor | None  # None until the batch's advantages are known (PolicyUpdate.prepare)
     sampler: torch.Tensor | None
     old: torch.Tensor | None
     ref: torch.Tensor | None
+
+
+@dataclasses.dataclass
+class Prepared:
+    """:meth:`PolicyUpdate.prepare`'s answer: the update's chunks ``(rows, padding)`` and their pieces without
+    advantages."""
+
+    chunks: list[tuple[torch.Tensor, bool]]
+    pieces: list[Chunk]
 
 
 class PolicyUpdate:
@@ -97,6 +106,7 @@ class PolicyUpdate:
         reference: torch.nn.Module | None,
         rollouts: RolloutBackend,
         step: int,
+        prepared: Prepared | None = None,
     ) -> dict[str, Any]:
         """``num_iterations`` optimizer steps on the batch, then the new weights go to the rollout engine (if
         any); returns the loss metrics averaged over the steps (``loss/policy`` is ``None`` when no completion
@@ -109,6 +119,8 @@ class PolicyUpdate:
             reference: the frozen KL reference model, or ``None`` (no KL, or LoRA: the adapters are disabled).
             rollouts: the rollout backend that sampled the batch (importance weights, weight sync).
             step: the 0-based step, for the guard's message.
+            prepared: :meth:`prepare`'s answer for this batch and ``flat`` (computed here when ``None``): the
+                log-probs that do not need the advantages, computed before them while the credit runs.
 
         Raises:
             TrainingDivergedError: a loss or gradient norm is not finite (``on_nonfinite="stop"``), the
@@ -123,8 +135,13 @@ class PolicyUpdate:
         normaliser = float(self.world.sum(loss_denominator(mask, config.loss_aggregation, config.max_new_tokens)))
         if normaliser == 0:  # no completion of the whole batch is in the loss: every rank skips alike
             return {LOSS_POLICY: None}
-        chunks = [(rows, False)] if config.micro_batch_size is None else self.micro_batches(keep)
-        pieces = self._pieces(rollout, advantages, kept, chunks, reference, off_policy=rollouts.off_policy)
+        if prepared is None:
+            prepared = self.prepare(rollout, flat, reference=reference, rollouts=rollouts)
+        all_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device)
+        pieces = [
+            dataclasses.replace(piece, advantages=all_advantages.index_select(0, chunk))
+            for piece, (chunk, _) in zip(prepared.pieces, prepared.chunks, strict=True)
+        ]
         self.model.train()
         totals: dict[str, float] = {}
         sampler_sums: dict[str, float] = {}
@@ -161,21 +178,31 @@ class PolicyUpdate:
         padding = torch.zeros(1, dtype=torch.long, device=self.device)
         return chunks + [(padding, True)] * (count - len(chunks))
 
+    def prepare(
+        self, rollout: Rollout, flat: np.ndarray, *, reference: torch.nn.Module | None, rollouts: RolloutBackend
+    ) -> Prepared:
+        """What the update needs before the advantages: each chunk's inputs, loss mask and the log-probs that stay
+        fixed during the update (no gradient). An agent computes it while the batch's credit runs on the CPU
+        (:attr:`~ospo_gym.agents.config.AgentConfig.overlap_credit`); ``flat`` as for :meth:`__call__`."""
+        keep = ~flat if self.config.skip_zero_variance_groups else np.ones(len(flat), dtype=bool)
+        kept = torch.as_tensor(keep, device=self.device)[:, None]
+        rows = torch.as_tensor(np.flatnonzero(keep) if keep.any() else [0], device=self.device)
+        chunks = [(rows, False)] if self.config.micro_batch_size is None else self.micro_batches(keep)
+        return Prepared(chunks, self._pieces(rollout, kept, chunks, reference, off_policy=rollouts.off_policy))
+
     def _pieces(
         self,
         rollout: Rollout,
-        advantages: np.ndarray,
         kept: torch.Tensor,
         chunks: list[tuple[torch.Tensor, bool]],
         reference: torch.nn.Module | None,
         *,
         off_policy: bool,
     ) -> list[Chunk]:
-        """Each chunk's inputs, loss mask and advantages, with the log-probs that stay fixed during the update:
-        the current policy's when there are several iterations, the reference's when there is a KL term."""
+        """Each chunk's inputs and loss mask, with the log-probs that stay fixed during the update: the current
+        policy's when there are several iterations, the reference's when there is a KL term (advantages: None)."""
         config = self.config
         tensors = (rollout.prompt_tokens, rollout.prompt_mask, rollout.completion_tokens, rollout.completion_mask)
-        all_advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.device)
         pieces: list[Chunk] = []
         for chunk, padding in chunks:
             inputs = tuple(t.index_select(0, chunk) for t in tensors)
@@ -190,7 +217,7 @@ class PolicyUpdate:
                         ref = completion_logprobs(self.learner, *inputs, temperature=config.temperature)
             sampler = rollout.logprobs.index_select(0, chunk) if off_policy else None
             chunk_mask = (rollout.completion_mask & kept & (not padding)).index_select(0, chunk)
-            pieces.append(Chunk(inputs, chunk_mask, all_advantages.index_select(0, chunk), sampler, old, ref))
+            pieces.append(Chunk(inputs, chunk_mask, None, sampler, old, ref))
         return pieces
 
     def _iteration(

@@ -25,6 +25,7 @@ VOCAB_WHY = (
 )
 
 _WORD = re.compile(r"[^\W_]+")
+_CHUNK_MEMO_SIZE = 1 << 16  # distinct space-separated chunks whose keywords are remembered (cleared when full)
 
 
 class AdditiveKeywordsEnv(GenerativeSearchEnv):
@@ -114,6 +115,7 @@ class AdditiveKeywordsEnv(GenerativeSearchEnv):
         rng = np.random.default_rng(seed)
         self.vocabulary: tuple[str, ...] = tuple(pseudo_words(vocab_size, rng))
         self._word_index = {w: i for i, w in enumerate(self.vocabulary)}
+        self._chunk_keywords: dict[str, list[int]] = {}  # see _text_keywords
         self.weights = np.zeros((num_prompts, vocab_size))  # (prompts, vocab) hidden weights
         shared = None
         for p in range(num_prompts):
@@ -144,10 +146,25 @@ class AdditiveKeywordsEnv(GenerativeSearchEnv):
     def _keywords(self, text: str) -> list[int]:
         return [self._word_index[w] for w in _WORD.findall(text.lower()) if w in self._word_index]
 
+    def _text_keywords(self, text: str) -> list[int]:
+        """:meth:`_keywords` of ``text``, one space-separated chunk at a time, each chunk's remembered (coalition
+        texts are the same words in many combinations). The same list: a word never spans an ASCII space, and
+        ``str.lower`` looks past a space for no character (final sigma's context stops at it)."""
+        memo = self._chunk_keywords
+        if len(memo) > _CHUNK_MEMO_SIZE:
+            memo.clear()
+        out: list[int] = []
+        for chunk in text.split(" "):
+            known = memo.get(chunk)
+            if known is None:
+                known = memo[chunk] = self._keywords(chunk)
+            out.extend(known)
+        return out
+
     def score_texts(self, prompt_ids: Sequence[Hashable], texts: Sequence[str]) -> np.ndarray:
         rows = np.asarray(prompt_ids, dtype=np.int64)
         present = np.zeros((len(texts), len(self.vocabulary)))
-        keywords = [self._keywords(text) for text in texts]  # parsing is per text; the rest is vectorised
+        keywords = [self._text_keywords(text) for text in texts]  # parsing is per text; the rest is vectorised
         owner = np.repeat(np.arange(len(texts)), [len(k) for k in keywords])
         present[owner, np.fromiter((i for k in keywords for i in k), dtype=np.int64, count=len(owner))] = 1.0
         total = np.einsum("nv,nv->n", present, self.weights[rows])

@@ -7,6 +7,7 @@ completions with a single batched reward call, evaluating each distinct (prompt,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
@@ -99,24 +100,25 @@ class CoalitionOracle:
         """
         if not len(prompt_ids) == len(texts) == len(spans) == len(coalitions):
             raise ValueError("prompt_ids, texts, spans and coalitions need one entry per completion")
-        keys: dict[tuple[Hashable, str], int] = {}
-        lookup: list[np.ndarray] = []
+        every: list[tuple[Hashable, str]] = []  # (prompt, coalition text) of every coalition, completion by completion
         for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
             check_spans(text, text_spans)
             # ints naming segments of this text, or ValueError
             lengths, players = player_indices(text_coalitions, len(text_spans))
             if _in_order(lengths, players):  # every coalition already sorted: join its pieces as they come
-                pieces = [text[span[0] : span[1]] for span in text_spans]
-                joined = [" ".join([pieces[i] for i in coalition]) for coalition in text_coalitions]
+                piece = [text[span[0] : span[1]] for span in text_spans].__getitem__
+                joined = [" ".join(map(piece, coalition)) for coalition in text_coalitions]
             else:
                 joined = [coalition_text(text, text_spans, coalition) for coalition in text_coalitions]
-            index = np.fromiter(
-                (keys.setdefault((prompt_id, t), len(keys)) for t in joined), dtype=np.int64, count=len(joined)
-            )
-            lookup.append(index)
+            every.extend(zip(itertools.repeat(prompt_id), joined))
+        keys: dict[tuple[Hashable, str], int] = dict.fromkeys(every)  # each distinct pair once, in order of first use
+        for number, key in enumerate(keys):
+            keys[key] = number
+        index = np.fromiter(map(keys.__getitem__, every), dtype=np.int64, count=len(every))
         unique = list(keys)
         scores = np.asarray(self.score_texts([k[0] for k in unique], [k[1] for k in unique]), dtype=np.float64)
         self.num_calls += 1
         self.num_scored += len(unique)
-        self.num_values += sum(len(i) for i in lookup)
-        return [scores[i] for i in lookup]
+        self.num_values += len(every)
+        ends = np.cumsum([len(c) for c in coalitions])
+        return [scores[i] for i in np.split(index, ends[:-1])] if len(coalitions) else []

@@ -117,12 +117,38 @@ def _first_bad_player(coalitions: Sequence[Coalition], n: int) -> str:
     return "the coalitions mix index types that do not form one int array"
 
 
+# marginal_pairs of recent coalition lists: a batch draws the same list for every completion whose segment count
+# leaves the whole window pool within the budget (read-only arrays, so a caller cannot change a cached answer).
+_PAIRS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_PAIRS_CACHE_SIZE = 256
+
+
 def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All sampled pairs ``(S, S ∪ {i})`` with both coalitions present.
 
     Returns:
-        without_idx (P,), with_idx (P,): indices into ``coalitions``; player (P,): the added player ``i``.
+        without_idx (P,), with_idx (P,): indices into ``coalitions``; player (P,): the added player ``i`` (read-only
+        arrays, remembered for the same list of tuples).
     """
+    key = None
+    # only tuples of Python ints are remembered (True == 1 and 1.0 == 1 would otherwise share an answer)
+    if type(n) is int and all(type(c) is tuple and all(type(i) is int for i in c) for c in coalitions):
+        key = (n, tuple(coalitions))
+        cached = _PAIRS_CACHE.get(key)
+        if cached is not None:
+            return cached
+    pairs = _marginal_pairs(coalitions, n)
+    for a in pairs:
+        a.flags.writeable = False
+    if key is not None:
+        if len(_PAIRS_CACHE) >= _PAIRS_CACHE_SIZE:
+            _PAIRS_CACHE.clear()
+        _PAIRS_CACHE[key] = pairs
+    return pairs
+
+
+def _marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`marginal_pairs`, computed."""
     check_players(n)
     lengths, cols = player_indices(coalitions, n)
     k = len(coalitions)

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["kth_largest", "pool_frontier", "rank_from_scores"]
+__all__ = ["kth_largest", "kth_largest_weighted", "pool_frontier", "rank_from_scores"]
 
 # kth_largest samples every (k // _SAMPLE_RANK)-th column, so the answer sits near rank _SAMPLE_RANK there.
 _SAMPLE_RANK = 128
+# kth_largest_weighted's sample (of the repeated columns) has the answer near this rank: a short sample, since its
+# candidates are columns (each standing for several scores), sorted rather than partitioned.
+_WEIGHTED_SAMPLE_RANK = 64
+_LEAST32 = np.nextafter(np.float32(0), np.float32(1))  # the least positive float32: ">= _LEAST32" is "> 0"
 
 
 def kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
@@ -66,6 +70,101 @@ def kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
         packed.ravel()[np.arange(len(flat)) + shift[flat // n]] = -values
         packed.partition(k - 1, axis=1)
         out[sel] = -packed[:, k - 1]
+    return out
+
+
+def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """:func:`kth_largest` of rows in which column ``j`` stands for ``counts[j]`` (or row ``i``'s ``counts[i, j]``)
+    equal scores.
+
+    Row ``i`` of the answer is ``kth_largest(np.repeat(values[i], counts[i])[None], k)`` bit for bit, without
+    building the repeated rows: a retriever whose documents fall into groups that score alike for a batch of
+    queries selects over the groups (``BM25Retriever``'s grouped pool frontier).
+
+    Exact. As in :func:`kth_largest`, a sample (here of the repeated columns, taken through ``counts``, per run of
+    rows with the same counts) brackets the answer: a value a little below it and one a little above. Where at least
+    ``k`` scores lie at or above the lower one and fewer than ``k`` at or above the upper one, only the columns in
+    between are sorted (one sort per row of (score bits, count) keys); other rows sort all their positive columns.
+    The sample only affects speed, never the result.
+
+    Args:
+        values: ``(R, G)`` float32 scores, one column per group of equal scores.
+        counts: ``(G,)`` or ``(R, G)`` non-negative ints below ``2**32``, how many scores each column stands for.
+        k: rank, ``k >= 1``.
+
+    Returns:
+        ``(R,)`` float32, the ``k``-th largest score per row, or 0 where fewer than ``k`` scores are positive.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    values = np.asarray(values)
+    if values.ndim != 2 or values.dtype != np.float32:
+        raise ValueError(f"values must be a 2-D float32 array (their bits are the sort key), got {values.dtype}")
+    counts = np.asarray(counts)
+    if counts.dtype.kind not in "iu":  # any int dtype, as it comes: an int32 (R, G) table halves the passes' bytes
+        raise ValueError(f"counts must be ints, got {counts.dtype}")
+    rows, cols = values.shape
+    if counts.shape not in ((cols,), (rows, cols)) or (counts.size and (counts.min() < 0 or counts.max() >= 1 << 32)):
+        raise ValueError(f"counts must be ({cols},) or ({rows}, {cols}) ints in [0, 2**32), one per value")
+    out = np.zeros(rows, dtype=np.float32)
+    if rows == 0 or cols == 0:
+        return out
+    flat_counts = counts.ndim == 1
+    counts = np.broadcast_to(counts, (rows, cols))
+    total = counts.sum(axis=1)
+    if total.max() < k:
+        return out
+    floor = np.full(rows, _LEAST32)  # candidates: the columns with values >= floor (so > 0) ...
+    ceiling = np.full(rows, np.inf, dtype=np.float32)  # ... and < ceiling, above which fewer than k scores lie
+    stride = k // _WEIGHTED_SAMPLE_RANK
+    if stride >= 2 and total.max() >= 4 * k:
+        # Every stride-th of the repeated columns, for each run of rows with the same counts (a retriever's group),
+        # told apart by their totals: a row whose counts differ from its run's first row's only samples worse.
+        starts = [0] if flat_counts else np.flatnonzero(np.r_[True, total[1:] != total[:-1]]).tolist()
+        target = -(-k // stride)
+        low = target + int(3 * np.sqrt(target)) + 2  # sample ranks that bracket the answer (3 standard deviations)
+        high = max(target - int(3 * np.sqrt(target)) - 2, 1)
+        for a, b in zip(starts, [*starts[1:], rows], strict=True):
+            picked = np.repeat(np.arange(cols), counts[a])[::stride]
+            if len(picked) < low:
+                continue
+            sample = np.negative(values[a:b, picked])
+            sample.partition([high - 1, low - 1], axis=1)
+            floor[a:b] = np.maximum(-sample[:, low - 1], _LEAST32)
+            ceiling[a:b] = -sample[:, high - 1]
+    above = values >= ceiling[:, None]
+    over = np.einsum("ij,ij->i", above, counts, dtype=np.int64)  # scores at or above the ceiling
+    ceiling[over >= k] = np.inf  # the ceiling is not above the answer: no ceiling
+    over[over >= k] = 0
+    candidate = (values >= floor[:, None]) & (values < ceiling[:, None])
+    reach = over + np.einsum("ij,ij->i", candidate, counts, dtype=np.int64)  # scores at or above the floor
+    short = np.flatnonzero(reach < k)  # the sample overshot (or too few positive scores): all positive columns
+    if len(short):
+        candidate[short] = values[short] > 0
+        over[short] = 0
+        reach[short] = np.einsum("ij,ij->i", candidate[short], counts[short], dtype=np.int64)
+    busy = np.flatnonzero(reach >= k)  # the other rows have fewer than k positive scores: 0
+    if len(busy) == 0:
+        return out
+    if len(busy) < rows:
+        candidate[reach < k] = False
+    per_row = np.count_nonzero(candidate, axis=1)[busy]
+    width = int(per_row.max())
+    # A positive float32's bits, read as an unsigned int, order as the float does; with the column's count in the
+    # low 32 bits one sort per row orders the candidates and carries their counts.
+    flat = np.flatnonzero(candidate)  # row-major: each row's candidates are contiguous
+    shift = np.zeros(rows, dtype=np.int64)  # candidate e of packed row p goes to p * width + (e - p's first)
+    shift[busy] = np.arange(len(busy)) * width - (np.cumsum(per_row) - per_row)
+    keys = np.zeros((len(busy), width), dtype=np.uint64)  # padding (key 0) sorts first
+    bits = values.ravel()[flat].view(np.uint32).astype(np.uint64)
+    weight = counts[0, flat % cols] if flat_counts else counts.ravel()[flat]
+    keys.ravel()[np.arange(len(flat)) + shift[flat // cols]] = (bits << np.uint64(32)) | weight.astype(np.uint64)
+    keys.sort(axis=1)
+    # Counts from the top down (after the scores above the ceiling): the k-th largest is where they reach k.
+    down = keys[:, ::-1]
+    running = np.cumsum((down & np.uint64(0xFFFFFFFF)).astype(np.int64), axis=1) + over[busy, None]
+    top = down[np.arange(len(busy)), np.argmax(running >= k, axis=1)] >> np.uint64(32)
+    out[busy] = top.astype(np.uint32).view(np.float32)
     return out
 
 

@@ -31,13 +31,12 @@ def pad_pools(
         raise ValueError(f"got {len(pools)} pools but {len(pool_gains)} gain arrays")
     # A batch of coalition texts repeats a few prompts' pools hundreds of times: pad each (pool, gains) pair of
     # objects once and copy its rows (the same arrays as padding every row).
-    pairs: dict[tuple[int, int], int] = {}
     gains_of = pool_gains if pool_gains is not None else [None] * len(pools)
-    row_of = np.fromiter(
-        (pairs.setdefault((id(p), id(g)), len(pairs)) for p, g in zip(pools, gains_of, strict=True)),
-        dtype=np.int64,
-        count=len(pools),
-    )
+    keys = list(zip(map(id, pools), map(id, gains_of), strict=True))
+    pairs: dict[tuple[int, int], int] = dict.fromkeys(keys)  # in order of first use
+    for number, key in enumerate(pairs):
+        pairs[key] = number
+    row_of = np.fromiter(map(pairs.__getitem__, keys), dtype=np.int64, count=len(pools))
     if len(pairs) < len(pools):
         first = np.unique(row_of, return_index=True)[1]
         ids, gains = _pad_each(

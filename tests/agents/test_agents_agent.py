@@ -267,3 +267,44 @@ def test_token_offsets_are_computed_only_for_estimators_that_read_them(tiny_poli
     assert calls == []  # GRPO broadcasts Â: no re-encoding of the completions
     make_agent(tiny_policy, tmp_path / "o", "ospo_prop").train_step()
     assert calls == [1]
+
+
+@pytest.mark.parametrize("algo", ["ospo_prop", "grpo"])
+def test_overlapped_credit_trains_bit_for_bit_as_the_sequential_order(tiny_policy, tmp_path, algo, monkeypatch):
+    """overlap_credit runs the estimator on a worker thread while the KL reference's and the pre-update policy's
+    log-probs are computed (beta > 0, two iterations: there is something to overlap); on CPU the metrics and the
+    weights are those of the sequential order, and the estimator did run off the main thread."""
+    import threading
+
+    overrides = dict(beta=0.05, num_iterations=2)
+    plain = make_agent(tiny_policy, tmp_path / "plain", algo, **overrides)
+    overlapped = make_agent(tiny_policy, tmp_path / "overlapped", algo, overlap_credit=True, **overrides)
+    threads = []
+    inner = overlapped.estimator
+
+    def spy(*args):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return inner(*args)
+
+    overlapped.estimator = spy
+    plain.learn(3)
+    overlapped.learn(3)
+    assert threads == [False] * 3
+    assert comparable(plain.history) == comparable(overlapped.history)
+    for (name, a), (_, b) in zip(plain.model.named_parameters(), overlapped.model.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    overlapped.close()
+    assert overlapped._credit_thread is None
+    plain.close()
+
+
+def test_overlapped_credit_passes_the_estimators_error_on(tiny_policy, tmp_path):
+    agent = make_agent(tiny_policy, tmp_path, "ospo_prop", overlap_credit=True, beta=0.05)
+
+    def broken(*args):
+        raise RuntimeError("credit failed")
+
+    agent.estimator = broken
+    with pytest.raises(RuntimeError, match="credit failed"):
+        agent.train_step()
+    agent.close()

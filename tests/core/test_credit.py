@@ -487,3 +487,22 @@ def test_released_path_errors():
         ospo_token_advantages(*args, rewards=np.array([1.0, 2.0]), credit_path="released")
     with pytest.raises(ValueError, match="unknown credit path 'paper'"):
         ospo_token_advantages(*args, credit_path="paper")
+
+
+def test_marginal_pairs_remembers_a_list_of_int_tuples_and_still_checks_other_input():
+    import ospo_gym.credit.shapley as shapley
+
+    shapley._PAIRS_CACHE.clear()
+    coalitions = [(), (0,), (1,), (2,), (0, 1), (1, 2), (0, 1, 2)]
+    first = marginal_pairs(coalitions, 3)
+    again = marginal_pairs(list(coalitions), 3)  # an equal list: the remembered arrays
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    computed = shapley._marginal_pairs(coalitions, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(first, computed, strict=True))
+    with pytest.raises(ValueError):
+        first[0][0] = 5  # read-only: a caller cannot change the remembered answer
+    # equal as Python values, but not valid coalitions: never answered from the cache
+    with pytest.raises(ValueError, match="not an int"):
+        marginal_pairs([tuple(float(i) for i in c) for c in coalitions], 3)
+    with pytest.raises(ValueError):
+        marginal_pairs(coalitions, True)

@@ -80,3 +80,26 @@ def test_shared_weights_and_hint_noise():
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         gym.make("ospo/AdditiveKeywords-v0", **kwargs)
+
+
+def test_chunk_memo_keywords_equal_parsing_the_whole_text(env):
+    """score_texts parses a text one space-separated chunk at a time (remembered): the same keyword list as the whole
+    text's parse, on words glued by punctuation, underscores, other whitespace, and letters whose lower case depends
+    on their neighbours (final sigma) or changes length (İ)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    words = [*env.vocabulary[:6], "ΟΔΟΣ", "Σ", "İ", "a_b", "x.y", "\u00c5", ""]
+    pieces = st.lists(st.sampled_from([*words, " ", "  ", "\t", "\n", ".", "_", "Σ", "'"]), max_size=12)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(pieces.map("".join), min_size=1, max_size=4).map(" ".join))
+    def check(text):
+        assert env._text_keywords(text) == env._keywords(text)
+
+    check()
+    env._chunk_keywords.clear()
+    texts = [" ".join(env.vocabulary[i] for i in np.random.default_rng(s).integers(0, 20, 5)) for s in range(20)]
+    want = env.score_texts([0] * len(texts), texts)
+    assert env._chunk_keywords  # the memo was filled
+    np.testing.assert_array_equal(env.score_texts([0] * len(texts), texts), want)
