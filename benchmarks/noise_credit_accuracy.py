@@ -43,6 +43,7 @@ CASES = (
     ("interaction", "gaussian"),
     ("retrieval", "gaussian"),
     ("retrieval", "label_flip"),
+    ("retrieval", "score"),
 )
 RESULTS = Path(__file__).parent / "results"
 
