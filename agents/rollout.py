@@ -40,27 +40,18 @@ class RolloutBackend:
     def sample(self, prompts: Sequence[str], seed: int, first_row: int = 0) -> Rollout:
         """One completion per prompt; row ``b`` is row ``first_row + b`` of the global batch, which keys its
         random draws."""
-        config = self.config
-        if config.rollout == "vllm":
-            return self._engine().generate(prompts, seed=seed, first_row=first_row)
-        return generate(
-            self.model,
-            self.tokenizer,
-            prompts,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=seed,
-            first_row=first_row,
-            stop_early=not self.sharded,  # FSDP2: every rank runs the same number of (collective) forwards
-        )
+        return self._sample(prompts, seed, first_row=first_row)
 
     def sample_formatted(self, prompts: Sequence[str], seed: int, row_ids: Sequence[int]) -> Rollout:
         """One generation per prompt already rendered through the chat template (a turn of a multi-turn
         conversation); row ``b``'s draws are keyed by ``row_ids[b]``, its episode's global row."""
+        return self._sample(prompts, seed, row_ids=row_ids, formatted=True)
+
+    def _sample(self, prompts: Sequence[str], seed: int, **rows: Any) -> Rollout:
+        """The engine's or the learner's generation; ``rows`` say how rows key their draws (and the formatting)."""
         config = self.config
         if config.rollout == "vllm":
-            return self._engine().generate(prompts, seed=seed, row_ids=row_ids, formatted=True)
+            return self._engine().generate(prompts, seed=seed, **rows)
         return generate(
             self.model,
             self.tokenizer,
@@ -69,9 +60,8 @@ class RolloutBackend:
             temperature=config.temperature,
             top_p=config.top_p,
             seed=seed,
-            row_ids=row_ids,
-            stop_early=not self.sharded,
-            formatted=True,
+            stop_early=not self.sharded,  # FSDP2: every rank runs the same number of (collective) forwards
+            **rows,
         )
 
     def _engine(self) -> VllmRollout:

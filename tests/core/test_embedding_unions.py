@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from credit_games import table_game
 
 from ospo_gym.credit import (
     register_segment_encoder,
@@ -19,12 +20,6 @@ from ospo_gym.credit import (
     structured_credit,
 )
 from ospo_gym.credit.embedding import PretrainedSegmentEncoder, get_segment_encoder
-
-
-def table_game(n: int, seed: int):
-    """v(S) an arbitrary table over the 2**n subsets."""
-    table = np.random.default_rng(seed).normal(size=1 << n)
-    return lambda coalitions: np.array([table[sum(1 << i for i in c)] for c in coalitions])
 
 
 def words_of(text: str) -> list[tuple[int, int]]:

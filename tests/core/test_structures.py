@@ -7,6 +7,7 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+from credit_games import table_game
 
 from ospo_gym.credit import (
     COALITION_STRUCTURES,
@@ -18,16 +19,6 @@ from ospo_gym.credit import (
 )
 from ospo_gym.credit.owen import owen_exact
 from ospo_gym.credit.structures import union_order
-
-
-def table_game(n: int, seed: int):
-    """A random game: v(S) an arbitrary table over the 2**n subsets (no structure an estimator could exploit)."""
-    table = np.random.default_rng(seed).normal(size=1 << n)
-
-    def v(coalitions):
-        return np.array([table[sum(1 << i for i in c)] for c in coalitions])
-
-    return v
 
 
 def every_coalition(n: int) -> list[tuple[int, ...]]:
