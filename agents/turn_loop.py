@@ -176,7 +176,7 @@ def play_conversations(
 
     Args:
         env: the multi-turn env (``env.unwrapped`` of ``ospo/ConvSearch-v0``): its ``play``, ``rules.max_turns``,
-            ``task.openings`` and ``max_turn_chars``.
+            ``opening`` and ``max_turn_chars``.
         sample: the sampler (:data:`TurnSampler`), e.g. the agent's rollout backend.
         tokenizer: the policy's tokenizer (the chat template, and the token offsets of each turn).
         prompt_ids: (B,) the episodes' prompts; group_index: (B,) their groups.
@@ -191,10 +191,8 @@ def play_conversations(
         rewards) and the sampled turns.
     """
     prompt_ids = [int(p) for p in prompt_ids]
-    for prompt_id in prompt_ids:
-        env._check_prompt_id(prompt_id)
+    messages = [[{"role": "user", "content": env.opening(p)}] for p in prompt_ids]  # an unknown id: the env's error
     convs = [Conversation(p) for p in prompt_ids]
-    messages = [[{"role": "user", "content": env.task.openings[p]}] for p in prompt_ids]
     turns: list[list[str]] = [[] for _ in prompt_ids]
     turn_tokens: list[list[np.ndarray]] = [[] for _ in prompt_ids]
     turn_rewards: list[list[float]] = [[] for _ in prompt_ids]

@@ -224,9 +224,13 @@ class ConvSearchEnv(gym.Env[str, str]):
         return list(range(len(self.task.targets)))
 
     def prompt(self, prompt_id: Hashable) -> str:
-        """The first observation of ``prompt_id``: the shopper's opening."""
+        """The first observation of ``prompt_id``: the shopper's opening, ``"shopper: "`` first."""
+        return SHOPPER + self.opening(prompt_id)
+
+    def opening(self, prompt_id: Hashable) -> str:
+        """The shopper's first message for ``prompt_id`` (the first ``user`` message of a chat conversation)."""
         self._check_prompt_id(prompt_id)
-        return SHOPPER + self.task.openings[prompt_id]
+        return self.task.openings[prompt_id]
 
     def _check_prompt_id(self, prompt_id: Hashable) -> None:
         if isinstance(prompt_id, bool) or not isinstance(prompt_id, (int, np.integer)) or not 0 <= prompt_id < len(self.task.targets):

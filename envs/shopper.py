@@ -146,6 +146,15 @@ def synthetic_task(config: CatalogConfig, num_targets: int, relevance: str, rng:
     return ShopperTask(catalog_texts(products), attributes, vocab, values, targets, openings, relevant, gains)
 
 
+def _value_index(words: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+    """The sorted vocabulary of ``words`` (N,) (object, "" for unknown) and each one's (N,) int64 index (-1)."""
+    known = words != ""
+    vocab = tuple(sorted(set(words[known])))
+    index = np.full(len(words), -1, dtype=np.int64)
+    index[known] = np.searchsorted(np.array(vocab, dtype=object), words[known])
+    return vocab, index
+
+
 def esci_task(
     data_dir: str | os.PathLike | None, num_targets: int, relevance: str, rng: np.random.Generator, **load_kwargs
 ) -> ShopperTask:
@@ -175,13 +184,8 @@ def esci_task(
     vocab, values = {}, {}
     for a in attributes:
         column = aligned[f"product_{a}"]
-        known = column.notna().to_numpy(copy=True)
         words = column.where(column.notna(), "").astype(str).str.strip().str.lower().to_numpy(dtype=object)
-        known = known & (words != "")
-        vocab[a] = tuple(sorted(set(words[known])))
-        index = np.full(len(words), -1, dtype=np.int64)
-        index[known] = np.searchsorted(np.array(vocab[a], dtype=object), words[known])
-        values[a] = index
+        vocab[a], values[a] = _value_index(words)  # a null or blank value: unknown to the shopper
     targets, openings, relevant, gains = [], [], [], []
     for q in rows:
         docs = data.pool_docs[data.pool_offsets[q] : data.pool_offsets[q + 1]]
@@ -198,15 +202,6 @@ def esci_task(
 
 HM_ATTRIBUTES = {"color": "colour_group_name", "pattern": "graphical_appearance_name", "section": "index_group_name"}
 """The shopper's hidden attributes of an H&M article and the ``articles.csv`` columns they come from."""
-
-
-def _value_index(words: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
-    """The sorted vocabulary of ``words`` (N,) (object, "" for unknown) and each one's (N,) int64 index (-1)."""
-    known = words != ""
-    vocab = tuple(sorted(set(words[known])))
-    index = np.full(len(words), -1, dtype=np.int64)
-    index[known] = np.searchsorted(np.array(vocab, dtype=object), words[known])
-    return vocab, index
 
 
 def hm_task(

@@ -33,11 +33,14 @@ import gymnasium as gym
 import numpy as np
 
 from ospo_gym.envs.base import truncate_action
-from ospo_gym.envs.conv_search import SHOPPER, ConvSearchEnv
+from ospo_gym.envs.conv_search import ConvSearchEnv
 from ospo_gym.envs.shopper import Conversation
 from ospo_gym.integrations.common import id_column, ospo_env
 
-__all__ = ["ENDED_REPLY", "ConvSearchTools", "conv_search_dataset", "conv_search_tools", "played_return"]
+__all__ = [
+    "ENDED_REPLY", "ConvSearchTools", "conv_search_dataset", "conv_search_env", "conv_search_tools", "opening_rows",
+    "played_return",
+]  # fmt: skip
 
 ENDED_REPLY = "The conversation is over."
 """A tool's answer after the episode ended (the turn is not played)."""
@@ -121,14 +124,30 @@ class ConvSearchTools:
         return self.env.play([conv], [text])[0]
 
 
+def conv_search_env(env: str | gym.Env, env_kwargs: dict[str, Any] | None = None, *, user: str) -> ConvSearchEnv:
+    """The single ConvSearch env behind ``env`` (an id built with ``env_kwargs``, an env or its vector env), or
+    one clear ValueError naming ``user`` (who needs it) when it is another kind of env."""
+    base = ospo_env(env, env_kwargs, needs=("prompt_ids", "prompt"))
+    if not isinstance(base, ConvSearchEnv):
+        raise ValueError(f"{user} needs an ospo/ConvSearch-v0 env, got {type(base).__name__}")
+    return base
+
+
+def opening_rows(env: ConvSearchEnv, prompt_ids: Sequence[Hashable] | None = None) -> tuple[list[Hashable], list[list[dict]]]:
+    """The targets to serve (``prompt_ids``, a subset or ordering, or all of ``env.prompt_ids``) and each one's
+    conversation so far: the shopper's opening as the ``user`` message. The dataset rows of every adapter."""
+    ids = list(env.prompt_ids if prompt_ids is None else prompt_ids)
+    if not ids:
+        raise ValueError(f"no prompts: {'prompt_ids is empty' if prompt_ids is not None else 'the env has none'}")
+    return ids, [[{"role": "user", "content": env.opening(p)}] for p in ids]  # an unknown id: the env's error
+
+
 def conv_search_tools(
     env: str | gym.Env = "ospo/ConvSearch-v0", env_kwargs: dict[str, Any] | None = None
 ) -> Callable[[], ConvSearchTools]:
     """A factory of :class:`ConvSearchTools` over ONE env (built here from an id and ``env_kwargs``, or given),
     for ``GRPOTrainer(environment_factory=...)``; ``factory.env`` is that env."""
-    base = ospo_env(env, env_kwargs, needs=("prompt_ids", "prompt"))
-    if not isinstance(base, ConvSearchEnv):
-        raise ValueError(f"conv_search_tools needs an ospo/ConvSearch-v0 env, got {type(base).__name__}")
+    base = conv_search_env(env, env_kwargs, user="conv_search_tools")
 
     def factory() -> ConvSearchTools:
         return ConvSearchTools(base)
@@ -142,9 +161,5 @@ def conv_search_dataset(factory: Callable[[], ConvSearchTools], prompt_ids: Sequ
     ``prompt_id`` the target's env id (which ``reset`` reads); ``prompt_ids``: a subset or ordering, or all."""
     from datasets import Dataset  # TRL's dependency; this module itself needs none
 
-    env = factory.env  # type: ignore[attr-defined]
-    ids = list(env.prompt_ids if prompt_ids is None else prompt_ids)
-    if not ids:
-        raise ValueError(f"no prompts: {'prompt_ids is empty' if prompt_ids is not None else 'the env has none'}")
-    prompts = [[{"role": "user", "content": env.prompt(p).removeprefix(SHOPPER)}] for p in ids]
+    ids, prompts = opening_rows(factory.env, prompt_ids)  # type: ignore[attr-defined]
     return Dataset.from_dict({"prompt": prompts, "prompt_id": id_column(ids)})

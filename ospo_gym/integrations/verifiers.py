@@ -153,14 +153,22 @@ class EnvRubric(vf.Rubric):
         if len(completions) != len(infos):
             raise ValueError(f"{len(completions)} completions but {len(infos)} infos; expected one info per completion")
         ids = [_prompt_id(info, i) for i, info in enumerate(infos)]
-        texts = [completion_text(c, i) for i, c in enumerate(completions)]
-        return [float(r) for r in np.asarray(self.env.rewards(ids, texts), dtype=np.float64)]
+        policy = [self.policy_text(c, i) for i, c in enumerate(completions)]
+        return [float(r) for r in np.asarray(self.score(ids, policy), dtype=np.float64)]
+
+    def policy_text(self, completion: Any, index: int) -> Any:
+        """What the env scores of one completion: its text (:func:`completion_text`)."""
+        return completion_text(completion, index)
+
+    def score(self, prompt_ids: list[Hashable], policy: list[Any]) -> np.ndarray:
+        """(N,) env rewards of the completions' ``policy`` texts for their prompts, in ONE env call."""
+        return self.env.rewards(prompt_ids, policy)
 
     def _check(self, states: Sequence[Any]) -> None:
         """Raise the reward's own ValueError before verifiers' rubric, which would log it and score 0, runs it."""
         for i, state in enumerate(states):
             _prompt_id(state.get("info"), i)
-            completion_text(state.get("completion"), i)
+            self.policy_text(state.get("completion"), i)
 
     async def score_group(self, states: list[Any]) -> None:
         """verifiers' group scoring (rewards, metrics, the group-mean advantage), after checking every rollout."""

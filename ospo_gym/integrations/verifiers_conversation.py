@@ -25,9 +25,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import numpy as np
+
 from ospo_gym.envs.base import truncate_action
-from ospo_gym.envs.conv_search import SHOPPER
 from ospo_gym.envs.shopper import Conversation
+from ospo_gym.integrations.conversation_tools import opening_rows
 from ospo_gym.integrations.verifiers import (
     _POLICY_ROLES,
     Dataset,
@@ -62,10 +64,7 @@ def conversation_dataset(env: Any, prompt_ids: Sequence[Hashable] | None = None)
         env: the single ConvSearch env (``env.unwrapped``).
         prompt_ids: a subset or ordering of ``env.prompt_ids``; ``None``: all of them.
     """
-    ids = list(env.prompt_ids if prompt_ids is None else prompt_ids)
-    if not ids:
-        raise ValueError(f"no prompts: {'prompt_ids is empty' if prompt_ids is not None else 'the env has none'}")
-    prompts = [[{"role": "user", "content": env.prompt(p).removeprefix(SHOPPER)}] for p in ids]
+    ids, prompts = opening_rows(env, prompt_ids)
     return Dataset.from_dict({"prompt": prompts, "info": _info_column(ids)})
 
 
@@ -73,19 +72,13 @@ class ConversationRubric(EnvRubric):
     """The rubric of a :class:`ConversationEnv`: ``env_reward`` is each rollout's episode return, one batched
     replay per group."""
 
-    def env_reward(self, completions: Sequence[Any], infos: Sequence[Any]) -> list[float]:
-        """Episode returns of ``completions`` (N,) for their rows' ``infos`` (N,): the policy turns of each are
-        replayed from the shopper's opening; returns (N,) floats."""
-        if len(completions) != len(infos):
-            raise ValueError(f"{len(completions)} completions but {len(infos)} infos; expected one info per completion")
-        ids = [_prompt_id(info, i) for i, info in enumerate(infos)]
-        sessions = [[(t, t) for t in policy_turns(c, i)] for i, c in enumerate(completions)]
-        return [float(r) for r in self.env.replay_returns(ids, sessions)]
+    def policy_text(self, completion: Any, index: int) -> list[str]:
+        """The policy's turns of one completion (:func:`policy_turns`)."""
+        return policy_turns(completion, index)
 
-    def _check(self, states: Sequence[Any]) -> None:
-        for i, state in enumerate(states):
-            _prompt_id(state.get("info"), i)
-            policy_turns(state.get("completion"), i)
+    def score(self, prompt_ids: list[Hashable], policy: list[list[str]]) -> np.ndarray:
+        """(N,) episode returns: each completion's turns replayed from the shopper's opening."""
+        return self.env.replay_returns(prompt_ids, [[(t, t) for t in turns] for turns in policy])
 
 
 class ConversationEnv(vf.MultiTurnEnv):

@@ -35,10 +35,9 @@ from typing import Any
 from uuid import uuid4
 
 from ospo_gym.envs.base import truncate_action
-from ospo_gym.envs.conv_search import SHOPPER, ConvSearchEnv
+from ospo_gym.envs.conv_search import ConvSearchEnv
 from ospo_gym.envs.shopper import Conversation
-from ospo_gym.integrations.common import ospo_env
-from ospo_gym.integrations.conversation_tools import played_return
+from ospo_gym.integrations.conversation_tools import conv_search_env, opening_rows, played_return
 from ospo_gym.integrations.verl import OSPOVerlConfig  # checks the verl version on import
 
 # isort: split
@@ -51,8 +50,8 @@ AGENT_NAME = "ospo_conv_search"
 
 
 @functools.cache
-def _cached_conv_env(env_id: str, env_kwargs_json: str) -> Any:
-    return ospo_env(env_id, json.loads(env_kwargs_json), needs=("prompt_ids", "prompt"))
+def _cached_conv_env(env_id: str, env_kwargs_json: str) -> ConvSearchEnv:
+    return conv_search_env(env_id, json.loads(env_kwargs_json), user=f"the {AGENT_NAME} agent loop (ospo.env_id)")
 
 
 def _conv_env(config: Any) -> ConvSearchEnv:
@@ -60,10 +59,7 @@ def _conv_env(config: Any) -> ConvSearchEnv:
     settings = OSPOVerlConfig.from_verl(config)
     if not settings.env_id:
         raise ValueError("the ConvSearch agent loop needs the env: add +ospo.env_id=ospo/ConvSearch-v0 to the verl config")
-    env = _cached_conv_env(settings.env_id, json.dumps(settings.env_kwargs, sort_keys=True))
-    if not isinstance(env, ConvSearchEnv):
-        raise ValueError(f"the {AGENT_NAME} agent loop plays ospo/ConvSearch-v0, but ospo.env_id is {settings.env_id!r}")
-    return env
+    return _cached_conv_env(settings.env_id, json.dumps(settings.env_kwargs, sort_keys=True))
 
 
 @register(AGENT_NAME)
@@ -136,22 +132,17 @@ def conv_search_dataset(
     columns are those of :func:`ospo_gym.integrations.verl.prompt_dataset`."""
     import pandas as pd
 
-    base = ospo_env(env, env_kwargs, needs=("prompt_ids", "prompt"))
-    if not isinstance(base, ConvSearchEnv):
-        raise ValueError(f"conv_search_dataset needs an ospo/ConvSearch-v0 env, got {type(base).__name__}")
-    ids = [int(p) for p in (base.prompt_ids if prompt_ids is None else prompt_ids)]
-    if not ids:
-        raise ValueError(f"no prompts: {'prompt_ids is empty' if prompt_ids is not None else 'the env has none'}")
+    ids, prompts = opening_rows(conv_search_env(env, env_kwargs, user="conv_search_dataset"), prompt_ids)
     rows = [
         {
             "data_source": "ospo/ConvSearch-v0",
-            "prompt": [{"role": "user", "content": base.prompt(p).removeprefix(SHOPPER)}],
+            "prompt": prompt,
             "ability": "conversational_search",
             "reward_model": {"style": "rule", "ground_truth": ""},
             "agent_name": AGENT_NAME,
-            "extra_info": {"prompt_id": p, "index": i},
+            "extra_info": {"prompt_id": int(p), "index": i},
         }
-        for i, p in enumerate(ids)
+        for i, (p, prompt) in enumerate(zip(ids, prompts, strict=True))
     ]
     frame = pd.DataFrame(rows)
     if path is not None:
