@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import write_report
-from bench_step_ratio import env_texts
+from bench_step_ratio import OracleClock, env_texts
 
 import ospo_gym  # noqa: F401
 from ospo_gym.agents import Agent, AgentConfig, build_tiny_qwen2, logger
@@ -66,17 +66,7 @@ def split_env(env_id: str, args: argparse.Namespace, scratch: Path) -> dict:
     agent._batch = keep_tokens
     in_step = [agent.train_step()[logger.PERF_CREDIT_SECONDS] for _ in range(args.steps)]
     oracle, tokenizer = agent.envs.oracle, agent.tokenizer
-    oracle_seconds = [0.0]
-    inner = oracle.values_batch
-
-    def timed(*a, **k):
-        start = time.perf_counter()
-        try:
-            return inner(*a, **k)
-        finally:
-            oracle_seconds[0] += time.perf_counter() - start
-
-    oracle.values_batch = timed
+    clock = OracleClock(oracle)
 
     def replay(fresh: bool) -> list[float]:
         seconds = []
@@ -90,9 +80,9 @@ def split_env(env_id: str, args: argparse.Namespace, scratch: Path) -> dict:
         return seconds
 
     fresh = replay(fresh=True)  # the step's batches already hold their offsets: the cached replay reads them
-    oracle_seconds[0] = 0.0
+    clock.seconds = 0.0
     cached = replay(fresh=False)
-    oracle_alone = oracle_seconds[0] / len(kept)
+    oracle_alone = clock.seconds / len(kept)
     agent.close()
     ms = lambda values: round(float(np.median(values)) * 1e3, 2)  # noqa: E731
     return {
