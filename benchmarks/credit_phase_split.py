@@ -7,10 +7,11 @@ each step's batch is kept. Reported, per batch, in milliseconds:
 - ``alone_fresh_offsets``: the same estimator on the same batches replayed back to back, token offsets computed
   again (what the step does);
 - ``alone_cached_offsets``: the same, token offsets already computed;
-- ``oracle``: ``oracle.values_batch`` alone, within the replay.
+- ``oracle``: ``oracle.values_batch`` alone, within the cached-offsets replay.
 
-The gap between ``in_step`` and ``alone_fresh_offsets`` is time the credit loses inside a step (caches the
-generation and update left cold) rather than work it does.
+Every figure is the median over the same batches (those after ``--warmup``). The gap between ``in_step`` and
+``alone_fresh_offsets`` is time the credit loses inside a step rather than work it does (probably caches that the
+generation and update leave cold).
 
     python benchmarks/credit_phase_split.py      # writes benchmarks/results/credit_phase_split.json
 """
@@ -68,21 +69,21 @@ def split_env(env_id: str, args: argparse.Namespace, scratch: Path) -> dict:
     oracle, tokenizer = agent.envs.oracle, agent.tokenizer
     clock = OracleClock(oracle)
 
-    def replay(fresh: bool) -> list[float]:
-        seconds = []
+    def replay(fresh: bool) -> tuple[list[float], list[float]]:
+        """Seconds of the estimator and of the oracle within it, per kept batch."""
+        seconds, in_oracle = [], []
         for batch, token_rows in zip(kept, tokens, strict=True):
             if fresh:
                 compute = functools.partial(batch_token_offsets, tokenizer, token_rows, batch.texts)
                 batch = dataclasses.replace(batch, token_offsets=LazyTokenOffsets(len(token_rows), compute))
-            start = time.perf_counter()
+            oracle_before, start = clock.seconds, time.perf_counter()
             estimator(batch, oracle, config)
             seconds.append(time.perf_counter() - start)
-        return seconds
+            in_oracle.append(clock.seconds - oracle_before)
+        return seconds, in_oracle
 
-    fresh = replay(fresh=True)  # the step's batches already hold their offsets: the cached replay reads them
-    clock.seconds = 0.0
-    cached = replay(fresh=False)
-    oracle_alone = clock.seconds / len(kept)
+    fresh, _ = replay(fresh=True)  # the step's batches already hold their offsets: the cached replay reads them
+    cached, oracle_seconds = replay(fresh=False)
     agent.close()
     ms = lambda values: round(float(np.median(values)) * 1e3, 2)  # noqa: E731
     return {
@@ -91,7 +92,7 @@ def split_env(env_id: str, args: argparse.Namespace, scratch: Path) -> dict:
         "in_step_ms": ms(in_step[args.warmup :]),
         "alone_fresh_offsets_ms": ms(fresh[args.warmup :]),
         "alone_cached_offsets_ms": ms(cached[args.warmup :]),
-        "oracle_mean_ms": round(oracle_alone * 1e3, 2),
+        "oracle_ms": ms(oracle_seconds[args.warmup :]),
     }
 
 
