@@ -57,7 +57,7 @@ from ospo_gym.agents.checkpoint import (
 )
 from ospo_gym.agents.config import AgentConfig, renamed_fields
 from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch, get_estimator, zero_variance_groups
-from ospo_gym.agents.generation import Rollout, batch_token_offsets, generate
+from ospo_gym.agents.generation import Rollout, TokenBytes, batch_token_offsets, generate
 from ospo_gym.agents.groups import GroupedEnv, env_name, make_env
 from ospo_gym.agents.guard import check_advantages, nonfinite_parameter
 from ospo_gym.agents.logger import REWARD_MEAN, REWARD_TURNS_MEAN, STEP, RunLogger, create_run_dir
@@ -149,6 +149,7 @@ class Agent:
             policy, device=device, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, seed=config.seed
         )
         self.device = next(self.model.parameters()).device
+        self._token_bytes = TokenBytes(self.tokenizer)  # each token id's bytes, looked up once for all steps' offsets
         # KL reference: a frozen copy of the initial policy; with LoRA, the base model (adapters disabled)
         self.reference = frozen_copy(self.model) if config.beta > 0 and not is_lora(self.model) else None
         # the module the loss runs through: DDP's wrapper, or the model itself (single process; FSDP2 shards in place)
@@ -514,7 +515,8 @@ class Agent:
         mask = rollout.completion_mask.cpu().numpy()
         ids = rollout.completion_tokens.cpu().numpy()
         rows = [ids[b, : int(n)] for b, n in enumerate(mask.sum(axis=1))]
-        offsets = LazyTokenOffsets(len(rows), functools.partial(batch_token_offsets, self.tokenizer, rows, rollout.texts))
+        compute = functools.partial(batch_token_offsets, self.tokenizer, rows, rollout.texts, token_bytes=self._token_bytes)
+        offsets = LazyTokenOffsets(len(rows), compute)
         return RolloutBatch(prompt_ids, group_index, rewards, rollout.texts, offsets, mask, step)
 
     def _run_logger(self) -> RunLogger | None:

@@ -23,7 +23,7 @@ from ospo_gym.credit import (
     ospo_token_advantages,
     sample_coalitions,
     sample_coalitions_batch,
-    segment_credit,
+    segment_credit_batch,
 )
 from ospo_gym.credit.structures import segment_unions_batch, structured_credit
 from ospo_gym.oracle import CoalitionOracle
@@ -232,7 +232,7 @@ def ospo_credit(
 
     Per completion: segments ``oracle.segment(text)`` (each distinct text once), coalitions ``sample_coalitions``
     (seeded by ``(config.seed, batch.step, b)``, drawn for the whole batch by ``sample_coalitions_batch``), values
-    from ONE ``oracle.values_batch`` call for the whole batch, credit ``segment_credit`` (variant
+    from ONE ``oracle.values_batch`` call for the whole batch, credit ``segment_credit_batch`` (variant
     ``config.credit_variant``; or the structure ``config.coalition_structure``, see :mod:`ospo_gym.credit.structures`),
     then ``A_t = T · Â · φ̃_t / Σ φ̃`` (PROP) or the rank-based split (RANK): the token mean stays Â (``config.credit_path="released"``: the released code's
     split, which needs the rewards and does not keep the mean). Completions with Â = 0 are not segmented, and
@@ -283,6 +283,11 @@ def ospo_credit(
             [spans[b] for b in asked],
             [coalitions[b] for b in asked],
         )
+        if plan is None and not structured:  # one pass per distinct coalition list (see segment_credit_batch)
+            sizes = [len(spans[b]) for b in asked]
+            estimates = segment_credit_batch(sampled, values, sizes, variant=config.credit_variant)
+            for b, estimate in zip(asked, estimates, strict=True):
+                credit[b] = estimate
         for b, value in zip(asked, values, strict=True):
             if plan is not None:
                 credit[b] = plan.credit(coalitions[b], value, len(spans[b]))
@@ -290,8 +295,6 @@ def ospo_credit(
                 credit[b] = structured_credit(
                     coalitions[b], value, len(spans[b]), structure, unions=unions.get(b), variant=config.credit_variant
                 )
-            else:
-                credit[b] = segment_credit(coalitions[b], value, len(spans[b]), variant=config.credit_variant)
     token_advantages = ospo_token_advantages(
         spans,
         credit,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -315,9 +316,15 @@ def token_offsets(tokenizer: Any, token_ids: Sequence[int], text: str) -> np.nda
     return batch_token_offsets(tokenizer, [token_ids], [text])[0]
 
 
-def batch_token_offsets(tokenizer: Any, rows: Sequence[Sequence[int]], texts: Sequence[str]) -> list[np.ndarray]:
+def batch_token_offsets(
+    tokenizer: Any, rows: Sequence[Sequence[int]], texts: Sequence[str], *, token_bytes: TokenBytes | None = None
+) -> list[np.ndarray]:
     """:func:`token_offsets` of many completions: one batched encode, and one batched prefix decode for the rows
-    whose sampled tokens are not the canonical tokenisation of their text (most rows of an untrained policy)."""
+    whose sampled tokens are not the canonical tokenisation of their text (most rows of an untrained policy).
+
+    ``token_bytes``: a :class:`TokenBytes` of ``tokenizer`` kept across calls (a caller that maps every step's
+    batch keeps one, so each token id is looked up once); by default a fresh one.
+    """
     if not rows:
         return []
     special = set(tokenizer.all_special_ids)
@@ -325,7 +332,10 @@ def batch_token_offsets(tokenizer: Any, rows: Sequence[Sequence[int]], texts: Se
     plains = [[t for t in row if t not in special] for row in rows]
     encoded = _encode_with_offsets(tokenizer, list(texts))
     odd = [b for b, plain in enumerate(plains) if encoded["input_ids"][b] != plain]
-    prefix_spans = dict(zip(odd, _prefix_offsets_batch(tokenizer, [plains[b] for b in odd], [texts[b] for b in odd]), strict=True))
+    if token_bytes is None:
+        token_bytes = TokenBytes(tokenizer)
+    odd_spans = _prefix_offsets_batch(tokenizer, [plains[b] for b in odd], [texts[b] for b in odd], token_bytes)
+    prefix_spans = dict(zip(odd, odd_spans, strict=True))
     out = []
     for b, row in enumerate(rows):
         spans = prefix_spans[b] if b in prefix_spans else encoded["offset_mapping"][b]
@@ -342,6 +352,59 @@ def batch_token_offsets(tokenizer: Any, rows: Sequence[Sequence[int]], texts: Se
     return out
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2's), character -> byte: the printable Latin-1 bytes stand for
+    themselves, the other bytes, in byte order, for the code points from 256 up."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    alphabet = {chr(b): b for b in printable}
+    others = [b for b in range(256) if chr(b) not in alphabet]
+    alphabet.update({chr(256 + n): b for n, b in enumerate(others)})
+    return alphabet
+
+
+class TokenBytes:
+    """The bytes each token id of a byte-level BPE tokenizer (GPT-2, Qwen2, Llama 3) decodes to, looked up once
+    per id: a prefix of a sampled row then decodes with ``bytes.decode`` instead of a tokenizer call per prefix.
+
+    ``usable`` is False for any other decoder (SentencePiece, WordPiece, a ``Sequence`` of decoders), whose
+    prefixes are decoded by the tokenizer. Like the Rust decoder, a token whose characters are not all in the
+    byte alphabet (an added token) stands for its own UTF-8 bytes, and invalid UTF-8 becomes U+FFFD.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        decoder = getattr(backend, "decoder", None)
+        self.usable = decoder is not None and type(decoder).__name__ == "ByteLevel"
+        self._backend = backend
+        self._alphabet = _byte_level_alphabet() if self.usable else {}
+        self._bytes: dict[int, bytes] = {}
+
+    def __getitem__(self, token: int) -> bytes:
+        known = self._bytes.get(token)
+        if known is None:
+            piece = self._backend.id_to_token(token)
+            if piece is None:
+                raise KeyError(f"token id {token} is not in the tokenizer's vocabulary")
+            alphabet = self._alphabet
+            known = bytes(alphabet[c] for c in piece) if all(c in alphabet for c in piece) else piece.encode()
+            self._bytes[token] = known
+        return known
+
+    def prefix_lengths(self, row: Sequence[int], text: str) -> list[int] | None:
+        """(T,) characters in the decoding of each prefix ``row[:k]``, k = 1..T; ``None`` unless decoding the whole
+        row gives back ``text`` (the rows and texts of a batch decoded elsewhere must match)."""
+        try:
+            pieces = [self[t] for t in row]
+        except KeyError:  # an id outside the vocabulary: the tokenizer's own decode says what it makes of it
+            return None
+        whole = b"".join(pieces)
+        if whole.decode("utf-8", "replace") != text:
+            return None
+        if whole.isascii():  # one character per byte: the lengths are the byte counts
+            return list(itertools.accumulate(map(len, pieces)))
+        return [len(whole[:end].decode("utf-8", "replace")) for end in itertools.accumulate(map(len, pieces))]
+
+
 def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> dict[str, list]:
     """``tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)``'s ids and offsets. A fast
     tokenizer's backend without padding or truncation set gives the same encodings text by text; asked one text at
@@ -354,12 +417,32 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> dict[str, list]:
     return {"input_ids": [e.ids for e in encodings], "offset_mapping": [e.offsets for e in encodings]}
 
 
-def _prefix_offsets_batch(tokenizer: Any, rows: list[list[int]], texts: list[str]) -> list[list[tuple[int, int]]]:
-    """Offsets from the lengths of decoded prefixes, kept monotone and inside ``[0, len(text)]``.
+def _prefix_offsets_batch(
+    tokenizer: Any, rows: list[list[int]], texts: list[str], token_bytes: TokenBytes
+) -> list[np.ndarray]:
+    """(T_b, 2) offsets from the lengths of decoded prefixes, kept monotone and inside ``[0, len(text)]``.
 
-    All prefixes of all rows are decoded by the fast tokenizer's backend when the backend gives back the texts
-    themselves; otherwise prefix by prefix with ``tokenizer.decode``.
+    A byte-level tokenizer's prefixes are decoded from the token bytes (:class:`TokenBytes`); otherwise all
+    prefixes of all rows are decoded by the fast tokenizer's backend when the backend gives back the texts
+    themselves, or else prefix by prefix with ``tokenizer.decode``.
     """
+    lengths_of: list[list[int] | None] = [None] * len(rows)
+    if token_bytes.usable:
+        lengths_of = [token_bytes.prefix_lengths(row, text) for row, text in zip(rows, texts, strict=True)]
+    rest = [b for b, known in enumerate(lengths_of) if known is None]
+    for b, decoded in zip(rest, _decoded_prefixes(tokenizer, [rows[b] for b in rest], [texts[b] for b in rest]), strict=True):
+        lengths_of[b] = decoded
+    out = []
+    for text, lengths in zip(texts, lengths_of, strict=True):
+        # each token ends where its prefix's decoding ends, never before the previous token nor past the text
+        ends = np.minimum(np.maximum.accumulate(np.asarray(lengths, dtype=np.int64)), len(text))
+        out.append(np.stack([np.concatenate([[0], ends[:-1]]), ends], axis=1) if len(ends) else np.zeros((0, 2), np.int64))
+    return out
+
+
+def _decoded_prefixes(tokenizer: Any, rows: list[list[int]], texts: list[str]) -> list[list[int]]:
+    """(T_b,) characters in the tokenizer's decoding of each prefix of each row (one backend pass when the
+    backend gives back the texts themselves, else ``tokenizer.decode`` prefix by prefix)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     prefixes = [row[:k] for row in rows for k in range(1, len(row) + 1)]
     decoded: list[str] | None = None
@@ -372,12 +455,4 @@ def _prefix_offsets_batch(tokenizer: Any, rows: list[list[int]], texts: list[str
     if decoded is None:
         decoded = [tokenizer.decode(prefix) for prefix in prefixes]
     lengths = iter(len(d) for d in decoded)
-    out = []
-    for row, text in zip(rows, texts, strict=True):
-        spans, previous = [], 0
-        for _ in row:
-            end = min(max(next(lengths), previous), len(text))
-            spans.append((previous, end))
-            previous = end
-        out.append(spans)
-    return out
+    return [[next(lengths) for _ in row] for row in rows]

@@ -40,6 +40,28 @@ def coalition_text(text: str, spans: Sequence[Span], coalition: Coalition) -> st
     return " ".join(text[spans[i][0] : spans[i][1]] for i in sorted(coalition))
 
 
+# coalition lists already checked, by the identities of their tuples (the sampler hands out its cached pools' own
+# tuples, so a batch repeats them): each entry holds those tuples, so their ids cannot name others while it lives
+_CHECKED: dict[tuple, tuple[tuple, bool]] = {}
+_CHECKED_SIZE = 512
+
+
+def _checked_in_order(coalitions: Sequence[Coalition], n: int) -> bool:
+    """Check ``coalitions`` (:func:`player_indices`'s rules, ValueError) and say whether every one lists its
+    players in increasing order; remembered for lists of the same int tuples."""
+    key = ("is", n, *map(id, coalitions)) if type(n) is int else None
+    known = _CHECKED.get(key) if key is not None else None
+    if known is not None:
+        return known[1]
+    lengths, players = player_indices(coalitions, n)
+    in_order = _in_order(lengths, players)
+    if key is not None and all(type(c) is tuple and all(type(i) is int for i in c) for c in coalitions):
+        if len(_CHECKED) >= _CHECKED_SIZE:
+            _CHECKED.clear()
+        _CHECKED[key] = (tuple(coalitions), in_order)
+    return in_order
+
+
 def _in_order(lengths: np.ndarray, players: np.ndarray) -> bool:
     """Is every coalition's player list non-decreasing? ``lengths`` (K,) sizes, ``players`` their flat indices."""
     if len(players) < 2:
@@ -104,8 +126,7 @@ class CoalitionOracle:
         for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
             check_spans(text, text_spans)
             # ints naming segments of this text, or ValueError
-            lengths, players = player_indices(text_coalitions, len(text_spans))
-            if _in_order(lengths, players):  # every coalition already sorted: join its pieces as they come
+            if _checked_in_order(text_coalitions, len(text_spans)):  # every coalition sorted: join pieces as they come
                 piece = [text[span[0] : span[1]] for span in text_spans].__getitem__
                 joined = [" ".join(map(piece, coalition)) for coalition in text_coalitions]
             else:

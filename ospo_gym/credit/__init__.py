@@ -26,6 +26,7 @@ from ospo_gym.credit.shapley import (
     marginal_pairs,
     owen_estimate,
     segment_credit,
+    segment_credit_batch,
     shapley_exact,
     shapley_weight,
 )
@@ -50,6 +51,7 @@ from ospo_gym.credit.tokens import (
     redistribute_prop,
     redistribute_rank,
     segment_to_tokens,
+    segment_to_tokens_batch,
     token_weights,
 )
 
@@ -79,7 +81,9 @@ __all__ = [
     "sample_coalitions",
     "sample_coalitions_batch",
     "segment_credit",
+    "segment_credit_batch",
     "segment_to_tokens",
+    "segment_to_tokens_batch",
     "segment_unions",
     "segment_unions_batch",
     "sentence_unions",

@@ -119,8 +119,10 @@ def _first_bad_player(coalitions: Sequence[Coalition], n: int) -> str:
 
 # marginal_pairs of recent coalition lists: a batch draws the same list for every completion whose segment count
 # leaves the whole window pool within the budget (read-only arrays, so a caller cannot change a cached answer).
-_PAIRS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-_PAIRS_CACHE_SIZE = 256
+# Two keys: the identities of the tuples (the sampler hands out its cached pool's own tuples; the entry holds
+# them, so their ids cannot be reused while it lives), else their contents.
+_PAIRS_CACHE: dict[tuple, tuple[tuple, tuple[np.ndarray, ...]]] = {}
+_PAIRS_CACHE_SIZE = 512
 
 
 def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,21 +132,34 @@ def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray,
         without_idx (P,), with_idx (P,): indices into ``coalitions``; player (P,): the added player ``i`` (read-only
         arrays, remembered for the same list of tuples).
     """
+    return _pairs_and_sizes(coalitions, n)[:3]
+
+
+def _pairs_and_sizes(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, ...]:
+    """:func:`marginal_pairs` and the size ``|S|`` of each pair's smaller coalition (P,), remembered."""
+    by_identity = ("is", n, *map(id, coalitions)) if type(n) is int else None
+    cached = _PAIRS_CACHE.get(by_identity) if by_identity is not None else None
+    if cached is not None:
+        return cached[1]
     key = None
-    # only tuples of Python ints are remembered (True == 1 and 1.0 == 1 would otherwise share an answer)
+    # contents: only tuples of Python ints are remembered (True == 1 and 1.0 == 1 would otherwise share an answer)
     if type(n) is int and all(type(c) is tuple and all(type(i) is int for i in c) for c in coalitions):
         key = (n, tuple(coalitions))
         cached = _PAIRS_CACHE.get(key)
-        if cached is not None:
-            return cached
-    pairs = _marginal_pairs(coalitions, n)
-    for a in pairs:
-        a.flags.writeable = False
+    if cached is None:
+        without_idx, with_idx, player = _marginal_pairs(coalitions, n)
+        sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))[without_idx]
+        arrays = (without_idx, with_idx, player, sizes)
+        for array in arrays:
+            array.flags.writeable = False
+        cached = (tuple(coalitions), arrays)
     if key is not None:
         if len(_PAIRS_CACHE) >= _PAIRS_CACHE_SIZE:
             _PAIRS_CACHE.clear()
-        _PAIRS_CACHE[key] = pairs
-    return pairs
+        _PAIRS_CACHE.setdefault(key, cached)
+        # the entry under the identities holds these very tuples (an equal list's would not keep them alive)
+        _PAIRS_CACHE[by_identity] = (tuple(coalitions), cached[1])
+    return cached[1]
 
 
 def _marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,32 +222,85 @@ def segment_credit(
     if n == 0:
         player_indices(coalitions, n)  # a game without players has only empty coalitions
         return np.zeros(0)
-    without_idx, with_idx, player = marginal_pairs(coalitions, n)
-    sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))[without_idx]
-    marginal = values[with_idx] - values[without_idx]
+    return _credit_of_rows(coalitions, values[None, :], n, variant)[0]
+
+
+def segment_credit_batch(
+    coalitions: Sequence[Sequence[Coalition]], values: Sequence[np.ndarray], n: Sequence[int], *, variant: str = "owen"
+) -> list[np.ndarray]:
+    """:func:`segment_credit` of many completions: entry ``b`` equals
+    ``segment_credit(coalitions[b], values[b], n[b], variant=variant)`` bit for bit.
+
+    Completions with the same coalition list (every text of ``n`` segments whose whole window pool fits the
+    budget draws the same one) share one :func:`marginal_pairs` and one vectorised pass over their stacked
+    values; a list equal (``==``) to one already checked is not checked again.
+
+    Args:
+        coalitions: B lists of K_b sorted tuples; values: B arrays (K_b,); n: (B,) players of each completion.
+
+    Returns:
+        B arrays, entry b of shape (n_b,).
+    """
+    if variant not in CREDIT_VARIANTS:
+        raise ValueError(f"unknown credit variant {variant!r}; expected one of {CREDIT_VARIANTS}")
+    if not len(coalitions) == len(values) == len(n):
+        raise ValueError("coalitions, values and n need one entry per completion")
+    groups: dict[tuple, list[int]] = {}
+    for b, (rows, players) in enumerate(zip(coalitions, n, strict=True)):
+        groups.setdefault((players, tuple(rows)), []).append(b)
+    out: list[np.ndarray] = [np.zeros(0)] * len(coalitions)
+    for (players, _), members in groups.items():
+        if len(members) == 1:
+            b = members[0]
+            out[b] = segment_credit(coalitions[b], values[b], players, variant=variant)
+            continue
+        first = coalitions[members[0]]
+        check_players(players)
+        rows = [np.asarray(values[b], dtype=np.float64) for b in members]
+        bad = next((b for b, row in zip(members, rows, strict=True) if row.shape != (len(first),)), None)
+        if bad is not None:
+            raise ValueError(f"values[{bad}] has shape {np.shape(values[bad])}, expected ({len(first)},) — one per coalition")
+        stacked = np.stack(rows)
+        if players == 0:
+            player_indices(first, players)
+            credit = np.zeros((len(members), 0))
+        else:
+            credit = _credit_of_rows(first, stacked, players, variant)
+        for row, b in enumerate(members):
+            out[b] = credit[row]
+    return out
+
+
+def _credit_of_rows(coalitions: Sequence[Coalition], values: np.ndarray, n: int, variant: str) -> np.ndarray:
+    """:func:`segment_credit` of G games on the same coalitions, values (G, K) -> credit (G, n); n >= 1."""
+    without_idx, with_idx, player, sizes = _pairs_and_sizes(coalitions, n)
+    marginal = values[:, with_idx] - values[:, without_idx]  # (G, pairs)
+    games = len(values)
     if variant == "owen":
         stratum = player * n + sizes  # (player, size) cells; sizes < n
-        cell_sum = np.bincount(stratum, weights=marginal, minlength=n * n)
+        cells = (np.arange(games)[:, None] * (n * n) + stratum[None, :]).ravel()  # each game's cells in turn
+        cell_sum = np.bincount(cells, weights=marginal.ravel(), minlength=games * n * n).reshape(games, n * n)
         cell_count = np.bincount(stratum, minlength=n * n)
         seen = cell_count > 0
-        cell_mean = np.divide(cell_sum, cell_count, out=np.zeros(n * n), where=seen)
-        weighted = cell_mean.reshape(n, n).sum(axis=1)
+        cell_mean = np.divide(cell_sum, cell_count, out=np.zeros((games, n * n)), where=seen)
+        weighted = cell_mean.reshape(games, n, n).sum(axis=2)
         weight_sum = seen.reshape(n, n).sum(axis=1).astype(np.float64)
     else:
         weight = shapley_weight(sizes, n)
-        weighted = np.bincount(player, weights=weight * marginal, minlength=n)
+        slots = (np.arange(games)[:, None] * n + player[None, :]).ravel()
+        weighted = np.bincount(slots, weights=(weight * marginal).ravel(), minlength=games * n).reshape(games, n)
         if variant == "released":
             return weighted
         weight_sum = np.bincount(player, weights=weight, minlength=n)
     covered = weight_sum > 0
-    phi = np.zeros(n)
-    phi[covered] = weighted[covered] / weight_sum[covered]
+    phi = np.zeros((games, n))
+    phi[:, covered] = weighted[:, covered] / weight_sum[covered]
     if not covered.all():
         index = {c: j for j, c in enumerate(coalitions)}
         full, empty = index.get(tuple(range(n))), index.get(())
         if full is not None and empty is not None:
-            residual = values[full] - values[empty] - phi[covered].sum()
-            phi[~covered] = residual / (~covered).sum()
+            residual = values[:, full] - values[:, empty] - phi[:, covered].sum(axis=1)
+            phi[:, ~covered] = (residual / (~covered).sum())[:, None]
     return phi
 
 

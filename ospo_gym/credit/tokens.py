@@ -50,6 +50,55 @@ def segment_to_tokens(spans: Sequence[Span], credit: np.ndarray, offsets: np.nda
     return token_weights(spans, offsets).T @ credit
 
 
+def segment_to_tokens_batch(
+    spans: Sequence[Sequence[Span]], credit: Sequence[np.ndarray], offsets: Sequence[np.ndarray], width: int
+) -> np.ndarray:
+    """:func:`segment_to_tokens` of every row of a batch, right-padded: (B, width) float64, 0 past row b's T_b.
+
+    Bit-identical to the row-by-row product. A token inside one segment gets that segment's credit exactly (its
+    weight column is one 1.0), found for the whole batch by one ``searchsorted`` over the concatenated spans;
+    only a row with a token overlapping two segments, whose weights are fractions, goes through the row's own
+    ``W.T @ credit``.
+
+    Args:
+        spans: B lists of P_b spans (ordered and disjoint for the fast path); credit: B arrays (P_b,); offsets: B
+            arrays (T_b, 2), T_b <= width.
+    """
+    out = np.zeros((len(spans), width))
+    tokens = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in offsets]
+    counts = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    span_counts = np.fromiter((len(s) for s in spans), dtype=np.int64, count=len(spans))
+    if not counts.sum() or not span_counts.sum():
+        return out
+    tok = np.concatenate(tokens)
+    seg = np.asarray([pair for row in spans for pair in row], dtype=np.int64).reshape(-1, 2)
+    values = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in credit])
+    if len(values) != len(seg):
+        raise ValueError("credit needs one value per span in every row")
+    tok_row = np.repeat(np.arange(len(spans)), counts)
+    seg_row = np.repeat(np.arange(len(spans)), span_counts)
+    # rows laid end to end: position x of row b becomes b * stride + x, so all spans form one sorted list
+    stride = int(max(tok.max(), seg.max())) + 1
+    start, end = tok[:, 0] + tok_row * stride, tok[:, 1] + tok_row * stride
+    seg_start, seg_end = seg[:, 0] + seg_row * stride, seg[:, 1] + seg_row * stride
+    first = np.searchsorted(seg_end, start, side="right")  # the first span ending after the token starts
+    padded_start = np.append(seg_start, np.iinfo(np.int64).max)
+    hits = (end > start) & (padded_start[first] < end)  # a character of the token lies in span `first`
+    second = np.append(padded_start, np.iinfo(np.int64).max)[first + 1] < end
+    shared = np.zeros(len(spans), dtype=bool)
+    shared[tok_row[hits & second]] = True  # a token in two segments: fractional weights
+    # spans out of order, overlapping or empty (the oracle's never are): the row's own product
+    follows = np.ones(len(seg), dtype=bool)
+    follows[1:] = (seg_start[1:] >= seg_end[:-1]) | (seg_row[1:] != seg_row[:-1])
+    shared[seg_row[~follows | (seg[:, 1] <= seg[:, 0])]] = True
+    single = hits & ~second & ~shared[tok_row]
+    column = np.arange(len(tok)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[tok_row[single], column[single]] = values[first[single]] + 0.0  # BLAS's sum starts from +0.0 too
+    for b in np.flatnonzero(shared):
+        out[b, : counts[b]] = segment_to_tokens(spans[b], credit[b], tokens[b])
+    return out
+
+
 def minmax_normalise(token_credit: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-sequence min–max scaling of valid tokens into [0, 1]; a constant sequence becomes 0.5 (as released).
 
@@ -250,13 +299,16 @@ def ospo_token_advantages(
         raise ValueError("spans, segment_credit, offsets and advantages need one entry per sequence")
     if credit_path == "released":
         return _released_token_advantages(spans, segment_credit, offsets, advantages, redistribution, mask, rewards)
-    raw = [
-        segment_to_tokens(s, c, o) if _informative(c) else np.zeros(len(np.asarray(o).reshape(-1, 2)))
-        for s, c, o in zip(spans, segment_credit, offsets, strict=True)
-    ]
-    width = mask.shape[1] if mask is not None else None
-    credit, default_mask = pad_rows(raw, width)
-    mask = default_mask if mask is None else np.asarray(mask, dtype=bool)
+    offsets = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in offsets]
+    width = mask.shape[1] if mask is not None else max((len(o) for o in offsets), default=0)
+    offsets = [o[:width] for o in offsets]  # a row longer than the mask is cut to it
+    counts = np.fromiter((len(o) for o in offsets), dtype=np.int64, count=len(offsets))
+    informative = [b for b, c in enumerate(segment_credit) if _informative(c)]
+    credit = np.zeros((len(spans), width))
+    credit[informative] = segment_to_tokens_batch(
+        [spans[b] for b in informative], [segment_credit[b] for b in informative], [offsets[b] for b in informative], width
+    )
+    mask = np.arange(width)[None, :] < counts[:, None] if mask is None else np.asarray(mask, dtype=bool)
     normalised = minmax_normalise(credit, mask)
     if redistribution == "prop":
         return redistribute_prop(normalised, mask, advantages, rewards=rewards, released=released)

@@ -49,7 +49,7 @@ from gymnasium.vector import VectorEnv
 
 from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch
-from ospo_gym.agents.generation import batch_token_offsets
+from ospo_gym.agents.generation import TokenBytes, batch_token_offsets
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.integrations.common import (
     check_advantages,
@@ -340,6 +340,7 @@ class OSPOTrainer(GRPOTrainer):
         self.estimator = registered_estimator(args.algo, "before building OSPOConfig")
         self.estimator_config = args.agent_config()
         self._scored: _Scored | None = None
+        self._token_bytes: TokenBytes | None = None  # of the processing class, made at the first credit step
         if train_dataset is None:
             if processing_class is None:
                 processing_class = _load_processor(model, args)
@@ -407,7 +408,10 @@ class OSPOTrainer(GRPOTrainer):
         lengths = np.asarray([len(row) for row in rows])
         mask = np.arange(width)[None, :] < lengths[:, None]
         texts = self._tokenizer.batch_decode(rows, skip_special_tokens=True)
-        offsets = LazyTokenOffsets(size, functools.partial(batch_token_offsets, self._tokenizer, rows, texts))
+        if self._token_bytes is None:
+            self._token_bytes = TokenBytes(self._tokenizer)
+        compute = functools.partial(batch_token_offsets, self._tokenizer, rows, texts, token_bytes=self._token_bytes)
+        offsets = LazyTokenOffsets(size, compute)
         batch = RolloutBatch(
             prompt_ids, groups - groups[0], all_rewards[first : first + size], texts, offsets, mask, self._credit_step()
         )

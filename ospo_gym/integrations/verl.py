@@ -67,7 +67,7 @@ from gymnasium.vector import VectorEnv
 
 from ospo_gym.agents.config import AgentConfig
 from ospo_gym.agents.estimators import LazyTokenOffsets, RolloutBatch
-from ospo_gym.agents.generation import batch_token_offsets
+from ospo_gym.agents.generation import TokenBytes, batch_token_offsets
 from ospo_gym.credit.defaults import DEFAULT_MAX_COALITIONS, DEFAULT_W_MAX
 from ospo_gym.integrations.common import (
     check_advantages,
@@ -398,6 +398,7 @@ class OSPOScorer:
         )  # fmt: skip
         self.estimator = registered_estimator(algo, "in a module the verl trainer imports")
         self.tokenizer = tokenizer
+        self._token_bytes = TokenBytes(tokenizer)
         self.adv_estimator = adv_estimator
         self.algo = algo
         self.agent_config = settings.agent_config(algo, group_size, prompts_per_step, scale_rewards)
@@ -437,7 +438,8 @@ class OSPOScorer:
             rewards = np.asarray(known, dtype=np.float64)
         else:
             rewards = np.asarray(self.env.rewards(prompt_ids, texts), dtype=np.float64)
-        offsets = LazyTokenOffsets(len(rows), functools.partial(batch_token_offsets, self.tokenizer, rows, texts))
+        compute = functools.partial(batch_token_offsets, self.tokenizer, rows, texts, token_bytes=self._token_bytes)
+        offsets = LazyTokenOffsets(len(rows), compute)
         step = int(data.meta_info.get("global_steps", 0) or 0)
         batch = RolloutBatch(prompt_ids, groups, rewards, texts, offsets, mask, step)
         advantages = np.asarray(self.estimator(batch, self.oracle, self.agent_config), dtype=np.float64)

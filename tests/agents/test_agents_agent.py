@@ -262,7 +262,7 @@ def test_token_offsets_are_computed_only_for_estimators_that_read_them(tiny_poli
 
     calls = []
     real = agent_module.batch_token_offsets
-    monkeypatch.setattr(agent_module, "batch_token_offsets", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(agent_module, "batch_token_offsets", lambda *a, **k: calls.append(1) or real(*a, **k))
     make_agent(tiny_policy, tmp_path / "g", "grpo").train_step()
     assert calls == []  # GRPO broadcasts Â: no re-encoding of the completions
     make_agent(tiny_policy, tmp_path / "o", "ospo_prop").train_step()

@@ -11,7 +11,10 @@ from test_agents_support import load_tiny, tiny_policy_path
 torch = pytest.importorskip("torch")
 
 from ospo_gym.agents.generation import (  # noqa: E402
+    TokenBytes,
+    _decoded_prefixes,
     _sample,
+    batch_token_offsets,
     completion_logprobs,
     completion_mask,
     format_prompts,
@@ -109,6 +112,49 @@ def test_offsets_of_a_non_canonical_tokenisation(tiny_loaded):
     offsets = token_offsets(tokenizer, ids, text)
     assert offsets[: len(spelled)].tolist() == [[i, i + 1] for i in range(len(spelled))]
     assert offsets[-1].tolist() == [len(text), len(text)]  # EOS: an empty span at the end
+
+
+def _random_rows(tokenizer, count: int, seed: int) -> list[list[int]]:
+    """Rows of random non-special ids: most split multi-byte characters across tokens, as an untrained policy does."""
+    rng = np.random.default_rng(seed)
+    special = set(tokenizer.all_special_ids)
+    ids = np.array([i for i in range(len(tokenizer)) if i not in special])
+    return [rng.choice(ids, size=int(rng.integers(1, 24))).tolist() for _ in range(count)]
+
+
+def test_token_bytes_decode_every_prefix_as_the_tokenizer_does(tiny_loaded):
+    """The byte table and the U+FFFD rule give the backend's own prefix decodings (a wrong alphabet, a token's raw
+    string instead of its bytes, or another replacement rule for split characters would each differ)."""
+    _, tokenizer = tiny_loaded
+    table = TokenBytes(tokenizer)
+    assert table.usable
+    rows = _random_rows(tokenizer, 300, seed=0)
+    texts = [tokenizer.backend_tokenizer.decode(row, skip_special_tokens=False) for row in rows]
+    assert sum(not text.isascii() for text in texts) > 100  # the hard case is exercised
+    assert [table.prefix_lengths(row, text) for row, text in zip(rows, texts, strict=True)] == _decoded_prefixes(tokenizer, rows, texts)
+    assert table.prefix_lengths(rows[0], texts[0] + "x") is None  # a text that is not the row's decoding
+
+
+def test_byte_offsets_equal_the_decoded_prefix_offsets(tiny_loaded):
+    _, tokenizer = tiny_loaded
+    rows = _random_rows(tokenizer, 100, seed=1)
+    rows = [row + [tokenizer.eos_token_id] for row in rows]
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+    fast = batch_token_offsets(tokenizer, rows, texts, token_bytes=TokenBytes(tokenizer))
+    unusable = TokenBytes(tokenizer)
+    unusable.usable = False  # every prefix through the tokenizer's decode
+    slow = batch_token_offsets(tokenizer, rows, texts, token_bytes=unusable)
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
+
+
+def test_token_bytes_is_off_for_decoders_that_are_not_byte_level(tiny_loaded):
+    _, tokenizer = tiny_loaded
+    other = copy.deepcopy(tokenizer)
+    from tokenizers import decoders
+
+    other.backend_tokenizer.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
+    assert not TokenBytes(other).usable
+    assert not TokenBytes(object()).usable  # a slow tokenizer: no backend
 
 
 def test_greedy_decoding_is_deterministic(tiny_loaded):

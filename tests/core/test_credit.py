@@ -506,3 +506,38 @@ def test_marginal_pairs_remembers_a_list_of_int_tuples_and_still_checks_other_in
         marginal_pairs([tuple(float(i) for i in c) for c in coalitions], 3)
     with pytest.raises(ValueError):
         marginal_pairs(coalitions, True)
+
+
+def test_marginal_pairs_identity_entries_keep_their_own_tuples_alive():
+    """A list of the same tuple objects is answered by their identities; the entry holds those very tuples (an
+    entry holding another, equal list's tuples would let these die and their ids name other coalitions)."""
+    import ospo_gym.credit.shapley as shapley
+
+    shapley._PAIRS_CACHE.clear()
+    first = [(), (0,), (1,), (0, 1)]
+    marginal_pairs(first, 2)
+    second = [tuple(list(c)) for c in first]  # equal tuples, other objects
+    assert [id(c) for c in second] != [id(c) for c in first]
+    answer = marginal_pairs(second, 2)
+    held, arrays = shapley._PAIRS_CACHE[("is", 2, *map(id, second))]
+    assert all(h is c for h, c in zip(held, second, strict=True))
+    assert all(a is b for a, b in zip(arrays[:3], answer, strict=True))
+    assert marginal_pairs(second, 2) is not None and len(shapley._PAIRS_CACHE) == 3  # content + two identities
+
+
+def test_segment_credit_batch_equals_segment_credit_row_by_row():
+    from ospo_gym.credit import sample_coalitions_batch, segment_credit_batch
+
+    rng = np.random.default_rng(3)
+    for variant in ("owen", "weighted", "released"):
+        for budget in (None, 96, 12):
+            sizes = rng.integers(0, 16, size=20).tolist() + [5, 5, 5]  # repeats: stacked groups
+            coalitions = sample_coalitions_batch(sizes, 4, budget, seeds=list(range(len(sizes))), cover_singletons=budget != 12)
+            values = [np.round(rng.normal(size=len(c)), 2) for c in coalitions]
+            got = segment_credit_batch(coalitions, values, sizes, variant=variant)
+            for c, v, n, g in zip(coalitions, values, sizes, got, strict=True):
+                assert np.array_equal(g.view(np.int64), segment_credit(c, v, n, variant=variant).view(np.int64))
+    with pytest.raises(ValueError, match="one entry per completion"):
+        segment_credit_batch([[()]], [np.zeros(1)], [0, 1])
+    with pytest.raises(ValueError, match=r"values\[1\] has shape"):
+        segment_credit_batch([[(), (0,)]] * 2, [np.zeros(2), np.zeros(3)], [1, 1])

@@ -82,3 +82,40 @@ def test_oracle_joins_unsorted_coalitions_in_segment_order():
     assert np.array_equal(a, b)
     assert seen[: len(sorted_ones)] == [coalition_text(text, spans, c) for c in sorted_ones]
     assert seen[len(sorted_ones) :] == seen[: len(sorted_ones)]
+
+
+def _random_token_batch(rng: np.random.Generator, rows: int, *, aligned: bool):
+    """Rows of spans, credit and token offsets; ``aligned`` tokens never cross a span boundary (the common case:
+    byte-level tokens end where words end), otherwise many tokens straddle two spans."""
+    spans, credit, offsets = [], [], []
+    for _ in range(rows):
+        length = int(rng.integers(0, 60))
+        cuts = np.sort(rng.choice(length + 1, size=min(length + 1, int(rng.integers(0, 12))), replace=False))
+        row = [(int(a), int(b)) for a, b in zip(cuts[0::2], cuts[1::2], strict=False) if b > a]
+        bounds = np.unique(np.concatenate([[0, length], cuts])) if aligned else np.sort(rng.integers(0, length + 1, size=int(rng.integers(1, 20))))
+        tokens = np.stack([bounds[:-1], bounds[1:]], axis=1) if len(bounds) > 1 else np.zeros((0, 2), dtype=np.int64)
+        if len(tokens) and rng.random() < 0.3:
+            tokens = np.concatenate([tokens, [[length, length]]])  # EOS: an empty span at the end
+        spans.append(row)
+        credit.append(np.round(rng.normal(size=len(row)), int(rng.integers(0, 3))))  # ties, zeros, signs
+        offsets.append(tokens)
+    return spans, credit, offsets
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_batched_token_projection_equals_the_row_by_row_product_bit_for_bit(aligned):
+    """``segment_to_tokens_batch`` stands for ``W.T @ credit`` row by row (the BLAS product), down to the sign of
+    zero; the aligned batches take the searchsorted path, the others mostly the per-row fallback."""
+    from ospo_gym.credit import segment_to_tokens, segment_to_tokens_batch
+
+    rng = np.random.default_rng(int(aligned))
+    for _ in range(300):
+        spans, credit, offsets = _random_token_batch(rng, int(rng.integers(1, 9)), aligned=aligned)
+        if rng.random() < 0.2 and len(spans[0]) > 1:
+            spans[0] = spans[0][::-1]  # spans out of order: the row's own product
+        width = max(len(o) for o in offsets) + int(rng.integers(0, 3))
+        got = segment_to_tokens_batch(spans, credit, offsets, width)
+        want = np.zeros((len(spans), width))
+        for b, (s, c, o) in enumerate(zip(spans, credit, offsets, strict=True)):
+            want[b, : len(o)] = segment_to_tokens(s, c, o)
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
