@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 
 from ospo_gym.credit.coalitions import Coalition
-from ospo_gym.credit.shapley import player_indices
+from ospo_gym.credit.shapley import CoalitionMemo, player_indices
 from ospo_gym.segment import SEGMENTATION_MODES, Span, segment_action
 
 ScoreTexts = Callable[[Sequence[Hashable], Sequence[str]], np.ndarray]
@@ -40,26 +40,18 @@ def coalition_text(text: str, spans: Sequence[Span], coalition: Coalition) -> st
     return " ".join(text[spans[i][0] : spans[i][1]] for i in sorted(coalition))
 
 
-# coalition lists already checked, by the identities of their tuples (the sampler hands out its cached pools' own
-# tuples, so a batch repeats them): each entry holds those tuples, so their ids cannot name others while it lives
-_CHECKED: dict[tuple, tuple[tuple, bool]] = {}
-_CHECKED_SIZE = 512
+# coalition lists already checked (and whether they are in order), by the identities of their tuples
+_CHECKED = CoalitionMemo()
 
 
 def _checked_in_order(coalitions: Sequence[Coalition], n: int) -> bool:
     """Check ``coalitions`` (:func:`player_indices`'s rules, ValueError) and say whether every one lists its
     players in increasing order; remembered for lists of the same int tuples."""
-    key = ("is", n, *map(id, coalitions)) if type(n) is int else None
-    known = _CHECKED.get(key) if key is not None else None
-    if known is not None:
-        return known[1]
-    lengths, players = player_indices(coalitions, n)
-    in_order = _in_order(lengths, players)
-    if key is not None and all(type(c) is tuple and all(type(i) is int for i in c) for c in coalitions):
-        if len(_CHECKED) >= _CHECKED_SIZE:
-            _CHECKED.clear()
-        _CHECKED[key] = (tuple(coalitions), in_order)
-    return in_order
+    known = _CHECKED.get(coalitions, n)
+    if known is None:
+        known = _in_order(*player_indices(coalitions, n))
+        _CHECKED.put(coalitions, n, known)
+    return known
 
 
 def _in_order(lengths: np.ndarray, players: np.ndarray) -> bool:

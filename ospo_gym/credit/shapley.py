@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import gammaln
@@ -117,12 +118,52 @@ def _first_bad_player(coalitions: Sequence[Coalition], n: int) -> str:
     return "the coalitions mix index types that do not form one int array"
 
 
+def int_tuples(coalitions: Sequence[Coalition]) -> bool:
+    """Is every coalition a tuple of Python ints (immutable, and not a bool or float equal to an int)?"""
+    return all(type(c) is tuple and all(type(i) is int for i in c) for c in coalitions)
+
+
+class CoalitionMemo:
+    """Answers about coalition lists of int tuples, remembered by the identities of the tuples (the batched
+    sampler hands out its cached pools' own tuples, so a batch repeats them) and, with ``by_content``, by their
+    contents. An identity entry holds its very tuples, so their ids cannot name other tuples while it lives."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._entries: dict[tuple, tuple[tuple, Any]] = {}
+
+    @staticmethod
+    def _identity(coalitions: Sequence[Coalition], n: int) -> tuple | None:
+        return ("is", n, *map(id, coalitions)) if type(n) is int else None
+
+    def get(self, coalitions: Sequence[Coalition], n: int, *, by_content: bool = False) -> Any:
+        """The remembered answer, or ``None``; ``by_content`` also looks up an equal list (int tuples only)."""
+        found = self._entries.get(self._identity(coalitions, n))
+        if found is None and by_content and type(n) is int and int_tuples(coalitions):
+            found = self._entries.get((n, tuple(coalitions)))
+        return None if found is None else found[1]
+
+    def put(self, coalitions: Sequence[Coalition], n: int, answer: Any, *, by_content: bool = False) -> None:
+        """Remember ``answer`` for ``coalitions`` (only a list of int tuples is remembered)."""
+        if type(n) is not int or not int_tuples(coalitions):
+            return
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        held = tuple(coalitions)
+        if by_content:
+            self._entries.setdefault((n, held), (held, answer))
+        self._entries[self._identity(coalitions, n)] = (held, answer)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 # marginal_pairs of recent coalition lists: a batch draws the same list for every completion whose segment count
 # leaves the whole window pool within the budget (read-only arrays, so a caller cannot change a cached answer).
-# Two keys: the identities of the tuples (the sampler hands out its cached pool's own tuples; the entry holds
-# them, so their ids cannot be reused while it lives), else their contents.
-_PAIRS_CACHE: dict[tuple, tuple[tuple, tuple[np.ndarray, ...]]] = {}
-_PAIRS_CACHE_SIZE = 512
+_PAIRS_CACHE = CoalitionMemo()
 
 
 def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,29 +178,18 @@ def marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray,
 
 def _pairs_and_sizes(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, ...]:
     """:func:`marginal_pairs` and the size ``|S|`` of each pair's smaller coalition (P,), remembered."""
-    by_identity = ("is", n, *map(id, coalitions)) if type(n) is int else None
-    cached = _PAIRS_CACHE.get(by_identity) if by_identity is not None else None
+    cached = _PAIRS_CACHE.get(coalitions, n)
     if cached is not None:
-        return cached[1]
-    key = None
-    # contents: only tuples of Python ints are remembered (True == 1 and 1.0 == 1 would otherwise share an answer)
-    if type(n) is int and all(type(c) is tuple and all(type(i) is int for i in c) for c in coalitions):
-        key = (n, tuple(coalitions))
-        cached = _PAIRS_CACHE.get(key)
+        return cached
+    cached = _PAIRS_CACHE.get(coalitions, n, by_content=True)
     if cached is None:
         without_idx, with_idx, player = _marginal_pairs(coalitions, n)
         sizes = np.fromiter((len(c) for c in coalitions), dtype=np.int64, count=len(coalitions))[without_idx]
-        arrays = (without_idx, with_idx, player, sizes)
-        for array in arrays:
+        cached = (without_idx, with_idx, player, sizes)
+        for array in cached:
             array.flags.writeable = False
-        cached = (tuple(coalitions), arrays)
-    if key is not None:
-        if len(_PAIRS_CACHE) >= _PAIRS_CACHE_SIZE:
-            _PAIRS_CACHE.clear()
-        _PAIRS_CACHE.setdefault(key, cached)
-        # the entry under the identities holds these very tuples (an equal list's would not keep them alive)
-        _PAIRS_CACHE[by_identity] = (tuple(coalitions), cached[1])
-    return cached[1]
+    _PAIRS_CACHE.put(coalitions, n, cached, by_content=True)  # also under these tuples' identities
+    return cached
 
 
 def _marginal_pairs(coalitions: Sequence[Coalition], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -250,9 +280,9 @@ def segment_credit_batch(
         groups.setdefault((players, tuple(rows)), []).append(b)
     out: list[np.ndarray] = [np.zeros(0)] * len(coalitions)
     for (players, _), members in groups.items():
-        if len(members) == 1:
-            b = members[0]
-            out[b] = segment_credit(coalitions[b], values[b], players, variant=variant)
+        if len(members) == 1 or players == 0:  # nothing to stack
+            for b in members:
+                out[b] = segment_credit(coalitions[b], values[b], players, variant=variant)
             continue
         first = coalitions[members[0]]
         check_players(players)
@@ -260,12 +290,7 @@ def segment_credit_batch(
         bad = next((b for b, row in zip(members, rows, strict=True) if row.shape != (len(first),)), None)
         if bad is not None:
             raise ValueError(f"values[{bad}] has shape {np.shape(values[bad])}, expected ({len(first)},) — one per coalition")
-        stacked = np.stack(rows)
-        if players == 0:
-            player_indices(first, players)
-            credit = np.zeros((len(members), 0))
-        else:
-            credit = _credit_of_rows(first, stacked, players, variant)
+        credit = _credit_of_rows(first, np.stack(rows), players, variant)
         for row, b in enumerate(members):
             out[b] = credit[row]
     return out

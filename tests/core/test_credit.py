@@ -519,7 +519,7 @@ def test_marginal_pairs_identity_entries_keep_their_own_tuples_alive():
     second = [tuple(list(c)) for c in first]  # equal tuples, other objects
     assert [id(c) for c in second] != [id(c) for c in first]
     answer = marginal_pairs(second, 2)
-    held, arrays = shapley._PAIRS_CACHE[("is", 2, *map(id, second))]
+    held, arrays = shapley._PAIRS_CACHE._entries[("is", 2, *map(id, second))]
     assert all(h is c for h, c in zip(held, second, strict=True))
     assert all(a is b for a, b in zip(arrays[:3], answer, strict=True))
     assert marginal_pairs(second, 2) is not None and len(shapley._PAIRS_CACHE) == 3  # content + two identities
