@@ -445,13 +445,20 @@ class Agent:
                 self._credit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ospo-credit")
             credit = self._credit_thread.submit(self.estimator, batch, oracle, config)
             try:
-                prepared = self.policy_update.prepare(rollout, flat, reference=self.reference, rollouts=self.rollouts)
-            finally:
-                raw = credit.result()  # the estimator's error, if any, comes first
-            advantages = np.asarray(raw, dtype=np.float64)
+                try:
+                    prepared = self.policy_update.prepare(
+                        rollout, flat, reference=self.reference, rollouts=self.rollouts, forward_ahead=True
+                    )
+                finally:
+                    raw = credit.result()  # the estimator's error, if any, comes first
+                advantages = np.asarray(raw, dtype=np.float64)
+                check_advantages(advantages, batch.completion_mask.shape, step=step, algo=config.algo, world=self.world)
+            except BaseException:
+                self.model.eval()  # the forward pass ahead set train mode; a failed step leaves eval, as sequentially
+                raise
         else:
             advantages = np.asarray(self.estimator(batch, oracle, config), dtype=np.float64)
-        check_advantages(advantages, batch.completion_mask.shape, step=step, algo=config.algo, world=self.world)
+            check_advantages(advantages, batch.completion_mask.shape, step=step, algo=config.algo, world=self.world)
         credited = time.perf_counter()
 
         # the clipped-surrogate update (multi-turn: one row per turn, each scored after its own prompt)

@@ -138,10 +138,12 @@ class AgentConfig:
     that do not fit one device). Ignored in a single process."""
     overlap_credit: bool = False
     """Compute the batch's credit (the estimator: segmentation, the oracle, token offsets) on a worker thread while
-    the update's log-probs that do not need the advantages (the reference's with a KL term, the pre-update policy's
-    with several iterations) run on the main thread, so that on a GPU the CPU-side credit hides behind GPU time.
-    The same steps in the same order as without it, bit for bit (on CPU too); nothing to overlap when
-    ``beta == 0`` and ``num_iterations == 1``. Ignored under ``torchrun`` with several processes."""
+    the main thread runs what the update can do without the advantages: the log-probs that stay fixed (the
+    reference's with a KL term, the pre-update policy's with several iterations) and the first chunk's forward
+    pass with gradients. On a GPU the CPU-side credit then hides behind GPU time; on CPU it takes a second core.
+    The same steps in the same order as without it, bit for bit (on CPU too). ``perf/credit_seconds`` then
+    covers both (until the advantages are ready) and ``perf/update_seconds`` the rest. Ignored under
+    ``torchrun`` with several processes and for multi-turn envs."""
 
     # -- loop, logging, reproducibility ----------------------------------------------------------------------
     seed: int = 0

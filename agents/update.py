@@ -49,7 +49,8 @@ TOKEN_FRACTIONS = ("clip_fraction", "clip_low_fraction", "clip_high_fraction", "
 class Chunk:
     """One micro-batch of an update: model inputs, loss mask (R, T), token advantages (R, T), the sampler's
     log-probs (R, T; vLLM, until the first iteration has weighted the advantages), the log-probs before the update
-    (set by the first iteration unless computed up front) and the reference's (KL)."""
+    (set by the first iteration unless computed up front), the reference's (KL), and the first iteration's
+    differentiable log-probs (R, T) when :meth:`PolicyUpdate.prepare` ran that forward pass ahead."""
 
     inputs: tuple[torch.Tensor, ...]
     mask: torch.Tensor
@@ -57,6 +58,7 @@ class Chunk:
     sampler: torch.Tensor | None
     old: torch.Tensor | None
     ref: torch.Tensor | None
+    ahead: torch.Tensor | None = None  # consumed (set back to None) by the first iteration's backward
 
 
 @dataclasses.dataclass
@@ -179,16 +181,33 @@ class PolicyUpdate:
         return chunks + [(padding, True)] * (count - len(chunks))
 
     def prepare(
-        self, rollout: Rollout, flat: np.ndarray, *, reference: torch.nn.Module | None, rollouts: RolloutBackend
+        self,
+        rollout: Rollout,
+        flat: np.ndarray,
+        *,
+        reference: torch.nn.Module | None,
+        rollouts: RolloutBackend,
+        forward_ahead: bool = False,
     ) -> Prepared:
         """What the update needs before the advantages: each chunk's inputs, loss mask and the log-probs that stay
         fixed during the update (no gradient). An agent computes it while the batch's credit runs on the CPU
-        (:attr:`~ospo_gym.agents.config.AgentConfig.overlap_credit`); ``flat`` as for :meth:`__call__`."""
+        (:attr:`~ospo_gym.agents.config.AgentConfig.overlap_credit`); ``flat`` as for :meth:`__call__`.
+
+        ``forward_ahead`` also runs the first iteration's forward pass of the first chunk (with gradients: the
+        loss needs the advantages, the forward pass does not), so that with one iteration and no KL term there is
+        still work to overlap. The same operations in the same order as :meth:`__call__` would run them (the
+        weights do not change before that pass), so the update is the same bit for bit. One process only: DDP's
+        gradient synchronisation is tied to the backward of the last chunk."""
         keep = ~flat if self.config.skip_zero_variance_groups else np.ones(len(flat), dtype=bool)
         kept = torch.as_tensor(keep, device=self.device)[:, None]
         rows = torch.as_tensor(np.flatnonzero(keep) if keep.any() else [0], device=self.device)
         chunks = [(rows, False)] if self.config.micro_batch_size is None else self.micro_batches(keep)
-        return Prepared(chunks, self._pieces(rollout, kept, chunks, reference, off_policy=rollouts.off_policy))
+        pieces = self._pieces(rollout, kept, chunks, reference, off_policy=rollouts.off_policy)
+        if forward_ahead and self.world.size == 1 and bool((rollout.completion_mask & kept).any()):  # else no loss
+            self.model.train()  # as __call__ sets it before its first forward pass
+            first = pieces[0]
+            first.ahead = completion_logprobs(self.learner, *first.inputs, temperature=self.config.temperature)
+        return Prepared(chunks, pieces)
 
     def _pieces(
         self,
@@ -264,7 +283,10 @@ class PolicyUpdate:
         # DDP all-reduces once, on the last chunk's backward; sums of chunk gradients are the batch's
         sync = contextlib.nullcontext() if last or not hasattr(self.learner, "no_sync") else self.learner.no_sync()
         with sync:
-            logprobs = completion_logprobs(self.learner, *piece.inputs, temperature=config.temperature)
+            if piece.ahead is not None:  # run by prepare(forward_ahead=True) while the credit was computed
+                logprobs, piece.ahead = piece.ahead, None
+            else:
+                logprobs = completion_logprobs(self.learner, *piece.inputs, temperature=config.temperature)
             if piece.old is None:  # one update per batch: the ratio is 1, at the current weights
                 piece.old = logprobs.detach()
             if piece.sampler is not None:  # another engine sampled: truncated importance weights (TRL, verl)

@@ -78,6 +78,7 @@ def run_env(env_id: str, env_kwargs: dict, args: argparse.Namespace, scratch: Pa
         tensorboard=False,
         progress_bar=False,
         seed=args.seed,
+        overlap_credit=args.overlap_credit,
     )
     agents = {algo: Agent(env_id, algo=algo, policy=str(policy), config=config, env_kwargs=env_kwargs)
               for algo in ("grpo", "ospo_prop")}  # fmt: skip
@@ -130,6 +131,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a tiny model is fastest on one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--overlap-credit", action="store_true",
+        help="AgentConfig.overlap_credit for both agents: credit on a worker thread while the update's forward runs",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "step_ratio.json")
     args = parser.parse_args()
 
@@ -143,7 +148,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     report = {
         "command": "python benchmarks/bench_step_ratio.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
+            f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
+            for k, v in vars(args).items() if k != "out" and v is not False
         ),
         "what": "seconds per training step, OSPO-PROP over GRPO, same policy / config / seed, steps alternated",
         "versions": {"python": platform.python_version(), "torch": torch.__version__},

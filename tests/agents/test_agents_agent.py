@@ -269,14 +269,21 @@ def test_token_offsets_are_computed_only_for_estimators_that_read_them(tiny_poli
     assert calls == [1]
 
 
-@pytest.mark.parametrize("algo", ["ospo_prop", "grpo"])
-def test_overlapped_credit_trains_bit_for_bit_as_the_sequential_order(tiny_policy, tmp_path, algo, monkeypatch):
+@pytest.mark.parametrize(
+    ("algo", "overrides"),
+    [
+        ("ospo_prop", dict(beta=0.05, num_iterations=2)),
+        ("grpo", dict(beta=0.05, num_iterations=2)),
+        ("ospo_prop", {}),  # one iteration, no KL: only the forward pass ahead overlaps
+        ("ospo_prop", dict(micro_batch_size=3)),
+    ],
+)
+def test_overlapped_credit_trains_bit_for_bit_as_the_sequential_order(tiny_policy, tmp_path, algo, overrides):
     """overlap_credit runs the estimator on a worker thread while the KL reference's and the pre-update policy's
-    log-probs are computed (beta > 0, two iterations: there is something to overlap); on CPU the metrics and the
-    weights are those of the sequential order, and the estimator did run off the main thread."""
+    log-probs and the first chunk's forward pass are computed; on CPU the metrics and the weights are those of the
+    sequential order, and the estimator did run off the main thread."""
     import threading
 
-    overrides = dict(beta=0.05, num_iterations=2)
     plain = make_agent(tiny_policy, tmp_path / "plain", algo, **overrides)
     overlapped = make_agent(tiny_policy, tmp_path / "overlapped", algo, overlap_credit=True, **overrides)
     threads = []
@@ -298,6 +305,40 @@ def test_overlapped_credit_trains_bit_for_bit_as_the_sequential_order(tiny_polic
     plain.close()
 
 
+def test_overlapped_credit_runs_the_first_forward_pass_while_the_credit_is_computed(tiny_policy, tmp_path, monkeypatch):
+    """With one iteration and no KL the forward pass with gradients is what overlaps: the estimator (made to wait
+    for it) sees it start, and each step still runs exactly one such pass (none is computed twice)."""
+    import threading
+
+    from ospo_gym.agents import update
+
+    agent = make_agent(tiny_policy, tmp_path, "ospo_prop", overlap_credit=True)
+    started = threading.Event()
+    grad_passes = []
+    inner_logprobs = update.completion_logprobs
+
+    def counted(*args, **kwargs):
+        if torch.is_grad_enabled():
+            grad_passes.append(agent.num_steps)
+            started.set()
+        return inner_logprobs(*args, **kwargs)
+
+    monkeypatch.setattr(update, "completion_logprobs", counted)
+    inner = agent.estimator
+    seen = []
+
+    def waiting(*args):
+        seen.append(started.wait(timeout=30))  # sequentially the pass comes after the estimator: times out
+        started.clear()
+        return inner(*args)
+
+    agent.estimator = waiting
+    agent.learn(2)
+    assert seen == [True, True]
+    assert grad_passes == [0, 1]
+    agent.close()
+
+
 def test_overlapped_credit_passes_the_estimators_error_on(tiny_policy, tmp_path):
     agent = make_agent(tiny_policy, tmp_path, "ospo_prop", overlap_credit=True, beta=0.05)
 
@@ -307,4 +348,5 @@ def test_overlapped_credit_passes_the_estimators_error_on(tiny_policy, tmp_path)
     agent.estimator = broken
     with pytest.raises(RuntimeError, match="credit failed"):
         agent.train_step()
+    assert not agent.model.training  # the forward pass ahead set train mode; a failed step leaves eval
     agent.close()
