@@ -12,6 +12,7 @@ import pandas as pd
 from ospo_gym.data.synthetic_catalog import CatalogConfig, generate_catalog
 from ospo_gym.data.text import catalog_texts
 from ospo_gym.envs.base import GenerativeSearchEnv, GenerativeSearchVectorEnv, check_knob
+from ospo_gym.joined_texts import JoinedTexts
 from ospo_gym.metrics import BINARY_GAINS, ESCI_GAINS, ndcg_at_k
 from ospo_gym.retrieval import (
     Retriever,
@@ -109,6 +110,15 @@ class RetrievalEnv(GenerativeSearchEnv):
         self.k, self.cutoff, self.pool = k, cutoff, pool
         for query_id, query in judged.queries.items():
             self._prompts[query_id] = prompt_template.format(query=query)
+        # BM25 scores coalition texts from their pieces' term counts (exact: its tokens never span a space), where
+        # the oracle's texts reach this class's own score_texts unchanged (no noise, no override, pooled reward)
+        self.oracle.joined_texts = (
+            self.reward_noise is None
+            and pool == "judged"
+            and type(self).score_texts is RetrievalEnv.score_texts
+            and type(self).score_with is RetrievalEnv.score_with
+            and getattr(retriever, "scores_joined_texts", False)
+        )
 
     def score_texts(self, prompt_ids: Sequence[Hashable], texts: Sequence[str]) -> np.ndarray:
         return self.score_with(prompt_ids, texts)
@@ -130,9 +140,11 @@ class RetrievalEnv(GenerativeSearchEnv):
         pools = [self.judged.pools[p] for p in prompt_ids]
         gains = [judged_gains[p] for p in prompt_ids]
         if self.pool == "judged":
+            piecewise = isinstance(texts, JoinedTexts) and getattr(self.retriever, "scores_joined_texts", False)
+            texts = texts if piecewise else list(texts)  # pieces stay pieces for a retriever that scores them
             if perturb is None:
-                return pooled_ndcg(self.retriever, list(texts), pools, gains, k=self.k, cutoff=self.cutoff)
-            return pooled_ndcg(self.retriever, list(texts), pools, gains, k=self.k, cutoff=self.cutoff, perturb=perturb)
+                return pooled_ndcg(self.retriever, texts, pools, gains, k=self.k, cutoff=self.cutoff)
+            return pooled_ndcg(self.retriever, texts, pools, gains, k=self.k, cutoff=self.cutoff, perturb=perturb)
         texts = list(texts)
         ids, _ = check_ranking(
             self.retriever.rank(texts, self.k), len(texts), self.k, self.retriever.num_docs, self.retriever

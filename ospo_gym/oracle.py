@@ -14,6 +14,7 @@ import numpy as np
 
 from ospo_gym.credit.coalitions import Coalition
 from ospo_gym.credit.shapley import CoalitionMemo, player_indices
+from ospo_gym.joined_texts import JoinedTexts
 from ospo_gym.segment import SEGMENTATION_MODES, Span, segment_action
 
 ScoreTexts = Callable[[Sequence[Hashable], Sequence[str]], np.ndarray]
@@ -40,18 +41,31 @@ def coalition_text(text: str, spans: Sequence[Span], coalition: Coalition) -> st
     return " ".join(text[spans[i][0] : spans[i][1]] for i in sorted(coalition))
 
 
-# coalition lists already checked (and whether they are in order), by the identities of their tuples
+# coalition lists already checked, by the identities of their tuples: whether every coalition lists its players in
+# increasing order, each one's size and all their players in that order (read-only arrays)
 _CHECKED = CoalitionMemo()
 
 
-def _checked_in_order(coalitions: Sequence[Coalition], n: int) -> bool:
-    """Check ``coalitions`` (:func:`player_indices`'s rules, ValueError) and say whether every one lists its
-    players in increasing order; remembered for lists of the same int tuples."""
+def _checked(coalitions: Sequence[Coalition], n: int) -> tuple[bool, np.ndarray, np.ndarray]:
+    """Check ``coalitions`` (:func:`player_indices`'s rules, ValueError); return whether every one lists its
+    players in increasing order, the sizes ``(K,)`` and the players of each in increasing order, flattened;
+    remembered for lists of the same int tuples."""
     known = _CHECKED.get(coalitions, n)
     if known is None:
-        known = _in_order(*player_indices(coalitions, n))
+        lengths, players = player_indices(coalitions, n)
+        in_order = _in_order(lengths, players)
+        if not in_order:  # each coalition's players sorted, coalitions kept in place
+            owner = np.repeat(np.arange(len(lengths)), lengths)
+            players = players[np.lexsort((players, owner))]
+        lengths.flags.writeable = players.flags.writeable = False
+        known = (in_order, lengths, players)
         _CHECKED.put(coalitions, n, known)
     return known
+
+
+def _checked_in_order(coalitions: Sequence[Coalition], n: int) -> bool:
+    """:func:`_checked`'s first answer: is every coalition's player list in increasing order?"""
+    return _checked(coalitions, n)[0]
 
 
 def _in_order(lengths: np.ndarray, players: np.ndarray) -> bool:
@@ -73,16 +87,27 @@ class CoalitionOracle:
         segmentation_backend: for phrase mode, ``"rules"`` or ``"rules-v2"`` (no model needed), ``"spacy"`` or
             ``"spacy-released"`` (the released players); see :mod:`ospo_gym.segment`.
 
+        joined_texts: ``score_texts`` takes a :class:`~ospo_gym.joined_texts.JoinedTexts` as its texts (a
+            ``Sequence[str]`` whose texts are the segments' pieces joined; e.g. BM25 then sums the pieces' term
+            counts instead of tokenising every coalition text). The same values; off by default, since a scorer
+            that type-checks its texts (``list``) would refuse it.
+
     Counters ``num_calls``, ``num_values`` (coalition values returned) and ``num_scored`` (distinct texts sent to
     the reward) let agents log oracle cost.
     """
 
     def __init__(
-        self, score_texts: ScoreTexts, *, segmentation: str = "phrase", segmentation_backend: str = "rules"
+        self,
+        score_texts: ScoreTexts,
+        *,
+        segmentation: str = "phrase",
+        segmentation_backend: str = "rules",
+        joined_texts: bool = False,
     ) -> None:
         if segmentation not in SEGMENTATION_MODES:
             raise ValueError(f"unknown segmentation {segmentation!r}; expected one of {SEGMENTATION_MODES}")
         self.score_texts = score_texts
+        self.joined_texts = joined_texts
         self.segmentation = segmentation
         self.segmentation_backend = segmentation_backend
         self.num_calls = 0
@@ -114,6 +139,8 @@ class CoalitionOracle:
         """
         if not len(prompt_ids) == len(texts) == len(spans) == len(coalitions):
             raise ValueError("prompt_ids, texts, spans and coalitions need one entry per completion")
+        if self.joined_texts:
+            return self._values_of_pieces(prompt_ids, texts, spans, coalitions)
         every: list[tuple[Hashable, str]] = []  # (prompt, coalition text) of every coalition, completion by completion
         for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
             check_spans(text, text_spans)
@@ -135,3 +162,75 @@ class CoalitionOracle:
         self.num_values += len(every)
         ends = np.cumsum([len(c) for c in coalitions])
         return [scores[i] for i in np.split(index, ends[:-1])] if len(coalitions) else []
+
+    def _values_of_pieces(
+        self,
+        prompt_ids: Sequence[Hashable],
+        texts: Sequence[str],
+        spans: Sequence[Sequence[Span]],
+        coalitions: Sequence[Sequence[Coalition]],
+    ) -> list[np.ndarray]:
+        """:meth:`values_batch` with the coalition texts handed over as :class:`JoinedTexts`: the batch's distinct
+        segment pieces, and each coalition as the pieces it joins; a repeated (prompt, pieces) row is scored once."""
+        pieces: list[str] = []
+        piece_number: dict[str, int] = {}
+        prompt_number: dict[Hashable, int] = {}
+        sizes, members, prompts = [], [], []
+        for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
+            check_spans(text, text_spans)
+            _, lengths, players = _checked(text_coalitions, len(text_spans))  # ValueError for a bad coalition
+            local = []
+            for start, end in text_spans:
+                piece = text[start:end]
+                number = piece_number.get(piece)
+                if number is None:
+                    number = piece_number[piece] = len(pieces)
+                    pieces.append(piece)
+                local.append(number)
+            sizes.append(lengths)
+            members.append(np.asarray(local, dtype=np.int64)[players])
+            prompts.append(np.full(len(lengths), prompt_number.setdefault(prompt_id, len(prompt_number))))
+        lengths = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+        flat = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        first, index = _distinct_rows(np.concatenate(prompts) if prompts else np.zeros(0, dtype=np.int64), flat, indptr)
+        kept = lengths[first]
+        kept_indptr = np.concatenate([[0], np.cumsum(kept)])
+        gather = np.repeat(indptr[first] - kept_indptr[:-1], kept) + np.arange(kept_indptr[-1])
+        unique_prompts = list(prompt_number)
+        row_prompts = np.concatenate(prompts)[first] if prompts else np.zeros(0, dtype=np.int64)
+        joined = JoinedTexts(pieces, kept_indptr, flat[gather])
+        scores = np.asarray(self.score_texts([unique_prompts[p] for p in row_prompts.tolist()], joined), dtype=np.float64)
+        self.num_calls += 1
+        self.num_scored += len(first)
+        self.num_values += len(lengths)
+        ends = np.cumsum([len(c) for c in coalitions])
+        return [scores[i] for i in np.split(index, ends[:-1])] if len(coalitions) else []
+
+
+_ROW_HASH = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of _distinct_rows' polynomial row hash
+
+
+def _distinct_rows(prompts: np.ndarray, flat: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of (prompt, pieces): each one's first row, in order of first use ``(U,)``, and each row's
+    distinct row ``(R,)``. Rows are told apart by a polynomial hash of their entries, checked entry by entry (a
+    collision falls back to an exact row-wise unique)."""
+    rows = len(prompts)
+    if rows == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lengths = np.diff(indptr)
+    keys = np.full((rows, int(lengths.max()) + 2), -1, dtype=np.int64)  # prompt, size, pieces (-1 pads)
+    keys[:, 0], keys[:, 1] = prompts, lengths
+    owner = np.repeat(np.arange(rows), lengths)
+    keys[owner, 2 + np.arange(len(flat)) - indptr[:-1][owner]] = flat
+    digest = np.zeros(rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in keys.T.view(np.uint64):
+            digest = digest * _ROW_HASH + column
+    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+    if not np.array_equal(keys, keys[first[inverse]]):
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # distinct rows by first use
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.ravel()]

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
+from ospo_gym.joined_texts import JoinedTexts
 from ospo_gym.retrieval.checks import check_texts
 from ospo_gym.retrieval.index_cache import BM25IndexCache, index_key
 from ospo_gym.retrieval.ranking import kth_largest, kth_largest_weighted, pool_frontier, rank_from_scores
@@ -219,6 +220,12 @@ class BM25Retriever:
         """Worker threads used for large batches."""
         return self._n_threads
 
+    @property
+    def scores_joined_texts(self) -> bool:
+        """Whether a :class:`~ospo_gym.joined_texts.JoinedTexts` is scored from its pieces' term counts, without
+        joining or tokenising its texts (not with a stemmer, whose bm25s tokenizer keeps its own tables)."""
+        return self._tokenizer.stemmer is None
+
     # ---- tokenisation --------------------------------------------------------------------------------
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -235,6 +242,9 @@ class BM25Retriever:
             return self._tokenizer.tokenize(
                 list(texts), update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
             )
+        if isinstance(texts, JoinedTexts):  # a text's tokens are its pieces' tokens, piece after piece
+            of_piece = self.tokenize(texts.pieces)
+            return [list(itertools.chain.from_iterable(map(of_piece.__getitem__, row))) for row in texts.rows()]
         memo = self._chunk_ids
         if len(memo) > _CHUNK_MEMO_SIZE:
             memo.clear()
@@ -254,8 +264,27 @@ class BM25Retriever:
 
     def _query_matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
         """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s), columns
-        sorted within each row (what ``sum_duplicates`` of the COO form gives, built without scipy's checks)."""
-        ids = self.tokenize(texts)
+        sorted within each row (what ``sum_duplicates`` of the COO form gives, built without scipy's checks).
+
+        :class:`~ospo_gym.joined_texts.JoinedTexts` (without a stemmer): the pieces' counts summed per text, one
+        sparse product; the same matrix, since a text's tokens are its pieces' tokens (see :meth:`tokenize`)."""
+        if isinstance(texts, JoinedTexts) and self.scores_joined_texts:
+            check_texts(texts)
+            pieces = self._counts_matrix(self.tokenize(texts.pieces))
+            members = sp.csr_matrix(
+                (np.ones(len(texts.indices), dtype=np.float32), texts.indices, texts.indptr),
+                shape=(len(texts), len(texts.pieces)),
+            )
+            queries = members @ pieces  # integer counts, exact in float32; a recurring piece counts twice
+            queries.sort_indices()
+            return sp.csr_matrix(
+                (queries.data, queries.indices.astype(np.int32), queries.indptr.astype(np.int32)),
+                shape=(len(texts), self.vocab_size),
+            )
+        return self._counts_matrix(self.tokenize(texts))
+
+    def _counts_matrix(self, ids: list[list[int]]) -> sp.csr_matrix:
+        """:meth:`_query_matrix` of texts already tokenised (each text's term ids)."""
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         cols = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
