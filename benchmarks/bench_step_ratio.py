@@ -82,6 +82,9 @@ def run_env(env_id: str, env_kwargs: dict, args: argparse.Namespace, scratch: Pa
     )
     agents = {algo: Agent(env_id, algo=algo, policy=str(policy), config=config, env_kwargs=env_kwargs)
               for algo in ("grpo", "ospo_prop")}  # fmt: skip
+    if args.joined_strings:
+        for agent in agents.values():
+            agent.envs.oracle.joined_texts = False
     clocks = {algo: OracleClock(agent.envs.oracle) for algo, agent in agents.items()}
     rows: dict[str, list[dict]] = {algo: [] for algo in agents}
     oracle_seconds: dict[str, list[float]] = {algo: [] for algo in agents}
@@ -134,6 +137,10 @@ def main() -> None:
     parser.add_argument(
         "--overlap-credit", action="store_true",
         help="AgentConfig.overlap_credit for both agents: credit on a worker thread while the update's forward runs",
+    )
+    parser.add_argument(
+        "--joined-strings", action="store_true",
+        help="the retrieval oracle hands BM25 joined coalition strings (the path before JoinedTexts)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "step_ratio.json")
     args = parser.parse_args()

@@ -33,6 +33,10 @@ def main() -> None:
     parser.add_argument("--w-max", type=int, default=8)
     parser.add_argument("--max-coalitions", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--joined-strings", action="store_true",
+        help="hand BM25 the coalition texts as joined strings (the path before JoinedTexts), for a before/after",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -42,6 +46,8 @@ def main() -> None:
     build_seconds = time.perf_counter() - started
     rng = np.random.default_rng(0)
     oracle = env.oracle
+    if args.joined_strings:
+        oracle.joined_texts = False
     batches = []
     for repeat in range(args.repeats + 1):
         prompt_ids, texts = make_batch(env, rng, args.batch, args.words)
@@ -62,8 +68,10 @@ def main() -> None:
     scored = oracle.num_scored - before_scored
     result = {
         "command": "python benchmarks/oracle_throughput.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
+            f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
+            for k, v in vars(args).items() if k != "out" and v is not False
         ),
+        "coalition_texts_as": "joined strings" if args.joined_strings else "JoinedTexts (segment pieces)",
         "cpu_count": os.cpu_count(),
         "load_average_1min_at_start": round(load_at_start, 2),
         "catalog_products": args.products,

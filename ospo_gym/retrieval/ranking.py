@@ -110,10 +110,24 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
     if rows == 0 or cols == 0:
         return out
     flat_counts = counts.ndim == 1
+    given = counts
     counts = np.broadcast_to(counts, (rows, cols))
     total = counts.sum(axis=1)
     if total.max() < k:
         return out
+    # Masked sums of the counts, in float32 where every row's total is below 2**24 (integer sums stay exact there,
+    # and the float product is several times faster than an int64 one), else in int64.
+    if int(total.max()) < 1 << 24:
+        weights = given.astype(np.float32)
+
+        def counted(mask: np.ndarray, rows_at: slice | np.ndarray = slice(None)) -> np.ndarray:
+            if flat_counts:
+                return np.einsum("ij,j->i", mask, weights).astype(np.int64)
+            return np.einsum("ij,ij->i", mask, weights[rows_at]).astype(np.int64)
+    else:
+
+        def counted(mask: np.ndarray, rows_at: slice | np.ndarray = slice(None)) -> np.ndarray:
+            return np.einsum("ij,ij->i", mask, counts[rows_at], dtype=np.int64)
     floor = np.full(rows, _LEAST32)  # candidates: the columns with values >= floor (so > 0) ...
     ceiling = np.full(rows, np.inf, dtype=np.float32)  # ... and < ceiling, above which fewer than k scores lie
     stride = k // _WEIGHTED_SAMPLE_RANK
@@ -133,16 +147,16 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
             floor[a:b] = np.maximum(-sample[:, low - 1], _LEAST32)
             ceiling[a:b] = -sample[:, high - 1]
     above = values >= ceiling[:, None]
-    over = np.einsum("ij,ij->i", above, counts, dtype=np.int64)  # scores at or above the ceiling
+    over = counted(above)  # scores at or above the ceiling
     ceiling[over >= k] = np.inf  # the ceiling is not above the answer: no ceiling
     over[over >= k] = 0
     candidate = (values >= floor[:, None]) & (values < ceiling[:, None])
-    reach = over + np.einsum("ij,ij->i", candidate, counts, dtype=np.int64)  # scores at or above the floor
+    reach = over + counted(candidate)  # scores at or above the floor
     short = np.flatnonzero(reach < k)  # the sample overshot (or too few positive scores): all positive columns
     if len(short):
         candidate[short] = values[short] > 0
         over[short] = 0
-        reach[short] = np.einsum("ij,ij->i", candidate[short], counts[short], dtype=np.int64)
+        reach[short] = counted(candidate[short], short)
     busy = np.flatnonzero(reach >= k)  # the other rows have fewer than k positive scores: 0
     if len(busy) == 0:
         return out

@@ -44,6 +44,20 @@ def test_kth_largest_weighted_equals_kth_largest_of_the_repeated_columns(case):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("per_row", [False, True])
+def test_kth_largest_weighted_counts_past_float32_integers_exactly(per_row):
+    """Totals of 2**24 and more: float32 can no longer tell 2**24 + 1 from 2**24, so the counting must not use it
+    there (hand-computed answers; the repeated columns would not fit in memory)."""
+    big = 1 << 24
+    values = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 0.0]], dtype=np.float32)
+    counts = np.array([big, 1, big])
+    if per_row:
+        counts = np.stack([counts, counts])
+    np.testing.assert_array_equal(kth_largest_weighted(values, counts, big), [3.0, 3.0])
+    np.testing.assert_array_equal(kth_largest_weighted(values, counts, big + 1), [2.0, 2.0])
+    np.testing.assert_array_equal(kth_largest_weighted(values, counts, big + 2), [1.0, 0.0])  # row 2: 2**24 + 1 positive
+
+
 def test_kth_largest_weighted_on_the_sampled_path_with_adversarial_rows():
     # k // _WEIGHTED_SAMPLE_RANK >= 2 and >= 4k scores: the sample path; rows where the sample sees only high or
     # only low columns, and subnormal scores (positive, below the least normal float32)
