@@ -143,7 +143,7 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
             if len(picked) < low:
                 continue
             sample = np.negative(values[a:b, picked])
-            sample.partition([high - 1, low - 1], axis=1)
+            sample.sort(axis=1)  # SIMD sorts of short rows: several times faster than a two-point partition
             floor[a:b] = np.maximum(-sample[:, low - 1], _LEAST32)
             ceiling[a:b] = -sample[:, high - 1]
     above = values >= ceiling[:, None]
