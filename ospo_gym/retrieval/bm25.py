@@ -486,7 +486,7 @@ class BM25Retriever:
         def scored(group: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             rows, terms = group
             signature_of, members, starts = self._signatures(terms)
-            values = self._scores_at(queries[rows] if len(rows) < n_q else queries, members[starts[:-1]])
+            values = self._scores_at(queries, members[starts[:-1]], rows if len(rows) < n_q else None)
             return signature_of, members, starts, values  # values (R_g, G_g): each signature's score
 
         widest = max(len(terms) for _, terms in groups)
@@ -582,21 +582,28 @@ class BM25Retriever:
         signature_of[present[order]] = sig_sorted
         return signature_of, present[order], np.append(heads, len(order))
 
-    def _scores_at(self, queries: sp.csr_matrix, docs: np.ndarray) -> np.ndarray:
+    def _scores_at(self, queries: sp.csr_matrix, docs: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """``(Q, len(docs))`` float32 scores of the documents ``docs`` (distinct ids), the very numbers of
-        :meth:`_dense_scores`: the same products added in the same order, on those documents' columns only."""
-        is_dense = self._term_is_dense[queries.indices]
-        hi = _select_columns(queries, is_dense, self._term_slot, self._dense_postings.shape[0])
-        lo = _select_columns(queries, ~is_dense, self._term_slot, self._sparse_postings.shape[0])
-        # the dense rows the queries use, renumbered in their (ascending) order: each score's products are then
-        # added in the order of the product against all dense rows
-        used = np.unique(hi.indices)
-        hi_used = sp.csr_matrix(
-            (hi.data, np.searchsorted(used, hi.indices).astype(hi.indices.dtype), hi.indptr),
-            shape=(hi.shape[0], len(used)),
-        )
+        :meth:`_dense_scores`: the same products added in the same order, on those documents' columns only.
+        ``rows``: only those query rows (ascending ids), as for ``queries[rows]``, without slicing the matrix."""
+        indptr = queries.indptr
+        if rows is None:
+            lengths = np.diff(indptr)
+            data, terms = queries.data, queries.indices
+        else:
+            lengths = indptr[rows + 1] - indptr[rows]
+            take = np.repeat(indptr[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+            data, terms = queries.data[take], queries.indices[take]
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        is_dense = self._term_is_dense[terms]
+        # the dense rows the queries use, renumbered in their (ascending) order, each row's entries kept in their
+        # order: each score's products are then added in the order of the product against all dense rows
+        used, column = np.unique(self._term_slot[terms[is_dense]], return_inverse=True)
+        hi_used = _csr_rows(data[is_dense], column.ravel(), owner[is_dense], len(lengths), len(used))
         out = np.asarray(hi_used @ self._dense_postings[np.ix_(used, docs)], dtype=np.float32)
-        if lo.nnz:
+        if not is_dense.all():
+            rare = ~is_dense
+            lo = _csr_rows(data[rare], self._term_slot[terms[rare]], owner[rare], len(lengths), self._sparse_postings.shape[0])
             extra = (lo @ self._sparse_postings[:, docs]).tocoo()
             out[extra.row, extra.col] += extra.data
         return out
@@ -685,6 +692,13 @@ def _term_groups(queries: sp.csr_matrix, max_terms: int) -> list[tuple[np.ndarra
         ids = np.flatnonzero(np.unpackbits(bits, bitorder="little"))
         out.append((np.sort(np.asarray(rows, dtype=np.int64)), local[ids].astype(np.int64)))
     return out
+
+
+def _csr_rows(data: np.ndarray, columns: np.ndarray, owner: np.ndarray, n_rows: int, width: int) -> sp.csr_matrix:
+    """``(n_rows, width)`` CSR of the entries ``(owner[e], columns[e]) = data[e]``, ``owner`` non-decreasing; each
+    row's entries in the order given."""
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n_rows))])
+    return sp.csr_matrix((data, columns, indptr), shape=(n_rows, width))
 
 
 def _select_columns(mat: sp.csr_matrix, keep: np.ndarray, slot: np.ndarray, width: int) -> sp.csr_matrix:
