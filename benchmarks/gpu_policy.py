@@ -13,6 +13,7 @@ vLLM engine starts in the first) and ``--steps`` timed ones from the same initia
     python benchmarks/gpu_policy.py                        # Qwen2.5-0.5B shape on CUDA -> benchmarks/results/gpu_policy.json
     python benchmarks/gpu_policy.py --model qwen2.5-1.5b
     python benchmarks/gpu_policy.py --tiny                 # small config, 2 steps, runs on CPU (the smoke test)
+    python benchmarks/gpu_policy.py --overlap-credit       # OSPO rows also with the credit overlapping the forward
 
 Rollouts: ``hf`` always, ``vllm`` where ``import vllm`` works (else the JSON says it was skipped). Per row: median
 step seconds (the agent's clock and a wall clock around ``train_step`` with CUDA synchronised), the
@@ -24,7 +25,8 @@ On this workplace's GPU machines (no registry there; python3 3.12 has torch and 
 or vllm, so only ``hf`` rows run): download the missing pure-Python wheels (552 KB) into an ignored folder,
 ``pip download gymnasium farama-notifications bm25s --no-deps --only-binary=:all: --python-version 3.12 -d
 .device_wheels``, carry it, and run ``python3 -m pip install --no-index --no-deps .device_wheels/*.whl && python3 -m
-pip install --no-deps --no-build-isolation . && python3 benchmarks/gpu_policy.py --out $OUT/gpu_policy.json``.
+pip install --no-deps --no-build-isolation . && python3 benchmarks/gpu_policy.py --overlap-credit --out $OUT/gpu_policy.json``
+(``--overlap-credit``: issue 17 item 3, the OSPO rows once more with the credit overlapping the GPU forward pass).
 """
 
 from __future__ import annotations
@@ -129,9 +131,14 @@ def median(values: list[float]) -> float:
     return round(float(np.median(values)), 4)
 
 
-def run_row(policy: Path, rollout: str, algo: str, args: argparse.Namespace, device: torch.device, scratch: Path) -> dict:
-    """``--warmup`` + ``--steps`` steps of one (rollout, algorithm) pair from the saved initialisation."""
+def run_row(
+    policy: Path, rollout: str, algo: str, args: argparse.Namespace, device: torch.device, scratch: Path,
+    *, overlap: bool = False,
+) -> dict:
+    """``--warmup`` + ``--steps`` steps of one (rollout, algorithm) pair from the saved initialisation; ``overlap``:
+    ``AgentConfig.overlap_credit`` (the credit on a worker thread while the update's first forward pass runs)."""
     config = AgentConfig(
+        overlap_credit=overlap,
         algo=algo,
         rollout=rollout,
         group_size=args.group,
@@ -173,6 +180,7 @@ def run_row(policy: Path, rollout: str, algo: str, args: argparse.Namespace, dev
     row = {
         "rollout": rollout,
         "algo": algo,
+        "overlap_credit": overlap,
         "timed_steps": len(timed),
         "first_step_seconds": round(walls[0], 3),  # compiles / engine start
         "step_seconds_median": median(step),
@@ -213,6 +221,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=1024, help="vLLM max_model_len")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; --tiny: 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--overlap-credit", action="store_true",
+        help="also run each OSPO row with AgentConfig.overlap_credit (credit on a worker thread during the forward pass)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "gpu_policy.json")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -257,16 +269,19 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         write()
-        for rollout in rollouts:
-            for algo in args.algos:
-                try:
-                    row = run_row(policy, rollout, algo, args, device, Path(scratch))
-                except Exception as error:  # keep the other rows of a one-shot GPU run
-                    traceback.print_exc()
-                    row = {"rollout": rollout, "algo": algo, "error": f"{type(error).__name__}: {error}"[:2000]}
-                report["results"].append(row)
-                print(json.dumps(row), flush=True)
-                write()
+        plan = [(r, a, False) for r in rollouts for a in args.algos]
+        if args.overlap_credit:
+            plan += [(r, a, True) for r in rollouts for a in args.algos if a != "grpo"]
+        for rollout, algo, overlap in plan:
+            try:
+                row = run_row(policy, rollout, algo, args, device, Path(scratch), overlap=overlap)
+            except Exception as error:  # keep the other rows of a one-shot GPU run
+                traceback.print_exc()
+                row = {"rollout": rollout, "algo": algo, "overlap_credit": overlap,
+                       "error": f"{type(error).__name__}: {error}"[:2000]}  # fmt: skip
+            report["results"].append(row)
+            print(json.dumps(row), flush=True)
+            write()
     print(f"wrote {args.out}")
     return report
 

@@ -17,7 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_policy.py"
 
 def test_tiny_run_writes_the_report(tmp_path):
     out = tmp_path / "gpu_policy.json"
-    command = [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--rollouts", "hf", "--out", str(out)]
+    command = [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--rollouts", "hf", "--overlap-credit", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -26,7 +26,8 @@ def test_tiny_run_writes_the_report(tmp_path):
     model = report["model"]
     assert model["shape"] == "tiny" and model["config"]["vocab_size"] >= model["tokenizer_tokens"]
     assert model["in_tokenizer_mass"] > 0.9  # the random policy writes the tokenizer's tokens
-    assert [(r["rollout"], r["algo"]) for r in report["results"]] == [("hf", "grpo"), ("hf", "ospo_prop")]
+    rows = [(r["rollout"], r["algo"], r["overlap_credit"]) for r in report["results"]]
+    assert rows == [("hf", "grpo", False), ("hf", "ospo_prop", False), ("hf", "ospo_prop", True)]
     for row in report["results"]:
         assert row["timed_steps"] == 2
         for key in ("step_seconds_median", "wall_step_seconds_median", "generate_seconds_median",
