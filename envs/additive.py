@@ -7,6 +7,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ospo_gym.envs.base import (
     MAX_TABLE_CELLS,
@@ -14,6 +15,7 @@ from ospo_gym.envs.base import (
     GenerativeSearchVectorEnv,
     truncate_action,
 )
+from ospo_gym.joined_texts import JoinedTexts
 from ospo_gym.knobs import check_knob
 from ospo_gym.vocab import pseudo_words
 
@@ -130,6 +132,8 @@ class AdditiveKeywordsEnv(GenerativeSearchEnv):
         self._high = np.maximum(self.weights, 0).sum(axis=1)
         for p in range(num_prompts):
             self._prompts[p] = self._prompt_text(self.weights[p], hint_noise, rng)
+        # the oracle's coalition texts come as segment pieces where they reach this class's score_texts unchanged
+        self.oracle.joined_texts = self.reward_noise is None and type(self).score_texts is AdditiveKeywordsEnv.score_texts
 
     def _prompt_text(self, weights: np.ndarray, hint_noise: float, rng: np.random.Generator) -> str:
         neutral = np.flatnonzero(weights == 0)
@@ -163,12 +167,24 @@ class AdditiveKeywordsEnv(GenerativeSearchEnv):
 
     def score_texts(self, prompt_ids: Sequence[Hashable], texts: Sequence[str]) -> np.ndarray:
         rows = np.asarray(prompt_ids, dtype=np.int64)
-        present = np.zeros((len(texts), len(self.vocabulary)))
-        keywords = [self._text_keywords(text) for text in texts]  # parsing is per text; the rest is vectorised
-        owner = np.repeat(np.arange(len(texts)), [len(k) for k in keywords])
-        present[owner, np.fromiter((i for k in keywords for i in k), dtype=np.int64, count=len(owner))] = 1.0
+        if isinstance(texts, JoinedTexts):  # a text's keywords are its pieces' (no keyword spans a space)
+            in_piece = self._presence(texts.pieces)
+            members = sp.csr_matrix(
+                (np.ones(len(texts.indices)), texts.indices, texts.indptr), shape=(len(texts), len(texts.pieces))
+            )
+            present = (np.asarray(members @ in_piece) > 0).astype(np.float64)
+        else:
+            present = self._presence(texts)
         total = np.einsum("nv,nv->n", present, self.weights[rows])
         return (total - self._low[rows]) / (self._high[rows] - self._low[rows])
+
+    def _presence(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N, vocab)`` 1.0 where a text holds the keyword, else 0.0 (parsing is per text, the rest vectorised)."""
+        present = np.zeros((len(texts), len(self.vocabulary)))
+        keywords = [self._text_keywords(text) for text in texts]
+        owner = np.repeat(np.arange(len(texts)), [len(k) for k in keywords])
+        present[owner, np.fromiter((i for k in keywords for i in k), dtype=np.int64, count=len(owner))] = 1.0
+        return present
 
     def ground_truth_credit(self, prompt_id: Hashable, text: str) -> np.ndarray:
         """Exact Shapley values of the segments of ``text``, in closed form (see Rewards), shape (n,)."""

@@ -110,6 +110,25 @@ def test_oracle_values_from_pieces_equal_those_from_joined_texts(cutoff) -> None
     assert env.oracle.num_scored == strings.num_scored  # the repeated completion is scored once
 
 
+def test_additive_oracle_values_from_pieces_equal_those_from_joined_texts() -> None:
+    env = gym.make("ospo/AdditiveKeywords-v0").unwrapped
+    assert env.oracle.joined_texts
+    strings = CoalitionOracle(env.score_texts, segmentation=env.segmentation)
+    rng = np.random.default_rng(9)
+    words = [*env.vocabulary, "and", "the", "ZZZ", env.vocabulary[0].upper()]
+    prompt_ids = [int(p) for p in rng.integers(0, len(env.prompt_ids), size=12)]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(3, 15)))) for _ in prompt_ids]
+    texts[1] = texts[0]
+    spans = [env.oracle.segment(t) for t in texts]
+    coalitions = [sample_coalitions(len(s), 4, 40, rng=i) + [()] for i, s in enumerate(spans)]
+    got = env.oracle.values_batch(prompt_ids, texts, spans, coalitions)
+    want = strings.values_batch(prompt_ids, texts, spans, coalitions)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    assert len({float(v) for w in want for v in w}) > 20  # many different rewards compared
+    noisy = gym.make("ospo/AdditiveKeywords-v0", reward_noise={"kind": "gaussian", "level": 0.1, "seed": 0})
+    assert not noisy.unwrapped.oracle.joined_texts
+
+
 def test_joined_texts_oracle_hands_any_scorer_the_texts_of_the_text_path() -> None:
     """A scorer that reads the strings (here a value that changes with any character or its position) sees, in a
     JoinedTexts, the very texts of the text path: segments in their original order, whatever the coalition's."""
