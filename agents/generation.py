@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -330,15 +331,32 @@ def batch_token_offsets(
     special = set(tokenizer.all_special_ids)
     rows = [[int(t) for t in row] for row in rows]
     plains = [[t for t in row if t not in special] for row in rows]
-    encoded = _encode_with_offsets(tokenizer, list(texts))
-    odd = [b for b, plain in enumerate(plains) if encoded["input_ids"][b] != plain]
     if token_bytes is None:
         token_bytes = TokenBytes(tokenizer)
-    odd_spans = _prefix_offsets_batch(tokenizer, [plains[b] for b in odd], [texts[b] for b in odd], token_bytes)
-    prefix_spans = dict(zip(odd, odd_spans, strict=True))
+    # Rows whose offsets need no encoding of their text: a row whose bytes are not valid UTF-8 is no text's
+    # encoding (the prefix offsets, as for any non-canonical row), and on an ASCII text the bytes' offsets are the
+    # encoder's own where the tokenizer keeps them (TokenBytes.ascii_offsets_exact). The others are encoded, and
+    # those whose tokens differ from the encoding's get the prefix offsets.
+    prefix_spans: dict[int, np.ndarray] = {}
+    lengths_of: dict[int, list[int]] = {}
+    if token_bytes.usable:
+        for b, text in enumerate(texts):
+            found = token_bytes.lengths_and_validity(plains[b], text)
+            if found is not None:
+                lengths_of[b] = found[0]
+                if not found[1] or (token_bytes.ascii_offsets_exact and text.isascii()):
+                    prefix_spans[b] = _spans_of_lengths(found[0], len(text))
+    rest = [b for b in range(len(rows)) if b not in prefix_spans]
+    encoded = _encode_with_offsets(tokenizer, [texts[b] for b in rest]) if rest else {"input_ids": [], "offset_mapping": []}
+    offsets_of = dict(zip(rest, encoded["offset_mapping"], strict=True))
+    odd = [b for b, ids in zip(rest, encoded["input_ids"], strict=True) if ids != plains[b]]
+    prefix_spans.update((b, _spans_of_lengths(lengths_of[b], len(texts[b]))) for b in odd if b in lengths_of)
+    undecoded = [b for b in odd if b not in lengths_of]
+    spans = _prefix_offsets_batch(tokenizer, [plains[b] for b in undecoded], [texts[b] for b in undecoded], token_bytes)
+    prefix_spans.update(zip(undecoded, spans, strict=True))
     out = []
     for b, row in enumerate(rows):
-        spans = prefix_spans[b] if b in prefix_spans else encoded["offset_mapping"][b]
+        spans = prefix_spans[b] if b in prefix_spans else offsets_of[b]
         if len(spans) == len(row):  # no special token in the row: its spans as they are
             out.append(np.asarray(spans, dtype=np.int64).reshape(-1, 2))
             continue
@@ -367,7 +385,9 @@ class TokenBytes:
     per id: a prefix of a sampled row then decodes with ``bytes.decode`` instead of a tokenizer call per prefix.
 
     ``usable`` is False for any other decoder (SentencePiece, WordPiece, a ``Sequence`` of decoders), whose
-    prefixes are decoded by the tokenizer. Like the Rust decoder, a token whose characters are not all in the
+    prefixes are decoded by the tokenizer. ``ascii_offsets_exact``: on an ASCII text, a row that decodes to it has
+    as token offsets exactly what the tokenizer's own encoding would give (no normaliser but Unicode normal forms,
+    which leave ASCII alone; no post-processor that trims offsets), so the offsets need no encoding of the text. Like the Rust decoder, a token whose characters are not all in the
     byte alphabet (an added token) stands for its own UTF-8 bytes, and invalid UTF-8 becomes U+FFFD.
     """
 
@@ -375,6 +395,7 @@ class TokenBytes:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         decoder = getattr(backend, "decoder", None)
         self.usable = decoder is not None and type(decoder).__name__ == "ByteLevel"
+        self.ascii_offsets_exact = self.usable and _offsets_follow_bytes(backend)
         self._backend = backend
         self._alphabet = _byte_level_alphabet() if self.usable else {}
         self._bytes: dict[int, bytes] = {}
@@ -393,16 +414,63 @@ class TokenBytes:
     def prefix_lengths(self, row: Sequence[int], text: str) -> list[int] | None:
         """(T,) characters in the decoding of each prefix ``row[:k]``, k = 1..T; ``None`` unless decoding the whole
         row gives back ``text`` (the rows and texts of a batch decoded elsewhere must match)."""
+        found = self.lengths_and_validity(row, text)
+        return None if found is None else found[0]
+
+    def lengths_and_validity(self, row: Sequence[int], text: str) -> tuple[list[int], bool] | None:
+        """:meth:`prefix_lengths`, and whether the row's bytes are valid UTF-8 (if not, the row is the encoding of
+        no text: an encoding's bytes are always its normalised text's UTF-8)."""
         try:
             pieces = [self[t] for t in row]
         except KeyError:  # an id outside the vocabulary: the tokenizer's own decode says what it makes of it
             return None
         whole = b"".join(pieces)
-        if whole.decode("utf-8", "replace") != text:
-            return None
         if whole.isascii():  # one character per byte: the lengths are the byte counts
-            return list(itertools.accumulate(map(len, pieces)))
-        return [len(whole[:end].decode("utf-8", "replace")) for end in itertools.accumulate(map(len, pieces))]
+            return (list(itertools.accumulate(map(len, pieces))), True) if whole.decode("ascii") == text else None
+        try:
+            valid = whole.decode("utf-8") == text
+        except UnicodeDecodeError:
+            valid = False
+            if whole.decode("utf-8", "replace") != text:
+                return None
+        else:
+            if not valid:
+                return None
+        return [len(whole[:end].decode("utf-8", "replace")) for end in itertools.accumulate(map(len, pieces))], valid
+
+
+# Normalisers that leave every ASCII character as it is (one character per byte, no character added or removed),
+# and post-processors that leave the offsets of a text's own tokens as they are.
+_ASCII_IDENTITY_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}
+_OFFSET_KEEPING_PROCESSORS = {"TemplateProcessing", "BertProcessing"}
+
+
+def _offsets_follow_bytes(backend: Any) -> bool:
+    """Whether a byte-level tokenizer's encoding of an ASCII text gives each token the characters of its bytes,
+    token after token: the offsets :meth:`TokenBytes.prefix_lengths` makes (read from the tokenizer's JSON)."""
+    try:
+        config = json.loads(backend.to_str())
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+    def parts(node: dict | None, key: str) -> list[dict]:
+        if node is None:
+            return []
+        return [p for child in node[key] for p in parts(child, key)] if node.get("type") == "Sequence" else [node]
+
+    normalizers = parts(config.get("normalizer"), "normalizers")
+    processors = parts(config.get("post_processor"), "processors")
+    return all(n.get("type") in _ASCII_IDENTITY_NORMALIZERS for n in normalizers) and all(
+        p.get("type") in _OFFSET_KEEPING_PROCESSORS or (p.get("type") == "ByteLevel" and not p.get("trim_offsets", True))
+        for p in processors
+    )
+
+
+def _spans_of_lengths(lengths: Sequence[int], length: int) -> np.ndarray:
+    """(T, 2) offsets from the lengths of decoded prefixes, kept monotone and inside ``[0, length]``."""
+    # each token ends where its prefix's decoding ends, never before the previous token nor past the text
+    ends = np.minimum(np.maximum.accumulate(np.asarray(lengths, dtype=np.int64)), length)
+    return np.stack([np.concatenate([[0], ends[:-1]]), ends], axis=1) if len(ends) else np.zeros((0, 2), np.int64)
 
 
 def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> dict[str, list]:
@@ -432,12 +500,7 @@ def _prefix_offsets_batch(
     rest = [b for b, known in enumerate(lengths_of) if known is None]
     for b, decoded in zip(rest, _decoded_prefixes(tokenizer, [rows[b] for b in rest], [texts[b] for b in rest]), strict=True):
         lengths_of[b] = decoded
-    out = []
-    for text, lengths in zip(texts, lengths_of, strict=True):
-        # each token ends where its prefix's decoding ends, never before the previous token nor past the text
-        ends = np.minimum(np.maximum.accumulate(np.asarray(lengths, dtype=np.int64)), len(text))
-        out.append(np.stack([np.concatenate([[0], ends[:-1]]), ends], axis=1) if len(ends) else np.zeros((0, 2), np.int64))
-    return out
+    return [_spans_of_lengths(lengths, len(text)) for text, lengths in zip(texts, lengths_of, strict=True)]
 
 
 def _decoded_prefixes(tokenizer: Any, rows: list[list[int]], texts: list[str]) -> list[list[int]]:

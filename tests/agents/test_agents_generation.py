@@ -147,6 +147,50 @@ def test_byte_offsets_equal_the_decoded_prefix_offsets(tiny_loaded):
     assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
 
 
+def _ascii_texts(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    pieces = ["want", "avoid", "red", "Shoes", "x", "42", "3.5", ",", "!", "'s", " ", "  ", "\n", "\t", "-", "(a)", "zq"]
+    return ["".join(rng.choice(pieces, size=int(rng.integers(1, 14)))) for _ in range(count)]
+
+
+def test_ascii_offsets_from_bytes_are_the_encoders_on_canonical_rows(tiny_loaded):
+    """A canonical row of an ASCII text skips the encoding: its offsets must be the encoder's own, token for token
+    (spaces, newlines, digits and punctuation included)."""
+    _, tokenizer = tiny_loaded
+    table = TokenBytes(tokenizer)
+    assert table.usable and table.ascii_offsets_exact  # NFC normaliser, template post-processor
+    texts = _ascii_texts(300, seed=2)
+    encodings = [tokenizer.backend_tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    rows = [e.ids for e in encodings]
+    assert [tokenizer.backend_tokenizer.decode(r) for r in rows] == texts
+    got = batch_token_offsets(tokenizer, rows, texts, token_bytes=table)
+    for spans, encoding in zip(got, encodings, strict=True):
+        assert spans.tolist() == [list(o) for o in encoding.offsets]
+
+
+def test_ascii_offsets_from_bytes_are_off_where_the_encoder_moves_offsets(tiny_loaded):
+    """A post-processor that trims the spaces off offsets, or a normaliser that may change ASCII, keeps the encoder:
+    the canonical rows still get the encoder's (here trimmed) offsets."""
+    from tokenizers import normalizers, processors
+
+    _, tokenizer = tiny_loaded
+    trimming = copy.deepcopy(tokenizer)
+    trimming.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
+    assert not TokenBytes(trimming).ascii_offsets_exact
+    texts = [t for t in _ascii_texts(200, seed=3) if " " in t.strip()]
+    encodings = [trimming.backend_tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    rows = [e.ids for e in encodings]
+    got = batch_token_offsets(trimming, rows, texts, token_bytes=TokenBytes(trimming))
+    trimmed = 0
+    for spans, encoding in zip(got, encodings, strict=True):
+        assert spans.tolist() == [list(o) for o in encoding.offsets]
+        trimmed += spans[1:, 0].tolist() != spans[:-1, 1].tolist()  # some token starts after the previous one ends
+    assert trimmed > 10
+    lowering = copy.deepcopy(tokenizer)
+    lowering.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    assert not TokenBytes(lowering).ascii_offsets_exact
+
+
 def test_token_bytes_is_off_for_decoders_that_are_not_byte_level(tiny_loaded):
     _, tokenizer = tiny_loaded
     other = copy.deepcopy(tokenizer)
