@@ -75,8 +75,16 @@ def _ndcg_of_frontier(
     pool_ids: np.ndarray, pool_scores: np.ndarray, retrieved: np.ndarray, gains: np.ndarray, k: int
 ) -> np.ndarray:
     """NDCG@k of the retrieved pool documents ranked by (score desc, id asc); ideal from all pool gains."""
-    key = np.where(retrieved, -pool_scores.astype(np.float64), np.inf)
-    order = np.lexsort((pool_ids, key), axis=-1)
+    fast = pool_scores.dtype == np.float32 and pool_ids.size and int(pool_ids.max()) < 1 << 32
+    if fast and bool((pool_scores[retrieved] > 0).all()):
+        # positive float32 scores order as their bits: one uint64 key per document, (score desc, id asc) for the
+        # retrieved (catalog ids, >= 0), the largest key for the rest (their gains count as 0): one argsort
+        bits = pool_scores.view(np.uint32).astype(np.uint64)
+        key = ((np.uint64(0xFFFFFFFF) - bits) << np.uint64(32)) | pool_ids.astype(np.uint64)
+        order = np.argsort(np.where(retrieved, key, np.uint64(np.iinfo(np.uint64).max)), axis=-1)
+    else:
+        key = np.where(retrieved, -pool_scores.astype(np.float64), np.inf)
+        order = np.lexsort((pool_ids, key), axis=-1)
     ranked = np.take_along_axis(np.where(retrieved, gains, 0.0), order, axis=1)
     return ndcg_at_k(ranked, gains, k)
 

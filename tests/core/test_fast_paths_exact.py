@@ -119,3 +119,29 @@ def test_batched_token_projection_equals_the_row_by_row_product_bit_for_bit(alig
         for b, (s, c, o) in enumerate(zip(spans, credit, offsets, strict=True)):
             want[b, : len(o)] = segment_to_tokens(s, c, o)
         assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ndcg_ranking_by_one_bit_key_equals_the_two_key_lexsort(seed):
+    """Positive float32 scores: ranking by one uint64 key (score bits, then id) gives the lexsort's NDCG bit for bit,
+    with many tied scores, unordered ids, padding and unretrieved documents; other scores keep the lexsort."""
+    from ospo_gym.metrics import ndcg_at_k
+    from ospo_gym.retrieval import reward
+
+    rng = np.random.default_rng(seed)
+    rows, width = 300, 25
+    ids = np.stack([rng.permutation(1000)[:width] for _ in range(rows)])
+    ids[rng.random((rows, width)) < 0.2] = -1
+    scores = (rng.integers(1, 6, size=(rows, width)) / np.float32(4)).astype(np.float32)  # many ties
+    retrieved = (ids >= 0) & (rng.random((rows, width)) < 0.7)
+    gains = np.where(ids >= 0, rng.integers(0, 4, size=(rows, width)), 0).astype(np.float64)
+
+    def lexsorted(s):
+        key = np.where(retrieved, -s.astype(np.float64), np.inf)
+        order = np.lexsort((ids, key), axis=-1)
+        return ndcg_at_k(np.take_along_axis(np.where(retrieved, gains, 0.0), order, axis=1), gains, 3)
+
+    got = reward._ndcg_of_frontier(ids, scores, retrieved, gains, 3)
+    assert np.array_equal(got, lexsorted(scores)) and len(np.unique(got)) > 20
+    signed = scores - np.float32(0.5)  # zero and negative scores: the lexsort path
+    assert np.array_equal(reward._ndcg_of_frontier(ids, signed, retrieved, gains, 3), lexsorted(signed))
