@@ -270,34 +270,33 @@ class BM25Retriever:
         """``(Q, vocab)`` float32 CSR of query term counts (a term repeated n times weighs n, as in bm25s), columns
         sorted within each row (what ``sum_duplicates`` of the COO form gives, built without scipy's checks).
 
-        :class:`~ospo_gym.joined_texts.JoinedTexts` (without a stemmer): the pieces' counts summed per text, one
-        sparse product; the same matrix, since a text's tokens are its pieces' tokens (see :meth:`tokenize`)."""
+        :class:`~ospo_gym.joined_texts.JoinedTexts` (without a stemmer): each text's terms gathered from its pieces'
+        (each distinct piece tokenised once); the same matrix, since a text's tokens are its pieces' tokens (see
+        :meth:`tokenize`)."""
         if isinstance(texts, JoinedTexts) and self.scores_joined_texts:
             check_texts(texts)
-            pieces = self._counts_matrix(self.tokenize(texts.pieces))
-            members = sp.csr_matrix(
-                (np.ones(len(texts.indices), dtype=np.float32), texts.indices, texts.indptr),
-                shape=(len(texts), len(texts.pieces)),
-            )
-            queries = members @ pieces  # integer counts, exact in float32; a recurring piece counts twice
-            queries.sort_indices()
-            return sp.csr_matrix(
-                (queries.data, queries.indices.astype(np.int32), queries.indptr.astype(np.int32)),
-                shape=(len(texts), self.vocab_size),
-            )
-        return self._counts_matrix(self.tokenize(texts))
-
-    def _counts_matrix(self, ids: list[list[int]]) -> sp.csr_matrix:
-        """:meth:`_query_matrix` of texts already tokenised (each text's term ids)."""
+            of_piece = self.tokenize(texts.pieces)
+            piece_lengths = np.fromiter(map(len, of_piece), dtype=np.int64, count=len(of_piece))
+            piece_terms = np.fromiter(itertools.chain.from_iterable(of_piece), dtype=np.int64, count=int(piece_lengths.sum()))
+            # every piece occurrence of every text expanded into the piece's terms, text by text
+            lengths = piece_lengths[texts.indices]
+            first = (np.cumsum(piece_lengths) - piece_lengths)[texts.indices]
+            at = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+            owner = np.repeat(np.repeat(np.arange(len(texts)), np.diff(texts.indptr)), lengths)
+            return self._counts_matrix(owner, piece_terms[at], len(texts))
+        ids = self.tokenize(texts)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         cols = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
+        return self._counts_matrix(np.repeat(np.arange(len(ids), dtype=np.int64), lengths), cols, len(ids))
+
+    def _counts_matrix(self, rows: np.ndarray, cols: np.ndarray, n_rows: int) -> sp.csr_matrix:
+        """:meth:`_query_matrix` from each token's text (``rows``, non-decreasing) and term id (``cols``)."""
         cells, counts = np.unique(rows * self.vocab_size + cols, return_counts=True)
-        indptr = np.zeros(len(ids) + 1, dtype=np.int32)
-        np.cumsum(np.bincount(cells // self.vocab_size, minlength=len(ids)), out=indptr[1:])
+        indptr = np.zeros(n_rows + 1, dtype=np.int32)
+        np.cumsum(np.bincount(cells // self.vocab_size, minlength=n_rows), out=indptr[1:])
         return sp.csr_matrix(
             (counts.astype(np.float32), (cells % self.vocab_size).astype(np.int32), indptr),
-            shape=(len(ids), self.vocab_size),
+            shape=(n_rows, self.vocab_size),
         )
 
     def _offsets(self, queries: sp.csr_matrix) -> np.ndarray | None:
