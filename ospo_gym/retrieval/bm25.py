@@ -435,7 +435,7 @@ class BM25Retriever:
             if easy.any():
                 pool_scores = np.zeros((n_q, width), dtype=np.float32)
                 retrieved = np.zeros((n_q, width), dtype=bool)
-                pool_scores[easy] = self._pool_scores(queries[easy], pool_ids[easy])
+                pool_scores[easy] = self._pool_scores(queries, pool_ids[easy], rows=np.flatnonzero(easy))
                 retrieved[easy] = (pool_ids[easy] >= 0) & (pool_scores[easy] > 0)
                 if not easy.all():
                     busy = ~easy
@@ -607,9 +607,9 @@ class BM25Retriever:
             out[extra.row, extra.col] += extra.data
         return out
 
-    def _pool_scores(self, queries: sp.csr_matrix, pool_ids: np.ndarray) -> np.ndarray:
+    def _pool_scores(self, queries: sp.csr_matrix, pool_ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """``(Q, P)`` float32 scores of the padded ``pool_ids`` (0 at padding), the very numbers of
-        :meth:`_dense_scores` (through :meth:`_scores_at`)."""
+        :meth:`_dense_scores` (through :meth:`_scores_at`); ``rows``: the query rows the pools belong to (all)."""
         valid = pool_ids >= 0
         # the pools' distinct documents in ascending order and each one's column, by marking (a batch repeats a
         # few prompts' pools many times, so this beats sorting all of its entries)
@@ -618,10 +618,10 @@ class BM25Retriever:
         docs = np.flatnonzero(mark)
         if len(docs) == 0:
             return np.zeros(pool_ids.shape, dtype=np.float32)
-        out = self._scores_at(queries, docs)
+        out = self._scores_at(queries, docs, rows)
         column = np.cumsum(mark) - 1
-        rows = np.arange(len(pool_ids))[:, None]
-        return np.where(valid, out[rows, column[np.where(valid, pool_ids, docs[0])]], np.float32(0))
+        row = np.arange(len(pool_ids))[:, None]
+        return np.where(valid, out[row, column[np.where(valid, pool_ids, docs[0])]], np.float32(0))
 
     def __getstate__(self) -> dict:
         # Threads and the C stemmer do not pickle; both are rebuilt on load.
