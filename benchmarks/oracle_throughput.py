@@ -23,6 +23,7 @@ import ospo_gym  # noqa: F401
 from ospo_gym.credit import sample_coalitions
 
 RESULTS = Path(__file__).parent / "results"
+TARGET = 50_000  # coalition values per second on the 10,000-product task (issue 17)
 
 
 def main() -> None:
@@ -80,8 +81,8 @@ def main() -> None:
         "coalition_values_per_second": round(values / elapsed),
         "distinct_texts_scored_per_second": round(scored / elapsed),
         "seconds_per_batch": round(elapsed / args.repeats, 4),
-        "target_values_per_second": 20_000,
-        "met": values / elapsed >= 20_000,
+        "target_values_per_second": TARGET,
+        "met": values / elapsed >= TARGET,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "oracle_throughput.json").write_text(json.dumps(result, indent=1))
