@@ -157,11 +157,7 @@ class CoalitionOracle:
         index = np.fromiter(map(keys.__getitem__, every), dtype=np.int64, count=len(every))
         unique = list(keys)
         scores = np.asarray(self.score_texts([k[0] for k in unique], [k[1] for k in unique]), dtype=np.float64)
-        self.num_calls += 1
-        self.num_scored += len(unique)
-        self.num_values += len(every)
-        ends = np.cumsum([len(c) for c in coalitions])
-        return [scores[i] for i in np.split(index, ends[:-1])] if len(coalitions) else []
+        return self._per_completion(scores, index, coalitions)
 
     def _values_of_pieces(
         self,
@@ -201,9 +197,16 @@ class CoalitionOracle:
         row_prompts = np.concatenate(prompts)[first] if prompts else np.zeros(0, dtype=np.int64)
         joined = JoinedTexts(pieces, kept_indptr, flat[gather])
         scores = np.asarray(self.score_texts([unique_prompts[p] for p in row_prompts.tolist()], joined), dtype=np.float64)
+        return self._per_completion(scores, index, coalitions)
+
+    def _per_completion(
+        self, scores: np.ndarray, index: np.ndarray, coalitions: Sequence[Sequence[Coalition]]
+    ) -> list[np.ndarray]:
+        """Each completion's values from the scores of the distinct texts ``(U,)`` and each coalition's text
+        ``index`` ``(sum K_b,)``; counts the call."""
         self.num_calls += 1
-        self.num_scored += len(first)
-        self.num_values += len(lengths)
+        self.num_scored += len(scores)
+        self.num_values += len(index)
         ends = np.cumsum([len(c) for c in coalitions])
         return [scores[i] for i in np.split(index, ends[:-1])] if len(coalitions) else []
 
