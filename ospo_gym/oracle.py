@@ -186,17 +186,18 @@ class CoalitionOracle:
             sizes.append(lengths)
             members.append(np.asarray(local, dtype=np.int64)[players])
             prompts.append(np.full(len(lengths), prompt_number.setdefault(prompt_id, len(prompt_number))))
-        lengths = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
-        flat = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
+        none = np.zeros(0, dtype=np.int64)
+        lengths, flat = (np.concatenate(sizes), np.concatenate(members)) if sizes else (none, none)
+        row_prompts = np.concatenate(prompts) if prompts else none
         indptr = np.concatenate([[0], np.cumsum(lengths)])
-        first, index = _distinct_rows(np.concatenate(prompts) if prompts else np.zeros(0, dtype=np.int64), flat, indptr)
+        first, index = _distinct_rows(row_prompts, flat, indptr)
+        # the distinct rows' pieces, row after row
         kept = lengths[first]
         kept_indptr = np.concatenate([[0], np.cumsum(kept)])
         gather = np.repeat(indptr[first] - kept_indptr[:-1], kept) + np.arange(kept_indptr[-1])
-        unique_prompts = list(prompt_number)
-        row_prompts = np.concatenate(prompts)[first] if prompts else np.zeros(0, dtype=np.int64)
         joined = JoinedTexts(pieces, kept_indptr, flat[gather])
-        scores = np.asarray(self.score_texts([unique_prompts[p] for p in row_prompts.tolist()], joined), dtype=np.float64)
+        prompt_of = list(prompt_number)
+        scores = np.asarray(self.score_texts([prompt_of[p] for p in row_prompts[first].tolist()], joined), dtype=np.float64)
         return self._per_completion(scores, index, coalitions)
 
     def _per_completion(
