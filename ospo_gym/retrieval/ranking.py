@@ -147,11 +147,13 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
             floor[a:b] = np.maximum(-sample[:, low - 1], _LEAST32)
             ceiling[a:b] = -sample[:, high - 1]
     above = values >= ceiling[:, None]
+    at_floor = values >= floor[:, None]
     over = counted(above)  # scores at or above the ceiling
-    ceiling[over >= k] = np.inf  # the ceiling is not above the answer: no ceiling
-    over[over >= k] = 0
-    candidate = (values >= floor[:, None]) & (values < ceiling[:, None])
-    reach = over + counted(candidate)  # scores at or above the floor
+    reach = counted(at_floor)  # scores at or above the floor
+    no_ceiling = np.flatnonzero(over >= k)  # the ceiling is not above the answer: no ceiling
+    over[no_ceiling] = 0
+    above[no_ceiling] = False
+    candidate = at_floor > above  # floor <= value < ceiling (bools: a > b is a and not b)
     short = np.flatnonzero(reach < k)  # the sample overshot (or too few positive scores): all positive columns
     if len(short):
         candidate[short] = values[short] > 0
