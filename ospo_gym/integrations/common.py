@@ -94,7 +94,8 @@ def env_oracle(base: Any, segmentation: str | None, *, user: str, without_oracle
             f"{type(oracle).__name__} is not: leave segmentation=None to use the env's own"
         )
     backend = getattr(oracle, "segmentation_backend", "rules")
-    return CoalitionOracle(oracle.score_texts, segmentation=segmentation, segmentation_backend=backend)
+    joined = getattr(oracle, "joined_texts", False)  # the same score_texts takes the same hand-over
+    return CoalitionOracle(oracle.score_texts, segmentation=segmentation, segmentation_backend=backend, joined_texts=joined)
 
 
 def registered_estimator(name: str, before: str) -> Any:

@@ -189,3 +189,17 @@ def test_only_the_plain_bm25_pooled_reward_gets_pieces() -> None:
     assert not gym.make("ospo/SyntheticRetrieval-v0", **noisy, **kwargs).unwrapped.oracle.joined_texts
     assert not gym.make("ospo/SyntheticRetrieval-v0", pool=None, **kwargs).unwrapped.oracle.joined_texts
     assert not Shouting(**kwargs).oracle.joined_texts
+
+
+def test_a_re_segmenting_integration_oracle_keeps_the_pieces_hand_over() -> None:
+    from ospo_gym.integrations.common import env_oracle
+
+    env = gym.make("ospo/SyntheticRetrieval-v0", num_products=200, num_queries=20).unwrapped
+    words = env_oracle(env, "word", user="test", without_oracle="")
+    assert words.segmentation == "word" and words.joined_texts
+    text = "red cotton shirt for men"
+    spans = words.segment(text)
+    coalitions = [(), (0,), (1, 2), tuple(range(len(spans)))]
+    want = CoalitionOracle(env.score_texts, segmentation="word").values(env.prompt_ids[0], text, spans, coalitions)
+    assert np.array_equal(words.values(env.prompt_ids[0], text, spans, coalitions), want)
+
