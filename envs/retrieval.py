@@ -137,14 +137,20 @@ class RetrievalEnv(GenerativeSearchEnv):
         if perturb is not None and self.pool != "judged":
             raise ValueError("score noise acts on the pooled ranking and needs pool='judged'; use label_flip or gaussian")
         judged_gains = self.judged.gains if gains is None else {**self.judged.gains, **gains}
-        pools = [self.judged.pools[p] for p in prompt_ids]
-        gains = [judged_gains[p] for p in prompt_ids]
         if self.pool == "judged":
             piecewise = isinstance(texts, JoinedTexts) and getattr(self.retriever, "scores_joined_texts", False)
             texts = texts if piecewise else list(texts)  # pieces stay pieces for a retriever that scores them
+            number = {p: i for i, p in enumerate(dict.fromkeys(prompt_ids))}  # each prompt's pool once
+            pool_of = np.fromiter(map(number.__getitem__, prompt_ids), dtype=np.int64, count=len(prompt_ids))
+            pools = [self.judged.pools[p] for p in number]
+            gains = [judged_gains[p] for p in number]
             if perturb is None:
-                return pooled_ndcg(self.retriever, texts, pools, gains, k=self.k, cutoff=self.cutoff)
-            return pooled_ndcg(self.retriever, texts, pools, gains, k=self.k, cutoff=self.cutoff, perturb=perturb)
+                return pooled_ndcg(self.retriever, texts, pools, gains, k=self.k, cutoff=self.cutoff, pool_of=pool_of)
+            return pooled_ndcg(
+                self.retriever, texts, pools, gains, k=self.k, cutoff=self.cutoff, perturb=perturb, pool_of=pool_of
+            )
+        pools = [self.judged.pools[p] for p in prompt_ids]
+        gains = [judged_gains[p] for p in prompt_ids]
         texts = list(texts)
         ids, _ = check_ranking(
             self.retriever.rank(texts, self.k), len(texts), self.k, self.retriever.num_docs, self.retriever

@@ -98,6 +98,7 @@ def pooled_ndcg(
     k: int = 10,
     cutoff: int | None = 1000,
     perturb: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    pool_of: np.ndarray | None = None,
 ) -> np.ndarray:
     """The reward: NDCG@k of each query's ranking filtered to its judged pool.
 
@@ -117,18 +118,28 @@ def pooled_ndcg(
         cutoff: retrieval depth, or None.
         perturb: ``(pool_scores (Q, P), retrieved (Q, P) bool) -> (Q, P)`` new pool scores, applied after the
             retrieved set is fixed and before the pool is ranked (the score noise of :mod:`ospo_gym.wrappers`).
+        pool_of: ``(Q,)`` ints: query ``q``'s pool is ``pools[pool_of[q]]`` (then ``pools`` and ``pool_gains`` list
+            each distinct pool once: a batch of coalition texts asks about a few prompts' pools many times).
 
     Returns:
         ``(Q,)`` float64 in ``[0, 1]``; 0 for a query that retrieves no pool document or has no gain.
     """
     check_texts(texts)
-    if len(pools) != len(texts):
+    if pool_of is not None:
+        pool_of = np.asarray(pool_of)
+        if pool_of.shape != (len(texts),) or pool_of.dtype.kind not in "iu" or (
+            len(pool_of) and (pool_of.min() < 0 or pool_of.max() >= len(pools))
+        ):
+            raise ValueError(f"pool_of must hold one index into the {len(pools)} pools per text ({len(texts)})")
+    elif len(pools) != len(texts):
         raise ValueError(f"got {len(texts)} texts but {len(pools)} pools")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if cutoff is not None and cutoff < 1:
         raise ValueError(f"cutoff must be >= 1 or None, got {cutoff}")
     ids, gains = pad_pools(pools, pool_gains, num_docs=retriever.num_docs)
+    if pool_of is not None:
+        ids, gains = ids[pool_of], gains[pool_of]
     if len(texts) == 0:
         return np.zeros(0)
     if isinstance(retriever, PoolRetriever):

@@ -145,3 +145,20 @@ def test_ndcg_ranking_by_one_bit_key_equals_the_two_key_lexsort(seed):
     assert np.array_equal(got, lexsorted(scores)) and len(np.unique(got)) > 20
     signed = scores - np.float32(0.5)  # zero and negative scores: the lexsort path
     assert np.array_equal(reward._ndcg_of_frontier(ids, signed, retrieved, gains, 3), lexsorted(signed))
+
+
+def test_pooled_ndcg_with_distinct_pools_and_pool_of_equals_pools_per_text():
+    from ospo_gym.retrieval import pooled_ndcg
+
+    rng = np.random.default_rng(11)
+    retriever = BM25Retriever(catalog(rng, 300))
+    distinct = [rng.choice(300, size=int(rng.integers(1, 30)), replace=False) for _ in range(4)]
+    distinct_gains = [rng.integers(0, 4, size=len(p)).astype(float) for p in distinct]
+    pool_of = rng.integers(0, 4, size=80)
+    texts = queries(rng, 80)
+    want = pooled_ndcg(retriever, texts, [distinct[i] for i in pool_of], [distinct_gains[i] for i in pool_of], cutoff=20)
+    got = pooled_ndcg(retriever, texts, distinct, distinct_gains, cutoff=20, pool_of=pool_of)
+    assert np.array_equal(got, want) and (want > 0).sum() > 10
+    for bad in (pool_of[:-1], pool_of + 4, pool_of - 1, pool_of.astype(float)):
+        with pytest.raises(ValueError, match="pool_of"):
+            pooled_ndcg(retriever, texts, distinct, distinct_gains, pool_of=bad)
