@@ -531,9 +531,10 @@ class BM25Retriever:
             owner = np.repeat(r, per_pair)
             offset = np.repeat(starts[first_sig] - (np.cumsum(per_pair) - per_pair), per_pair)
             tied = members[offset + np.arange(len(owner))]
-            order = np.lexsort((tied, owner))
-            begin = np.searchsorted(owner[order], np.arange(len(tie_rows)))
-            last_id[tie_rows] = tied[order][begin + slots - 1]
+            # each tie row's tied ids in ascending order: one sort of (row, id) keys (owner is non-decreasing already)
+            ordered = np.sort(owner * self.num_docs + tied) - owner * self.num_docs
+            begin = np.searchsorted(owner, np.arange(len(tie_rows)))
+            last_id[tie_rows] = ordered[begin + slots - 1]
         hit &= (ps > thr_p) | (on_edge & (pools <= last_id[:, None]))
         pool_scores[rows_all], retrieved[rows_all] = ps, hit
         return pool_scores, retrieved
