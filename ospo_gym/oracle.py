@@ -15,6 +15,7 @@ import numpy as np
 from ospo_gym.credit.coalitions import Coalition
 from ospo_gym.credit.shapley import CoalitionMemo, player_indices
 from ospo_gym.joined_texts import JoinedTexts
+from ospo_gym.runs import offsets_in_runs, run_positions
 from ospo_gym.segment import SEGMENTATION_MODES, Span, segment_action
 
 ScoreTexts = Callable[[Sequence[Hashable], Sequence[str]], np.ndarray]
@@ -61,11 +62,6 @@ def _checked(coalitions: Sequence[Coalition], n: int) -> tuple[bool, np.ndarray,
         known = (in_order, lengths, players)
         _CHECKED.put(coalitions, n, known)
     return known
-
-
-def _checked_in_order(coalitions: Sequence[Coalition], n: int) -> bool:
-    """:func:`_checked`'s first answer: is every coalition's player list in increasing order?"""
-    return _checked(coalitions, n)[0]
 
 
 def _in_order(lengths: np.ndarray, players: np.ndarray) -> bool:
@@ -145,7 +141,7 @@ class CoalitionOracle:
         for prompt_id, text, text_spans, text_coalitions in zip(prompt_ids, texts, spans, coalitions, strict=True):
             check_spans(text, text_spans)
             # ints naming segments of this text, or ValueError
-            if _checked_in_order(text_coalitions, len(text_spans)):  # every coalition sorted: join pieces as they come
+            if _checked(text_coalitions, len(text_spans))[0]:  # every coalition sorted: join pieces as they come
                 piece = [text[span[0] : span[1]] for span in text_spans].__getitem__
                 joined = [" ".join(map(piece, coalition)) for coalition in text_coalitions]
             else:
@@ -194,8 +190,7 @@ class CoalitionOracle:
         # the distinct rows' pieces, row after row
         kept = lengths[first]
         kept_indptr = np.concatenate([[0], np.cumsum(kept)])
-        gather = np.repeat(indptr[first] - kept_indptr[:-1], kept) + np.arange(kept_indptr[-1])
-        joined = JoinedTexts(pieces, kept_indptr, flat[gather])
+        joined = JoinedTexts(pieces, kept_indptr, flat[run_positions(indptr[first], kept)])
         prompt_of = list(prompt_number)
         scores = np.asarray(self.score_texts([prompt_of[p] for p in row_prompts[first].tolist()], joined), dtype=np.float64)
         return self._per_completion(scores, index, coalitions)
@@ -225,8 +220,7 @@ def _distinct_rows(prompts: np.ndarray, flat: np.ndarray, indptr: np.ndarray) ->
     lengths = np.diff(indptr)
     keys = np.full((rows, int(lengths.max()) + 2), -1, dtype=np.int64)  # prompt, size, pieces (-1 pads)
     keys[:, 0], keys[:, 1] = prompts, lengths
-    owner = np.repeat(np.arange(rows), lengths)
-    keys[owner, 2 + np.arange(len(flat)) - indptr[:-1][owner]] = flat
+    keys[np.repeat(np.arange(rows), lengths), 2 + offsets_in_runs(lengths)] = flat
     digest = np.zeros(rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for column in keys.T.view(np.uint64):

@@ -67,6 +67,8 @@ from typing import Any
 
 import numpy as np
 
+from ospo_gym.runs import offsets_in_runs
+
 Span = tuple[int, int]
 SEGMENTATION_MODES = ("phrase", "sentence", "word")
 BACKENDS = (
@@ -316,7 +318,7 @@ def _split_evenly(run_len: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """
     n_pieces = -(-run_len // MAX_GROUP_WORDS)
     run = np.repeat(np.arange(len(run_len)), n_pieces)
-    j = np.arange(int(n_pieces.sum())) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    j = offsets_in_runs(n_pieces)
     base = (run_len // n_pieces)[run]
     extra = (run_len % n_pieces)[run]
     offset = j * base + np.minimum(j, extra)

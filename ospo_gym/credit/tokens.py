@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ospo_gym.runs import offsets_in_runs
+
 Span = tuple[int, int]
 REDISTRIBUTIONS = ("prop", "rank")
 RANK_ORDERS = ("ascending", "released")
@@ -92,7 +94,7 @@ def segment_to_tokens_batch(
     follows[1:] = (seg_start[1:] >= seg_end[:-1]) | (seg_row[1:] != seg_row[:-1])
     shared[seg_row[~follows | (seg[:, 1] <= seg[:, 0])]] = True
     single = hits & ~second & ~shared[tok_row]
-    column = np.arange(len(tok)) - np.repeat(np.cumsum(counts) - counts, counts)
+    column = offsets_in_runs(counts)
     out[tok_row[single], column[single]] = values[first[single]] + 0.0  # BLAS's sum starts from +0.0 too
     for b in np.flatnonzero(shared):
         out[b, : counts[b]] = segment_to_tokens(spans[b], credit[b], tokens[b])

@@ -27,6 +27,7 @@ from ospo_gym.joined_texts import JoinedTexts
 from ospo_gym.retrieval.checks import check_texts
 from ospo_gym.retrieval.index_cache import BM25IndexCache, index_key
 from ospo_gym.retrieval.ranking import kth_largest, kth_largest_weighted, pool_frontier, rank_from_scores
+from ospo_gym.runs import run_positions
 
 __all__ = ["DEFAULT_TOKEN_PATTERN", "BM25Retriever"]
 
@@ -278,8 +279,7 @@ class BM25Retriever:
             piece_terms = np.fromiter(itertools.chain.from_iterable(of_piece), dtype=np.int64, count=int(piece_lengths.sum()))
             # every piece occurrence of every text expanded into the piece's terms, text by text
             lengths = piece_lengths[texts.indices]
-            first = (np.cumsum(piece_lengths) - piece_lengths)[texts.indices]
-            at = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+            at = run_positions((np.cumsum(piece_lengths) - piece_lengths)[texts.indices], lengths)
             owner = np.repeat(np.repeat(np.arange(len(texts)), np.diff(texts.indptr)), lengths)
             return self._counts_matrix(owner, piece_terms[at], len(texts))
         ids = self.tokenize(texts)
@@ -529,8 +529,7 @@ class BM25Retriever:
             members = np.concatenate([p[1] for p in parts])
             per_pair = counts[tie_rows[r], g].astype(np.int64)
             owner = np.repeat(r, per_pair)
-            offset = np.repeat(starts[first_sig] - (np.cumsum(per_pair) - per_pair), per_pair)
-            tied = members[offset + np.arange(len(owner))]
+            tied = members[run_positions(starts[first_sig], per_pair)]
             # each tie row's tied ids in ascending order: one sort of (row, id) keys (owner is non-decreasing already)
             ordered = np.sort(owner * self.num_docs + tied) - owner * self.num_docs
             begin = np.searchsorted(owner, np.arange(len(tie_rows)))
@@ -590,7 +589,7 @@ class BM25Retriever:
             data, terms = queries.data, queries.indices
         else:
             lengths = indptr[rows + 1] - indptr[rows]
-            take = np.repeat(indptr[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+            take = run_positions(indptr[rows], lengths)
             data, terms = queries.data[take], queries.indices[take]
         owner = np.repeat(np.arange(len(lengths)), lengths)
         is_dense = self._term_is_dense[terms]
@@ -702,8 +701,7 @@ def _csr_rows(data: np.ndarray, columns: np.ndarray, owner: np.ndarray, n_rows: 
 def _select_columns(mat: sp.csr_matrix, keep: np.ndarray, slot: np.ndarray, width: int) -> sp.csr_matrix:
     """The entries of ``mat`` flagged by ``keep`` (aligned with ``mat.data``), columns renumbered by ``slot``."""
     rows = np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr))[keep]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=mat.shape[0]))])
-    return sp.csr_matrix((mat.data[keep], slot[mat.indices[keep]], indptr), shape=(mat.shape[0], width))
+    return _csr_rows(mat.data[keep], slot[mat.indices[keep]], rows, mat.shape[0], width)
 
 
 class _NormalisingSplitter:

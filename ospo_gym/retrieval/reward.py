@@ -10,6 +10,7 @@ from ospo_gym.metrics import ndcg_at_k
 from ospo_gym.retrieval.checks import check_frontier, check_scores, check_texts
 from ospo_gym.retrieval.protocol import PoolRetriever, Retriever
 from ospo_gym.retrieval.ranking import pool_frontier
+from ospo_gym.runs import offsets_in_runs
 
 __all__ = ["pad_pools", "pooled_ndcg"]
 
@@ -60,7 +61,7 @@ def _pad_each(
     if num_docs is not None and len(flat) and (flat.min() < 0 or flat.max() >= num_docs):
         raise ValueError(f"pool ids must lie in [0, {num_docs}); got ids in [{flat.min()}, {flat.max()}]")
     rows = np.repeat(np.arange(len(pools)), lengths)
-    cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cols = offsets_in_runs(lengths)
     ids[rows, cols] = flat
     if pool_gains is not None:
         gain_lengths = np.fromiter((len(g) for g in pool_gains), dtype=np.int64, count=len(pool_gains))
