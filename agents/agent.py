@@ -438,27 +438,26 @@ class Agent:
         calls, values = oracle.num_calls, oracle.num_values
         flat = zero_variance_groups(rewards, group_index)
         prepared = None
-        if config.overlap_credit and not self.world.active and turns is None:  # multi-turn rows are turns: sequential
-            # the credit on a worker thread (numpy and Python: the CPU) while the log-probs that do not need the
-            # advantages run here (the GPU); the estimator draws from its own seeded generators only
-            if self._credit_thread is None:
-                self._credit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ospo-credit")
-            credit = self._credit_thread.submit(self.estimator, batch, oracle, config)
-            try:
+        try:
+            if config.overlap_credit and not self.world.active and turns is None:  # multi-turn rows are turns: sequential
+                # the credit on a worker thread (numpy and Python: the CPU) while the log-probs that do not need the
+                # advantages run here (the GPU); the estimator draws from its own seeded generators only
+                if self._credit_thread is None:
+                    self._credit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ospo-credit")
+                credit = self._credit_thread.submit(self.estimator, batch, oracle, config)
                 try:
                     prepared = self.policy_update.prepare(
                         rollout, flat, reference=self.reference, rollouts=self.rollouts, forward_ahead=True
                     )
                 finally:
                     raw = credit.result()  # the estimator's error, if any, comes first
-                advantages = np.asarray(raw, dtype=np.float64)
-                check_advantages(advantages, batch.completion_mask.shape, step=step, algo=config.algo, world=self.world)
-            except BaseException:
-                self.model.eval()  # the forward pass ahead set train mode; a failed step leaves eval, as sequentially
-                raise
-        else:
-            advantages = np.asarray(self.estimator(batch, oracle, config), dtype=np.float64)
+            else:
+                raw = self.estimator(batch, oracle, config)
+            advantages = np.asarray(raw, dtype=np.float64)
             check_advantages(advantages, batch.completion_mask.shape, step=step, algo=config.algo, world=self.world)
+        except BaseException:
+            self.model.eval()  # a forward pass ahead sets train mode; a failed step leaves eval, as sequentially
+            raise
         credited = time.perf_counter()
 
         # the clipped-surrogate update (multi-turn: one row per turn, each scored after its own prompt)

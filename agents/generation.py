@@ -350,10 +350,10 @@ def batch_token_offsets(
     encoded = _encode_with_offsets(tokenizer, [texts[b] for b in rest]) if rest else {"input_ids": [], "offset_mapping": []}
     offsets_of = dict(zip(rest, encoded["offset_mapping"], strict=True))
     odd = [b for b, ids in zip(rest, encoded["input_ids"], strict=True) if ids != plains[b]]
-    prefix_spans.update((b, _spans_of_lengths(lengths_of[b], len(texts[b]))) for b in odd if b in lengths_of)
-    undecoded = [b for b in odd if b not in lengths_of]
-    spans = _prefix_offsets_batch(tokenizer, [plains[b] for b in undecoded], [texts[b] for b in undecoded], token_bytes)
-    prefix_spans.update(zip(undecoded, spans, strict=True))
+    undecoded = [b for b in odd if b not in lengths_of]  # not byte-level, or not decodable from the token bytes
+    decoded = _decoded_prefixes(tokenizer, [plains[b] for b in undecoded], [texts[b] for b in undecoded])
+    lengths_of.update(zip(undecoded, decoded, strict=True))
+    prefix_spans.update((b, _spans_of_lengths(lengths_of[b], len(texts[b]))) for b in odd)
     out = []
     for b, row in enumerate(rows):
         spans = prefix_spans[b] if b in prefix_spans else offsets_of[b]
@@ -387,8 +387,9 @@ class TokenBytes:
     ``usable`` is False for any other decoder (SentencePiece, WordPiece, a ``Sequence`` of decoders), whose
     prefixes are decoded by the tokenizer. ``ascii_offsets_exact``: on an ASCII text, a row that decodes to it has
     as token offsets exactly what the tokenizer's own encoding would give (no normaliser but Unicode normal forms,
-    which leave ASCII alone; no post-processor that trims offsets), so the offsets need no encoding of the text. Like the Rust decoder, a token whose characters are not all in the
-    byte alphabet (an added token) stands for its own UTF-8 bytes, and invalid UTF-8 becomes U+FFFD.
+    which leave ASCII alone; no post-processor that trims offsets), so the offsets need no encoding of the text.
+    Like the Rust decoder, a token whose characters are not all in the byte alphabet (an added token) stands for its
+    own UTF-8 bytes, and invalid UTF-8 becomes U+FFFD.
     """
 
     def __init__(self, tokenizer: Any) -> None:
@@ -483,24 +484,6 @@ def _encode_with_offsets(tokenizer: Any, texts: list[str]) -> dict[str, list]:
         return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     encodings = [backend.encode(text, add_special_tokens=False) for text in texts]
     return {"input_ids": [e.ids for e in encodings], "offset_mapping": [e.offsets for e in encodings]}
-
-
-def _prefix_offsets_batch(
-    tokenizer: Any, rows: list[list[int]], texts: list[str], token_bytes: TokenBytes
-) -> list[np.ndarray]:
-    """(T_b, 2) offsets from the lengths of decoded prefixes, kept monotone and inside ``[0, len(text)]``.
-
-    A byte-level tokenizer's prefixes are decoded from the token bytes (:class:`TokenBytes`); otherwise all
-    prefixes of all rows are decoded by the fast tokenizer's backend when the backend gives back the texts
-    themselves, or else prefix by prefix with ``tokenizer.decode``.
-    """
-    lengths_of: list[list[int] | None] = [None] * len(rows)
-    if token_bytes.usable:
-        lengths_of = [token_bytes.prefix_lengths(row, text) for row, text in zip(rows, texts, strict=True)]
-    rest = [b for b, known in enumerate(lengths_of) if known is None]
-    for b, decoded in zip(rest, _decoded_prefixes(tokenizer, [rows[b] for b in rest], [texts[b] for b in rest]), strict=True):
-        lengths_of[b] = decoded
-    return [_spans_of_lengths(lengths, len(text)) for text, lengths in zip(texts, lengths_of, strict=True)]
 
 
 def _decoded_prefixes(tokenizer: Any, rows: list[list[int]], texts: list[str]) -> list[list[int]]:
