@@ -400,6 +400,7 @@ class TokenBytes:
         self._backend = backend
         self._alphabet = _byte_level_alphabet() if self.usable else {}
         self._bytes: dict[int, bytes] = {}
+        self._starts: dict[int, int] = {}  # bytes of the token that start a UTF-8 character (not 0b10xxxxxx)
 
     def __getitem__(self, token: int) -> bytes:
         known = self._bytes.get(token)
@@ -410,6 +411,7 @@ class TokenBytes:
             alphabet = self._alphabet
             known = bytes(alphabet[c] for c in piece) if all(c in alphabet for c in piece) else piece.encode()
             self._bytes[token] = known
+            self._starts[token] = sum(byte & 0xC0 != 0x80 for byte in known)
         return known
 
     def prefix_lengths(self, row: Sequence[int], text: str) -> list[int] | None:
@@ -421,10 +423,12 @@ class TokenBytes:
     def lengths_and_validity(self, row: Sequence[int], text: str) -> tuple[list[int], bool] | None:
         """:meth:`prefix_lengths`, and whether the row's bytes are valid UTF-8 (if not, the row is the encoding of
         no text: an encoding's bytes are always its normalised text's UTF-8)."""
-        try:
-            pieces = [self[t] for t in row]
-        except KeyError:  # an id outside the vocabulary: the tokenizer's own decode says what it makes of it
-            return None
+        pieces = list(map(self._bytes.get, row))  # ids seen before: one C-level lookup each
+        if None in pieces:
+            try:
+                pieces = [self[t] for t in row]
+            except KeyError:  # an id outside the vocabulary: the tokenizer's own decode says what it makes of it
+                return None
         whole = b"".join(pieces)
         if whole.isascii():  # one character per byte: the lengths are the byte counts
             return (list(itertools.accumulate(map(len, pieces))), True) if whole.decode("ascii") == text else None
@@ -437,6 +441,9 @@ class TokenBytes:
         else:
             if not valid:
                 return None
+            # a prefix of valid UTF-8 decodes to its whole characters and one U+FFFD for a character it cuts: as
+            # many characters as it has bytes that start one
+            return list(itertools.accumulate(map(self._starts.__getitem__, row))), True
         return [len(whole[:end].decode("utf-8", "replace")) for end in itertools.accumulate(map(len, pieces))], valid
 
 

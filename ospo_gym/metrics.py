@@ -12,7 +12,7 @@ import numpy as np
 ESCI_GAINS: dict[str, float] = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
 BINARY_GAINS: dict[str, float] = {"E": 1.0, "S": 0.0, "C": 0.0, "I": 0.0}
 
-__all__ = ["BINARY_GAINS", "ESCI_GAINS", "dcg", "discounts", "ndcg_at_k"]
+__all__ = ["BINARY_GAINS", "ESCI_GAINS", "check_gains", "dcg", "discounts", "ideal_dcg", "ndcg_at_k", "ndcg_of_dcg"]
 
 
 def discounts(k: int) -> np.ndarray:
@@ -59,14 +59,36 @@ def ndcg_at_k(ranked_gains: np.ndarray, ideal_gains: np.ndarray, k: int) -> np.n
     ideal = np.atleast_2d(np.asarray(ideal_gains, dtype=np.float64))
     if ranked.shape[0] != ideal.shape[0]:
         raise ValueError(f"ranked_gains has {ranked.shape[0]} rows but ideal_gains has {ideal.shape[0]}")
-    if not (np.all(np.isfinite(ranked)) and np.all(np.isfinite(ideal))):
-        raise ValueError("gains must be finite; pad with 0, not NaN or inf")
-    # Negative gains would break the [0, 1] guarantee, and ESCI gains are never negative.
-    if (ranked.size and ranked.min() < 0) or (ideal.size and ideal.min() < 0):
-        raise ValueError("gains must be >= 0")
+    check_gains(ranked)
     actual = dcg(ranked, k) if ranked.shape[1] else np.zeros(ranked.shape[0])
-    ideal_sorted = -np.sort(-ideal, axis=1)
-    best = dcg(ideal_sorted, k) if ideal.shape[1] else np.zeros(ideal.shape[0])
+    return ndcg_of_dcg(actual, ideal_dcg(ideal, k))
+
+
+def check_gains(gains: np.ndarray) -> None:
+    """ValueError unless every gain is finite and >= 0 (what keeps NDCG in [0, 1]; ESCI gains are never negative)."""
+    if not np.all(np.isfinite(gains)):
+        raise ValueError("gains must be finite; pad with 0, not NaN or inf")
+    if gains.size and gains.min() < 0:
+        raise ValueError("gains must be >= 0")
+
+
+def ideal_dcg(ideal_gains: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """DCG@k of the best ordering of each row's gains: ``(D, P)`` gains in any order, padded with 0 -> ``(D,)``.
+
+    ``rows``: ``(Q,)`` row numbers; the result is then ``(Q,)``, row ``rows[q]``'s ideal, each row sorted once.
+    The dot products run on the gathered ``(Q, k)`` rectangle, as :func:`ndcg_at_k` on the gathered gains would:
+    BLAS's product of one row can differ in the last bit with the row's place in the matrix.
+    """
+    ideal = np.atleast_2d(np.asarray(ideal_gains, dtype=np.float64))
+    check_gains(ideal)
+    if not ideal.shape[1]:
+        return np.zeros(ideal.shape[0] if rows is None else len(rows))
+    best = -np.sort(-ideal, axis=1)[:, :k]
+    return dcg(best if rows is None else best[rows], k)
+
+
+def ndcg_of_dcg(actual: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """``actual / best`` per query ``(Q,)``, 0 where ``best`` is 0, clipped to ``[0, 1]``."""
     out = np.zeros_like(actual)
     # A subnormal ideal DCG under a larger actual DCG (gains outside the ideal) can overflow: clipped below.
     with np.errstate(over="ignore"):

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ospo_gym.metrics import ndcg_at_k
+from ospo_gym.metrics import dcg, ideal_dcg, ndcg_of_dcg
 from ospo_gym.retrieval.checks import check_frontier, check_scores, check_texts
 from ospo_gym.retrieval.protocol import PoolRetriever, Retriever
 from ospo_gym.retrieval.ranking import pool_frontier
@@ -72,22 +72,50 @@ def _pad_each(
     return ids, gains
 
 
+_KEY_BITS = 64  # the width of _ndcg_of_frontier's one sort key (a test narrows it to reach the lexsort)
+
+
 def _ndcg_of_frontier(
-    pool_ids: np.ndarray, pool_scores: np.ndarray, retrieved: np.ndarray, gains: np.ndarray, k: int
+    pool_ids: np.ndarray,
+    pool_scores: np.ndarray,
+    retrieved: np.ndarray,
+    gains: np.ndarray,
+    k: int,
+    pool_of: np.ndarray | None = None,
 ) -> np.ndarray:
-    """NDCG@k of the retrieved pool documents ranked by (score desc, id asc); ideal from all pool gains."""
-    fast = pool_scores.dtype == np.float32 and pool_ids.size and int(pool_ids.max()) < 1 << 32
-    if fast and bool((pool_scores[retrieved] > 0).all()):
-        # positive float32 scores order as their bits: one uint64 key per document, (score desc, id asc) for the
-        # retrieved (catalog ids, >= 0), the largest key for the rest (their gains count as 0): one argsort
-        bits = pool_scores.view(np.uint32).astype(np.uint64)
-        key = ((np.uint64(0xFFFFFFFF) - bits) << np.uint64(32)) | pool_ids.astype(np.uint64)
-        order = np.argsort(np.where(retrieved, key, np.uint64(np.iinfo(np.uint64).max)), axis=-1)
-    else:
-        key = np.where(retrieved, -pool_scores.astype(np.float64), np.inf)
-        order = np.lexsort((pool_ids, key), axis=-1)
-    ranked = np.take_along_axis(np.where(retrieved, gains, 0.0), order, axis=1)
-    return ndcg_at_k(ranked, gains, k)
+    """NDCG@k of the retrieved pool documents ranked by (score desc, id asc); ideal from all pool gains.
+
+    ``pool_ids``, ``pool_scores``, ``retrieved``: ``(Q, P)``; ``gains``: ``(D, P)`` of the distinct pools, row
+    ``pool_of[q]`` being query ``q``'s (``pool_of=None``: ``D = Q``, one row per query). Returns ``(Q,)``.
+    """
+    n_q, width = pool_ids.shape
+    pool_of = np.arange(n_q) if pool_of is None else pool_of
+    best = ideal_dcg(gains, k, pool_of)  # each distinct pool sorted once
+    rows, cols = np.divmod(np.flatnonzero(retrieved), width)  # row-major: rows non-decreasing
+    scores = pool_scores[rows, cols]
+    if pool_scores.dtype == np.float32 and len(rows) and bool((scores > 0).all()):
+        # Positive float32 scores order as their bits. Only the retrieved documents are ranked (a coalition text
+        # retrieves a few of its pool; the others' gains count as 0), all rows in one sort of one uint64 key
+        # (row, score desc, id asc), the id by its rank within the row's pool, or by a lexsort where that overflows.
+        descending = np.uint64(0x7FFFFFFF) - scores.view(np.uint32).astype(np.uint64)
+        id_bits = max(1, (width - 1).bit_length())
+        if (n_q - 1).bit_length() + 31 + id_bits <= _KEY_BITS:
+            _, first, distinct = np.unique(pool_of, return_index=True, return_inverse=True)
+            id_rank = np.argsort(np.argsort(pool_ids[first], axis=1), axis=1)  # each distinct pool's ids ranked once
+            key = (rows.astype(np.uint64) << np.uint64(31 + id_bits)) | (descending << np.uint64(id_bits))
+            order = np.argsort(key | id_rank[distinct[rows], cols].astype(np.uint64))
+        else:
+            order = np.lexsort((pool_ids[rows, cols], descending, rows))
+        per_row = np.bincount(rows, minlength=n_q)
+        rank = np.arange(len(rows)) - (np.cumsum(per_row) - per_row)[rows]  # rows[order] is rows
+        near = rank < min(k, width)
+        top = np.zeros((n_q, min(k, width)))
+        top[rows[near], rank[near]] = gains[pool_of[rows], cols][order][near]
+        return ndcg_of_dcg(dcg(top, k), best)
+    key = np.where(retrieved, -pool_scores.astype(np.float64), np.inf)
+    order = np.lexsort((pool_ids, key), axis=-1)
+    ranked = np.take_along_axis(np.where(retrieved, gains[pool_of], 0.0), order, axis=1)
+    return ndcg_of_dcg(dcg(ranked, k) if width else np.zeros(n_q), best)
 
 
 def pooled_ndcg(
@@ -140,7 +168,7 @@ def pooled_ndcg(
         raise ValueError(f"cutoff must be >= 1 or None, got {cutoff}")
     ids, gains = pad_pools(pools, pool_gains, num_docs=retriever.num_docs)
     if pool_of is not None:
-        ids, gains = ids[pool_of], gains[pool_of]
+        ids = ids[pool_of]
     if len(texts) == 0:
         return np.zeros(0)
     if isinstance(retriever, PoolRetriever):
@@ -150,4 +178,4 @@ def pooled_ndcg(
         pool_scores, retrieved = pool_frontier(scores, ids, cutoff)
     if perturb is not None:
         pool_scores = np.asarray(perturb(pool_scores, retrieved), dtype=np.float64)
-    return _ndcg_of_frontier(ids, pool_scores, retrieved, gains, k)
+    return _ndcg_of_frontier(ids, pool_scores, retrieved, gains, k, pool_of)

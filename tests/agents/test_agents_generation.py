@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from ospo_gym.agents.generation import (  # noqa: E402
     TokenBytes,
+    _byte_level_alphabet,
     _decoded_prefixes,
     _sample,
     batch_token_offsets,
@@ -133,6 +134,25 @@ def test_token_bytes_decode_every_prefix_as_the_tokenizer_does(tiny_loaded):
     assert sum(not text.isascii() for text in texts) > 100  # the hard case is exercised
     assert [table.prefix_lengths(row, text) for row, text in zip(rows, texts, strict=True)] == _decoded_prefixes(tokenizer, rows, texts)
     assert table.prefix_lengths(rows[0], texts[0] + "x") is None  # a text that is not the row's decoding
+
+
+def test_token_bytes_count_the_characters_of_valid_utf8_prefixes(tiny_loaded):
+    """Rows whose bytes are valid UTF-8 but whose tokens cut characters (single-byte tokens of 2-, 3- and 4-byte
+    characters, mixed with the encoder's own tokens): each prefix's length is its decoding's, one U+FFFD for a cut
+    character (counting every byte, or only the whole characters, would differ)."""
+    _, tokenizer = tiny_loaded
+    table = TokenBytes(tokenizer)
+    byte_token = {byte: tokenizer.convert_tokens_to_ids(char) for char, byte in _byte_level_alphabet().items()}
+    rng = np.random.default_rng(5)
+    words = ["café", "naïve", "€5", "中文", "😀", "Ω", "a", " ", "résumé", "𐍈"]
+    texts = ["".join(rng.choice(words, size=int(rng.integers(1, 6)))) for _ in range(60)]
+    rows = []
+    for text in texts:
+        encoded = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+        split = [byte_token[b] for b in text.encode()]
+        rows.append(encoded if rng.random() < 0.3 else split)
+    assert all(tokenizer.backend_tokenizer.decode(row, skip_special_tokens=False) == t for row, t in zip(rows, texts, strict=True))
+    assert [table.prefix_lengths(row, text) for row, text in zip(rows, texts, strict=True)] == _decoded_prefixes(tokenizer, rows, texts)
 
 
 def test_byte_offsets_equal_the_decoded_prefix_offsets(tiny_loaded):

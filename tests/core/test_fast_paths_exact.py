@@ -147,6 +147,36 @@ def test_ndcg_ranking_by_one_bit_key_equals_the_two_key_lexsort(seed):
     assert np.array_equal(reward._ndcg_of_frontier(ids, signed, retrieved, gains, 3), lexsorted(signed))
 
 
+@pytest.mark.parametrize("key_bits", [64, 40])
+def test_ndcg_of_distinct_pools_ranks_only_the_retrieved_as_the_full_lexsort_does(key_bits, monkeypatch):
+    """Gains of distinct pools with ``pool_of``: ranking only the retrieved documents by one (row, score, id rank)
+    key, or by the lexsort where that key would not fit (``key_bits`` 40), gives the NDCG of the full-row lexsort
+    over the gathered rows bit for bit (a tie broken by column instead of id, a rank counted across rows, or an
+    ideal taken from the wrong pool would each differ)."""
+    from ospo_gym.metrics import ndcg_at_k
+    from ospo_gym.retrieval import reward
+
+    monkeypatch.setattr(reward, "_KEY_BITS", key_bits)
+    rng = np.random.default_rng(3)
+    distinct, width, rows, k = 5, 30, 400, 10
+    pool_ids = np.stack([rng.permutation(5000)[:width] for _ in range(distinct)])
+    pool_ids[rng.random((distinct, width)) < 0.2] = -1
+    gains = np.where(pool_ids >= 0, rng.integers(0, 4, size=(distinct, width)), 0).astype(np.float64)
+    pool_of = rng.integers(0, distinct, size=rows)
+    ids = pool_ids[pool_of]
+    scores = (rng.integers(1, 4, size=(rows, width)) / np.float32(4)).astype(np.float32)  # many ties
+    retrieved = (ids >= 0) & (rng.random((rows, width)) < rng.random((rows, 1)))  # 0 to all of a pool
+    key = np.where(retrieved, -scores.astype(np.float64), np.inf)
+    order = np.lexsort((ids, key), axis=-1)
+    want = ndcg_at_k(np.take_along_axis(np.where(retrieved, gains[pool_of], 0.0), order, axis=1), gains[pool_of], k)
+    got = reward._ndcg_of_frontier(ids, scores, retrieved, gains, k, pool_of)
+    assert np.array_equal(got, want) and len(np.unique(got)) > 50
+    assert np.array_equal(reward._ndcg_of_frontier(ids[:, :4], scores[:, :4], retrieved[:, :4], gains[:, :4], k, pool_of),
+                          ndcg_at_k(np.take_along_axis(np.where(retrieved, gains[pool_of], 0.0)[:, :4],
+                                                       np.lexsort((ids[:, :4], key[:, :4]), axis=-1), axis=1),
+                                    gains[pool_of][:, :4], k))  # pools narrower than k  # fmt: skip
+
+
 def test_pooled_ndcg_with_distinct_pools_and_pool_of_equals_pools_per_text():
     from ospo_gym.retrieval import pooled_ndcg
 
