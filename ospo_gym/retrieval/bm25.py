@@ -433,8 +433,10 @@ class BM25Retriever:
             if easy.any():
                 pool_scores = np.zeros((n_q, width), dtype=np.float32)
                 retrieved = np.zeros((n_q, width), dtype=bool)
-                pool_scores[easy] = self._pool_scores(queries, pool_ids[easy], rows=np.flatnonzero(easy))
-                retrieved[easy] = (pool_ids[easy] >= 0) & (pool_scores[easy] > 0)
+                easy_ids = pool_ids[easy]
+                easy_scores = self._pool_scores(queries, easy_ids, rows=np.flatnonzero(easy))
+                pool_scores[easy] = easy_scores
+                retrieved[easy] = (easy_ids >= 0) & (easy_scores > 0)
                 if not easy.all():
                     busy = ~easy
                     pool_scores[busy], retrieved[busy] = self._scored_frontier(queries[busy], pool_ids[busy], cutoff)
@@ -618,8 +620,9 @@ class BM25Retriever:
             return np.zeros(pool_ids.shape, dtype=np.float32)
         out = self._scores_at(queries, docs, rows)
         column = np.cumsum(mark) - 1
-        row = np.arange(len(pool_ids))[:, None]
-        return np.where(valid, out[row, column[np.where(valid, pool_ids, docs[0])]], np.float32(0))
+        # each entry's place in the flattened (Q, len(docs)) scores: one 1-D take instead of a 2-D fancy index
+        at = column[np.where(valid, pool_ids, docs[0])] + (np.arange(len(pool_ids)) * len(docs))[:, None]
+        return np.where(valid, np.take(out.ravel(), at), np.float32(0))
 
     def __getstate__(self) -> dict:
         # Threads and the C stemmer do not pickle; both are rebuilt on load.
