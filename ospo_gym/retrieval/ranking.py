@@ -104,7 +104,10 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
     if counts.dtype.kind not in "iu":  # any int dtype, as it comes: an int32 (R, G) table halves the passes' bytes
         raise ValueError(f"counts must be ints, got {counts.dtype}")
     rows, cols = values.shape
-    if counts.shape not in ((cols,), (rows, cols)) or (counts.size and (counts.min() < 0 or counts.max() >= 1 << 32)):
+    narrow = counts.dtype.itemsize < 4 or counts.dtype == np.int32  # every value below 2**32 already
+    if counts.shape not in ((cols,), (rows, cols)) or (
+        counts.size and (counts.min() < 0 or (not narrow and counts.max() >= 1 << 32))
+    ):
         raise ValueError(f"counts must be ({cols},) or ({rows}, {cols}) ints in [0, 2**32), one per value")
     out = np.zeros(rows, dtype=np.float32)
     if rows == 0 or cols == 0:
@@ -178,8 +181,10 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
     keys.sort(axis=1)
     # Counts from the top down (after the scores above the ceiling): the k-th largest is where they reach k.
     down = keys[:, ::-1]
-    running = np.cumsum((down & np.uint64(0xFFFFFFFF)).astype(np.int64), axis=1) + over[busy, None]
-    top = down[np.arange(len(busy)), np.argmax(running >= k, axis=1)] >> np.uint64(32)
+    # a row's counts add up to at most its total: int32 where every total fits (half the bytes of int64)
+    wide = np.int32 if int(total.max()) < 1 << 31 else np.int64
+    running = np.cumsum((down & np.uint64(0xFFFFFFFF)).astype(wide), axis=1, dtype=wide)
+    top = down[np.arange(len(busy)), np.argmax(running >= (k - over[busy])[:, None], axis=1)] >> np.uint64(32)
     out[busy] = top.astype(np.uint32).view(np.float32)
     return out
 
