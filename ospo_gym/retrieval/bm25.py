@@ -661,37 +661,62 @@ class BM25Retriever:
 def _term_groups(queries: sp.csr_matrix, max_terms: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Query rows grouped so that each row's terms lie in its group's term set, as (rows, sorted term ids).
 
-    The rows with the most terms seed groups (a completion's whole text, whose coalitions are all subsets of it); a
-    row within no group's terms seeds its own, unless it has one or two terms and some group stays within
-    ``max_terms`` terms with them.
-    Every row is in exactly one group (a row with more than ``max_terms`` terms alone).
+    Rows are visited by decreasing number of terms (ties in row order). A row goes to the first group, in order of
+    creation, whose terms hold its own; a row in no group seeds a new one, unless it has one or two terms and some
+    group stays within ``max_terms`` terms with them, which it then widens. The rows with the most terms seed the
+    groups (a completion's whole text, whose coalitions are all subsets of it). Every row is in exactly one group
+    (a row with more than ``max_terms`` terms alone).
+
+    Vectorised: until the first row of one or two terms, no group widens, so each new group claims at once every
+    later row within its terms; from there, rows go to the first group that holds them, one containment test for
+    all of them, until a row has to widen a group (then the test is redone for the rows after it).
     """
     n_q = queries.shape[0]
     local, inverse = np.unique(queries.indices, return_inverse=True)  # term ids renumbered 0..L-1
-    # each row's term set as the bits of one int (L is the batch's vocabulary: a few hundred terms at most)
     member = np.zeros((n_q, len(local)), dtype=bool)
     member[np.repeat(np.arange(n_q), np.diff(queries.indptr)), inverse.ravel()] = True
-    packed = np.packbits(member, axis=1, bitorder="little")
-    raw, width = packed.tobytes(), packed.shape[1]
-    masks = [int.from_bytes(raw[i * width : (i + 1) * width], "little") for i in range(n_q)]
-    sizes = np.count_nonzero(member, axis=1).tolist()
-    groups: list[list] = []  # [mask, rows]
-    for i in sorted(range(n_q), key=sizes.__getitem__, reverse=True):
-        m = masks[i]
-        home = next((g for g in groups if m & g[0] == m), None)
-        if home is None and sizes[i] <= 2:  # a short row may widen a group; a longer one would add many signatures
-            home = next((g for g in groups if (m | g[0]).bit_count() <= max_terms), None)
-        if home is None:
-            groups.append([m, [i]])
+    sizes = np.count_nonzero(member, axis=1)
+    order = np.argsort(-sizes, kind="stable")
+    weights = member.astype(np.float32)  # outside-term counts by one product (exact: at most L ones per row)
+    group_of = np.full(n_q, -1, dtype=np.int64)
+    masks: list[np.ndarray] = []
+    long_rows = order[sizes[order] > 2]
+    while True:
+        left = long_rows[group_of[long_rows] < 0]
+        if len(left) == 0:
+            break
+        seed = member[left[0]].copy()
+        outside = weights[left] @ (~seed).astype(np.float32)
+        group_of[left[outside == 0]] = len(masks)
+        masks.append(seed)
+    pending = order[sizes[order] <= 2]
+    while len(pending):
+        if masks:
+            outside = weights[pending] @ (~np.stack(masks)).T.astype(np.float32)  # (rows, groups)
+            held = outside == 0
+            first = np.where(held.any(axis=1), np.argmax(held, axis=1), -1)
         else:
-            home[0] |= m
-            home[1].append(i)
-    out = []
-    for m, rows in groups:
-        bits = np.frombuffer(m.to_bytes(-(-max(m.bit_length(), 1) // 8), "little"), dtype=np.uint8)
-        ids = np.flatnonzero(np.unpackbits(bits, bitorder="little"))
-        out.append((np.sort(np.asarray(rows, dtype=np.int64)), local[ids].astype(np.int64)))
-    return out
+            first = np.full(len(pending), -1)
+        stuck = np.flatnonzero(first < 0)
+        upto = stuck[0] if len(stuck) else len(pending)
+        group_of[pending[:upto]] = first[:upto]
+        if not len(stuck):
+            break
+        row = pending[upto]
+        fits = [g for g, m in enumerate(masks) if np.count_nonzero(m | member[row]) <= max_terms]
+        if fits:
+            masks[fits[0]] = masks[fits[0]] | member[row]
+            group_of[row] = fits[0]
+        else:
+            group_of[row] = len(masks)
+            masks.append(member[row].copy())
+        pending = pending[upto + 1 :]
+    by_group = np.argsort(group_of, kind="stable")  # rows ascending within each group
+    bounds = np.searchsorted(group_of[by_group], np.arange(len(masks) + 1))
+    return [
+        (by_group[bounds[g] : bounds[g + 1]].astype(np.int64), local[np.flatnonzero(masks[g])].astype(np.int64))
+        for g in range(len(masks))
+    ]
 
 
 def _csr_rows(data: np.ndarray, columns: np.ndarray, owner: np.ndarray, n_rows: int, width: int) -> sp.csr_matrix:

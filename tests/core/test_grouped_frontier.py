@@ -181,3 +181,53 @@ def test_grouped_frontier_of_queries_without_known_terms_retrieves_nothing():
     pools, _ = pad_pools([rng.choice(300, size=10, replace=False) for _ in texts])
     scores, retrieved = retriever._grouped_frontier(retriever._query_matrix(texts), pools, 5)
     assert not scores.any() and not retrieved.any()
+
+
+def _term_groups_one_row_at_a_time(queries, max_terms):
+    """The grouping rule of bm25._term_groups, row after row with Python ints as term sets (its first version)."""
+    n_q = queries.shape[0]
+    local, inverse = np.unique(queries.indices, return_inverse=True)
+    member = np.zeros((n_q, len(local)), dtype=bool)
+    member[np.repeat(np.arange(n_q), np.diff(queries.indptr)), inverse.ravel()] = True
+    masks = [sum(1 << int(j) for j in np.flatnonzero(row)) for row in member]
+    sizes = member.sum(axis=1).tolist()
+    groups = []
+    for i in sorted(range(n_q), key=sizes.__getitem__, reverse=True):
+        m = masks[i]
+        home = next((g for g in groups if m & g[0] == m), None)
+        if home is None and sizes[i] <= 2:
+            home = next((g for g in groups if (m | g[0]).bit_count() <= max_terms), None)
+        if home is None:
+            groups.append([m, [i]])
+        else:
+            home[0] |= m
+            home[1].append(i)
+    return [(sorted(rows), [int(local[j]) for j in range(len(local)) if m >> j & 1]) for m, rows in groups]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_term_groups_equal_the_row_by_row_rule(seed):
+    """Random coalition-like rows (subsets of a few 'completions', stray one- and two-term rows that must widen a
+    group or seed one, empty rows, ties in size): the vectorised grouping is the row-by-row one, group for group
+    (a wrong first-fit order, a widening test on the wrong rows or a containment test off by one term would differ)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    vocab = int(rng.integers(5, 60))
+    texts = [rng.choice(vocab, size=int(rng.integers(3, min(vocab, 14))), replace=False) for _ in range(int(rng.integers(1, 5)))]
+    rows = []
+    for _ in range(int(rng.integers(1, 120))):
+        kind = rng.random()
+        if kind < 0.7:
+            text = texts[int(rng.integers(len(texts)))]
+            rows.append(rng.choice(text, size=int(rng.integers(1, len(text) + 1)), replace=False))
+        elif kind < 0.9:
+            rows.append(rng.choice(vocab, size=int(rng.integers(1, 3)), replace=False))
+        else:
+            rows.append(np.zeros(0, dtype=np.int64))
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    indices = np.concatenate(rows).astype(np.int32) if indptr[-1] else np.zeros(0, dtype=np.int32)
+    queries = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(rows), vocab))
+    max_terms = int(rng.integers(4, 20))
+    got = [(r.tolist(), t.tolist()) for r, t in bm25_module._term_groups(queries, max_terms)]
+    assert got == _term_groups_one_row_at_a_time(queries, max_terms)
