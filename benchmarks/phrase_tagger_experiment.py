@@ -161,8 +161,7 @@ def generated_texts(n: int, seed: int) -> list[str]:
                 brand=rng.choice(BRANDS),
                 line=rng.choice(PRODUCT_LINES),
             )
-            if text.startswith(("an ", "a ")) or " an " in text:
-                text = text.replace(" an ", " a ")
+            text = text.replace(" an ", " a ")
         elif kind < 0.9:
             items = [_keyword_query(rng) if rng.random() < 0.6 else f"{_noun_phrase(rng)} with {_noun_phrase(rng)}"
                      for _ in range(rng.choice((2, 3, 3, 4)))]  # fmt: skip

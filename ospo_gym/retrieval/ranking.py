@@ -104,7 +104,7 @@ def kth_largest_weighted(values: np.ndarray, counts: np.ndarray, k: int) -> np.n
     if counts.dtype.kind not in "iu":  # any int dtype, as it comes: an int32 (R, G) table halves the passes' bytes
         raise ValueError(f"counts must be ints, got {counts.dtype}")
     rows, cols = values.shape
-    narrow = counts.dtype.itemsize < 4 or counts.dtype == np.int32  # every value below 2**32 already
+    narrow = counts.dtype.itemsize <= 4  # every value below 2**32 already
     if counts.shape not in ((cols,), (rows, cols)) or (
         counts.size and (counts.min() < 0 or (not narrow and counts.max() >= 1 << 32))
     ):

@@ -89,8 +89,8 @@ def _ndcg_of_frontier(
     ``pool_of[q]`` being query ``q``'s (``pool_of=None``: ``D = Q``, one row per query). Returns ``(Q,)``.
     """
     n_q, width = pool_ids.shape
-    pool_of = np.arange(n_q) if pool_of is None else pool_of
     best = ideal_dcg(gains, k, pool_of)  # each distinct pool sorted once
+    pool_of = np.arange(n_q) if pool_of is None else pool_of
     rows, cols = np.divmod(np.flatnonzero(retrieved), width)  # row-major: rows non-decreasing
     scores = pool_scores[rows, cols]
     if pool_scores.dtype == np.float32 and len(rows) and bool((scores > 0).all()):
@@ -106,8 +106,7 @@ def _ndcg_of_frontier(
             order = np.argsort(key | id_rank[distinct[rows], cols].astype(np.uint64))
         else:
             order = np.lexsort((pool_ids[rows, cols], descending, rows))
-        per_row = np.bincount(rows, minlength=n_q)
-        rank = np.arange(len(rows)) - (np.cumsum(per_row) - per_row)[rows]  # rows[order] is rows
+        rank = offsets_in_runs(np.bincount(rows, minlength=n_q))  # each entry's place in its row (rows[order] is rows)
         near = rank < min(k, width)
         top = np.zeros((n_q, min(k, width)))
         top[rows[near], rank[near]] = gains[pool_of[rows], cols][order][near]
